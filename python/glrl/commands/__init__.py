@@ -1,0 +1,1 @@
+"""One module per ``glrl`` subcommand (see :mod:`glrl.cli`)."""

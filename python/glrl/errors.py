@@ -1,0 +1,36 @@
+"""Errors that reach users: each names the thing that is wrong and what to do about it.
+
+The CLI prints ``error: <message>`` and, when given, ``hint: <hint>`` and exits with status 2; no traceback.
+Library callers can catch :class:`GlrlError` (or a subclass) to tell user errors from bugs.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+
+class GlrlError(Exception):
+    """A problem with the user's input or environment, with a hint on how to fix it."""
+
+    def __init__(self, message: str, hint: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\nhint: {self.hint}"
+
+
+class DataError(GlrlError):
+    """A dataset, image or patch file is missing, unreadable or corrupt."""
+
+
+class FormatError(GlrlError):
+    """A prototxt, caffemodel, solverstate or other Caffe file is malformed or does not fit."""
+
+
+class ModelError(GlrlError):
+    """A network or released model cannot be built, loaded or run as asked."""
+
+
+class TrainingError(GlrlError):
+    """A training run cannot go on (diverged, bad solver settings, nothing to resume from)."""
