@@ -30,3 +30,17 @@ def data_root(override: Optional[Union[str, Path]] = None) -> Path:
     if env:
         return Path(env).expanduser().resolve()
     return DEFAULT_DATA_ROOT
+
+WORK_ENV = "GLRL_WORK"
+
+
+def work_dir(override: Optional[Union[str, Path]] = None) -> Path:
+    """Where generated data and runs go: patch sets in ``<work>/data``, training runs in ``<work>/runs``,
+    evaluation output in ``<work>/eval``. From ``override``, ``$GLRL_WORK``, else ``<repo>/work`` (git-ignored).
+    """
+    if override:
+        return Path(override).expanduser().resolve()
+    env = os.environ.get(WORK_ENV)
+    if env:
+        return Path(env).expanduser().resolve()
+    return REPO_ROOT / "work"
