@@ -1,0 +1,112 @@
+"""The released models in ``models/``: what each one is, where its files are, and whether they are intact.
+
+A released model is a ``.caffemodel`` for a committed deploy prototxt plus a metadata file beside it,
+``models/<name>.json``::
+
+    {
+      "name": "glrl_x3",              # also the file stem of the weights: models/glrl_x3.caffemodel
+      "net": "glrl",                  # a name from glrl.nets.registry
+      "deploy": "prototxt/glrl/deploy.prototxt",   # relative to the repository root
+      "scales": [3],                  # the scales it was trained for (several for a multi-scale model)
+      "schedule": "cpu-short",        # solver schedule name, and what it amounted to:
+      "iterations": 2000,
+      "batch_size": 32,
+      "data_manifest_sha256": "...",  # the patch set it was trained on (glrl.data_prep manifest)
+      "hardware": "...", "wall_time_s": 1234.5,
+      "set5_psnr": {"3": 31.95},      # Set5 PSNR per scale, benchmark protocol, PyTorch backend fp32
+      "sha256": "..."                 # of the .caffemodel
+    }
+
+Only this module knows that layout; eval, upscale and the tests ask it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from glrl import settings
+from glrl.errors import ModelError
+from glrl.fsutil import sha256_file
+
+REQUIRED_KEYS = ("name", "net", "deploy", "scales", "schedule", "iterations", "set5_psnr", "sha256")
+
+
+@dataclass(frozen=True)
+class ReleasedModel:
+    """One entry of ``models/``."""
+
+    name: str
+    net: str
+    deploy: Path
+    weights: Path
+    scales: List[int]
+    set5_psnr: Dict[int, float]
+    sha256: str
+    metadata: dict
+
+    def verify(self) -> None:
+        """Raise ModelError unless the weights and the deploy prototxt exist and the checksum matches."""
+        for path in (self.weights, self.deploy):
+            if not path.is_file():
+                raise ModelError(f"released model {self.name}: missing file {path}",
+                                 hint="restore it from git (git checkout -- models prototxt)")
+        actual = sha256_file(self.weights)
+        if actual != self.sha256:
+            raise ModelError(
+                f"released model {self.name}: {self.weights} has SHA-256 {actual}, metadata says {self.sha256}",
+                hint="the weights file is corrupt or was replaced; restore it from git",
+            )
+
+
+def _load(meta_path: Path, repo_root: Path) -> ReleasedModel:
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read model metadata {meta_path}: {exc}") from exc
+    missing = [key for key in REQUIRED_KEYS if key not in meta]
+    if missing:
+        raise ModelError(f"model metadata {meta_path} lacks {', '.join(missing)}")
+    return ReleasedModel(
+        name=meta["name"],
+        net=meta["net"],
+        deploy=repo_root / meta["deploy"],
+        weights=meta_path.with_suffix(".caffemodel"),
+        scales=[int(s) for s in meta["scales"]],
+        set5_psnr={int(k): float(v) for k, v in meta["set5_psnr"].items()},
+        sha256=meta["sha256"],
+        metadata=meta,
+    )
+
+
+def released_models(models_dir: Optional[Path] = None) -> List[ReleasedModel]:
+    """Every model in ``models_dir`` (default: the checkout's ``models/``), sorted by name."""
+    folder = Path(models_dir) if models_dir else settings.MODELS_DIR
+    if not folder.is_dir():
+        return []
+    repo_root = folder.parent
+    return sorted((_load(p, repo_root) for p in folder.glob("*.json")), key=lambda m: m.name)
+
+
+def get_model(name: str, models_dir: Optional[Path] = None) -> ReleasedModel:
+    """The released model called ``name``."""
+    models = released_models(models_dir)
+    for model in models:
+        if model.name == name:
+            return model
+    known = ", ".join(m.name for m in models) or "none"
+    raise ModelError(f"no released model named {name!r}", hint=f"released models: {known}")
+
+
+def model_for_scale(scale: int, net: str = "glrl", models_dir: Optional[Path] = None) -> ReleasedModel:
+    """The released ``net`` model for ``scale``; prefer a single-scale model over a multi-scale one."""
+    models = [m for m in released_models(models_dir) if m.net == net]
+    candidates = sorted((m for m in models if scale in m.scales), key=lambda m: len(m.scales))
+    if candidates:
+        return candidates[0]
+    have = sorted({s for m in models for s in m.scales})
+    raise ModelError(
+        f"no released {net} model for scale x{scale}",
+        hint=f"scales with a {net} model: {', '.join('x%d' % s for s in have) or 'none'}",
+    )
