@@ -1,0 +1,13 @@
+"""MATLAB-compatible image operations: bicubic ``imresize``, ``rgb2ycbcr``/``ycbcr2rgb``, ``modcrop``,
+``shave``, ``im2double``.
+
+Every published SR figure we compare with was computed with MATLAB; these functions reproduce MATLAB's
+results (bit for bit on uint8 images, to rounding error on float64) with numpy alone, vectorised.
+"""
+from __future__ import annotations
+
+from glrl.matlab_compat.color import rgb2ycbcr, ycbcr2rgb
+from glrl.matlab_compat.crop import im2double, modcrop, shave
+from glrl.matlab_compat.imresize import contributions, cubic, imresize
+
+__all__ = ["imresize", "contributions", "cubic", "rgb2ycbcr", "ycbcr2rgb", "modcrop", "shave", "im2double"]
