@@ -1,0 +1,272 @@
+"""Read and write Caffe's files: ``.prototxt`` nets and solvers (protobuf text format), ``.caffemodel``
+weights and ``.solverstate`` snapshots (protobuf binary), and convert blobs to and from numpy arrays.
+
+Reading always upgrades legacy nets and solvers as Caffe does (see :mod:`glrl.caffe.upgrade`), so callers
+see one current format. Every problem with a file raises :class:`glrl.errors.FormatError` naming the file:
+text syntax errors give the line and column; binary files that are empty, truncated, or not the expected
+kind (an image, an HDF5 file, a prototxt, a pickle) are refused rather than half-read. Writes are atomic.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import numpy as np
+from google.protobuf import message as protobuf_message
+from google.protobuf import text_format
+
+from glrl.caffe import pb
+from glrl.caffe.proto import has_unknown_fields
+from glrl.caffe.upgrade import upgrade_net, upgrade_solver
+from glrl.errors import FormatError
+from glrl.fsutil import atomic_write_bytes, atomic_write_text
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+# Leading bytes of files that people pass by mistake, and what they are.
+_MAGIC = [
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file (Caffe's snapshot_format: HDF5, or a patch set)"),
+    (b"PK\x03\x04", "a zip archive (a PyTorch .pt/.pth checkpoint?)"),
+    (b"\x1f\x8b", "a gzip-compressed file"),
+    (b"\x80\x02", "a Python pickle"),
+    (b"\x80\x03", "a Python pickle"),
+    (b"\x80\x04", "a Python pickle"),
+    (b"\x80\x05", "a Python pickle"),
+]
+
+
+# ---------------------------------------------------------------------------------------------- text
+
+
+def parse_net(text: str, source: str = "<string>") -> Any:
+    """Parse a net in protobuf text format (a ``.prototxt``) and upgrade it to the current format."""
+    net = _parse_text(text, pb.NetParameter(), source, "a Caffe net")
+    upgrade_net(net, source)
+    return net
+
+
+def read_net(path: PathLike) -> Any:
+    """Read and upgrade a ``.prototxt`` net."""
+    return parse_net(_read_text(path, "net"), str(path))
+
+
+def net_to_text(net: Any) -> str:
+    """The net in protobuf text format, laid out as Caffe writes it."""
+    return text_format.MessageToString(net)
+
+
+def write_net(net: Any, path: PathLike) -> None:
+    """Write ``net`` as a ``.prototxt`` (atomically)."""
+    atomic_write_text(path, net_to_text(net))
+
+
+def parse_solver(text: str, source: str = "<string>") -> Any:
+    """Parse a ``solver.prototxt`` and upgrade a legacy ``solver_type`` to ``type``."""
+    solver = _parse_text(text, pb.SolverParameter(), source, "a Caffe solver")
+    upgrade_solver(solver, source)
+    return solver
+
+
+def read_solver(path: PathLike) -> Any:
+    """Read and upgrade a ``solver.prototxt``."""
+    return parse_solver(_read_text(path, "solver"), str(path))
+
+
+def solver_to_text(solver: Any) -> str:
+    """The solver in protobuf text format."""
+    return text_format.MessageToString(solver)
+
+
+def write_solver(solver: Any, path: PathLike) -> None:
+    """Write ``solver`` as a ``solver.prototxt`` (atomically)."""
+    atomic_write_text(path, solver_to_text(solver))
+
+
+def _read_text(path: PathLike, what: str) -> str:
+    data = _read_bytes(path, what)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        kind = _sniff(data)
+        raise FormatError(
+            f"{path}: not a text {what} prototxt ({kind or f'binary data at byte {exc.start}'})",
+            hint="a .prototxt is protobuf text; binary weights (.caffemodel) are read with read_caffemodel",
+        ) from None
+
+
+def _parse_text(text: str, message: Any, source: str, what: str) -> Any:
+    try:
+        text_format.Parse(text, message)
+    except text_format.ParseError as exc:
+        line, column, reason = _parse_error_position(exc)
+        where = f"{source}:{line}:{column}" if line is not None else source
+        raise FormatError(
+            f"{where}: syntax error in {what}: {reason}",
+            hint=_line_hint(text, line),
+        ) from None
+    return message
+
+
+def _parse_error_position(exc: Exception):
+    """(line, column, reason) of a text_format.ParseError; its message starts with ``line:col :``."""
+    text = str(exc)
+    match = re.match(r"^(?:[^:]*:)?(\d+):(\d+)\s*:\s*(.*)$", text, re.S)
+    line = getattr(exc, "GetLine", lambda: None)()
+    column = getattr(exc, "GetColumn", lambda: None)()
+    if match:
+        line = line if line is not None else int(match.group(1))
+        column = column if column is not None else int(match.group(2))
+        return line, column, match.group(3).strip()
+    return line, column, text
+
+
+def _line_hint(text: str, line: Optional[int]) -> str:
+    if line is None or not 1 <= line <= len(text.splitlines()):
+        return "check the file against Caffe's caffe.proto (docs/caffe-formats.md lists what glrl reads)"
+    return f"line {line} reads: {text.splitlines()[line - 1].strip()!r}"
+
+
+# -------------------------------------------------------------------------------------------- binary
+
+
+def read_caffemodel(path: PathLike) -> Any:
+    """Read a binary ``.caffemodel`` (a NetParameter with blobs) and upgrade it to the current format."""
+    data = _read_bytes(path, "caffemodel")
+    net = _parse_binary(data, pb.NetParameter(), path, "caffemodel")
+    layers = list(net.layer) + list(net.layers)
+    if not layers or any(not layer.name for layer in layers):
+        raise FormatError(
+            f"{path}: not a caffemodel ({_describe(data, 'it has no named layers')})",
+            hint=_binary_hint("caffemodel"),
+        )
+    upgrade_net(net, str(path))
+    return net
+
+
+def write_caffemodel(net: Any, path: PathLike) -> None:
+    """Write ``net`` (with its layers' blobs) as a binary ``.caffemodel`` (atomically)."""
+    atomic_write_bytes(path, net.SerializeToString())
+
+
+def read_solverstate(path: PathLike) -> Any:
+    """Read a binary ``.solverstate`` (iteration, weights file and solver history blobs)."""
+    data = _read_bytes(path, "solverstate")
+    state = _parse_binary(data, pb.SolverState(), path, "solverstate")
+    if not state.HasField("iter") or state.iter < 0 or has_unknown_fields(state):
+        raise FormatError(
+            f"{path}: not a solverstate ({_describe(data, 'it lacks the fields a solverstate holds')})",
+            hint=_binary_hint("solverstate"),
+        )
+    return state
+
+
+def write_solverstate(state: Any, path: PathLike) -> None:
+    """Write ``state`` as a binary ``.solverstate`` (atomically)."""
+    atomic_write_bytes(path, state.SerializeToString())
+
+
+def _read_bytes(path: PathLike, what: str) -> bytes:
+    target = Path(path)
+    if not target.is_file():
+        problem = "is a folder" if target.is_dir() else "does not exist"
+        raise FormatError(f"{path}: {what} file {problem}", hint="check the path")
+    data = target.read_bytes()
+    if not data:
+        raise FormatError(f"{path}: {what} file is empty", hint="it was probably cut short; write it again")
+    return data
+
+
+def _parse_binary(data: bytes, message: Any, path: PathLike, what: str) -> Any:
+    kind = _sniff(data)
+    if kind is not None:
+        raise FormatError(f"{path}: not a {what}: this is {kind}", hint=_binary_hint(what))
+    try:
+        message.ParseFromString(data)
+    except (protobuf_message.DecodeError, RuntimeError, ValueError) as exc:
+        raise FormatError(
+            f"{path}: not a readable {what} ({_describe(data, f'{len(data)} bytes, truncated or corrupt')}; "
+            f"protobuf says: {exc})",
+            hint=f"copy or download the file again; {_binary_hint(what)}",
+        ) from None
+    return message
+
+
+def _binary_hint(what: str) -> str:
+    if what == "caffemodel":
+        return "pass the binary .caffemodel weights (a .prototxt net is read with read_net)"
+    return f"pass the binary .{what} that Caffe or glrl wrote beside its .caffemodel"
+
+
+def _sniff(data: bytes) -> Optional[str]:
+    """What a file is, judged by its first bytes, when it is a common kind that is never protobuf."""
+    for magic, kind in _MAGIC:
+        if data.startswith(magic):
+            return kind
+    return None
+
+
+def _describe(data: bytes, otherwise: str) -> str:
+    """A short description of a file that failed to read as binary protobuf."""
+    kind = _sniff(data)
+    if kind is not None:
+        return f"this is {kind}"
+    try:
+        data[:4096].decode("utf-8")
+    except UnicodeDecodeError:
+        return otherwise
+    return "this is a text file, perhaps a prototxt"
+
+
+# --------------------------------------------------------------------------------------------- blobs
+
+
+def blob_shape(blob: Any) -> List[int]:
+    """A BlobProto's shape: its ``shape`` field, else the legacy (num, channels, height, width)."""
+    if blob.HasField("shape"):
+        return [int(d) for d in blob.shape.dim]
+    if any(blob.HasField(f) for f in ("num", "channels", "height", "width")):
+        return [blob.num, blob.channels, blob.height, blob.width]
+    return []
+
+
+def blob_to_array(blob: Any, name: str = "blob") -> np.ndarray:
+    """A BlobProto's data as a float32 array of its shape (``double_data`` is used when present)."""
+    shape = blob_shape(blob)
+    values = blob.double_data if len(blob.double_data) else blob.data
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if len(values) != count:
+        raise FormatError(
+            f"{name}: shape {shape} needs {count} values but the blob holds {len(values)}",
+            hint="the weights file is corrupt or was written for another net",
+        )
+    return np.asarray(values, dtype=np.float32).reshape(shape)
+
+
+def array_to_blob(array: Any) -> Any:
+    """A BlobProto holding ``array`` as float32 ``data`` with its ``shape`` (the current Caffe layout)."""
+    values = np.ascontiguousarray(array, dtype=np.float32)
+    blob = pb.BlobProto()
+    blob.shape.dim.extend(int(d) for d in values.shape)
+    blob.data.extend(values.ravel().tolist())
+    return blob
+
+
+def layer_blobs(net: Any) -> Dict[str, List[np.ndarray]]:
+    """Each layer's parameter blobs as arrays, by layer name (layers without blobs are left out)."""
+    blobs: Dict[str, List[np.ndarray]] = {}
+    for layer in net.layer:
+        if not len(layer.blobs):
+            continue
+        if layer.name in blobs:
+            raise FormatError(
+                f"two layers named '{layer.name}' carry weights",
+                hint="layer names must be unique: weights are matched to layers by name",
+            )
+        blobs[layer.name] = [
+            blob_to_array(blob, f"layer '{layer.name}' blob {i}") for i, blob in enumerate(layer.blobs)
+        ]
+    return blobs
