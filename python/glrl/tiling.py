@@ -1,0 +1,180 @@
+"""Overlapping tiles for fully convolutional nets, so that any image size runs in bounded memory.
+
+Why: a deep SR net keeps tens of feature maps per pixel (GLRL: hundreds of floats per output pixel), so a
+4000×3000 image would need gigabytes. We cut the net's input into tiles, run each tile with a margin of
+context around it and keep only its core. The result equals the whole-image result exactly (up to float
+rounding) when the margin is at least the net's *receptive radius*: the number of pixels by which one
+output pixel's dependencies reach out, i.e. the sum of ``dilation · (kernel - 1) / 2`` over the
+convolutions on the longest path from the input to the output. Within that margin every intermediate value
+the core depends on lies inside the tile; at the image edge the tile edge *is* the image edge, so the
+net's zero padding is the same as on the whole image.
+
+Memory per tile is bounded by ``4 bytes · (channels of all blobs) · (tile + 2·radius)²`` (see
+:func:`tile_memory_bytes`), whatever the image size.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterator, List, Tuple
+
+import numpy as np
+
+from glrl.caffe import pb
+from glrl.errors import ModelError
+
+# Layers whose output pixel depends only on the same pixel of their inputs.
+POINTWISE_LAYERS = frozenset({
+    "Input", "ReLU", "PReLU", "ELU", "Sigmoid", "TanH", "AbsVal", "Power", "Exp", "Log", "BNLL",
+    "Eltwise", "Scale", "Bias", "BatchNorm", "Concat", "Split", "Dropout", "Silence",
+})
+# Layers with a spatial kernel (stride 1 required for tiling).
+KERNEL_LAYERS = frozenset({"Convolution", "Deconvolution", "Pooling"})
+
+
+def _kernel_extent(layer) -> Tuple[int, int]:
+    """``(radius, channels_out)`` of one Convolution/Deconvolution/Pooling layer; refuses strides."""
+    if layer.type == "Pooling":
+        param = layer.pooling_param
+        kernel = [param.kernel_h, param.kernel_w] if param.HasField("kernel_h") else [param.kernel_size]
+        strides = [param.stride_h, param.stride_w] if param.HasField("stride_h") else [param.stride]
+        dilations = [1]
+        channels = -1
+    else:
+        param = layer.convolution_param
+        kernel = list(param.kernel_size) or [param.kernel_h, param.kernel_w]
+        strides = list(param.stride) or [param.stride_h or 1, param.stride_w or 1]
+        dilations = list(param.dilation) or [1]
+        channels = int(param.num_output)
+    if any(s not in (0, 1) for s in strides):
+        raise ModelError(f"layer {layer.name!r} ({layer.type}) has stride {strides}: tiles need stride 1",
+                         hint="run this net on whole images (tile size 0)")
+    radius = max(math.ceil(d * (k - 1) / 2) for k in kernel for d in dilations)
+    return radius, channels
+
+
+def _active_layers(net) -> list:
+    return [layer for layer in net.layer
+            if not any(rule.HasField("phase") and rule.phase == pb.TRAIN for rule in layer.include)]
+
+
+def _input_blobs(net) -> Dict[str, int]:
+    """Input blob -> channels, from ``input:``/``input_shape`` or Input layers."""
+    blobs: Dict[str, int] = {}
+    for i, name in enumerate(net.input):
+        legacy = list(net.input_dim[4 * i: 4 * i + 4])
+        dims = list(net.input_shape[i].dim) if i < len(net.input_shape) else legacy
+        blobs[name] = int(dims[1]) if len(dims) > 1 else 1
+    for layer in _active_layers(net):
+        if layer.type == "Input":
+            for j, top in enumerate(layer.top):
+                shapes = layer.input_param.shape
+                dims = list(shapes[min(j, len(shapes) - 1)].dim) if len(shapes) else []
+                blobs[top] = int(dims[1]) if len(dims) > 1 else 1
+    return blobs
+
+
+def _walk(net) -> Tuple[Dict[str, int], Dict[str, int], List[str]]:
+    """Per blob: receptive radius and channels; and the output blobs (tops that nothing consumes)."""
+    channels = _input_blobs(net)
+    radius = {name: 0 for name in channels}
+    consumed = set()
+    tops: List[str] = []
+    for layer in _active_layers(net):
+        if layer.type == "Input":
+            continue
+        missing = [b for b in layer.bottom if b not in radius]
+        if missing:
+            raise ModelError(f"layer {layer.name!r} reads blob(s) {missing} that no earlier layer makes")
+        reach = max((radius[b] for b in layer.bottom), default=0)
+        if layer.type in KERNEL_LAYERS:
+            extra, out_channels = _kernel_extent(layer)
+            if out_channels < 0:
+                out_channels = channels[layer.bottom[0]]
+        elif layer.type in POINTWISE_LAYERS:
+            extra = 0
+            if layer.type == "Concat":
+                out_channels = sum(channels[b] for b in layer.bottom)
+            else:
+                out_channels = channels[layer.bottom[0]] if layer.bottom else 1
+        else:
+            raise ModelError(f"layer {layer.name!r} has type {layer.type}, unknown to tiled inference",
+                             hint="run this net on whole images (tile size 0)")
+        consumed.update(layer.bottom)
+        for top in layer.top:
+            radius[top] = reach + extra
+            channels[top] = out_channels
+            if top not in tops:
+                tops.append(top)
+    outputs = [t for t in tops if t not in consumed] or tops[-1:]
+    return radius, channels, outputs
+
+
+def receptive_radius(net) -> int:
+    """How far (pixels) an output pixel's dependencies reach: the tile margin for exact tiled inference.
+
+    ``net`` is a ``caffe_pb2.NetParameter`` (a deploy net). It is the maximum, over the net's output blobs,
+    of the sum of ``ceil(dilation · (kernel - 1) / 2)`` along the longest path from the input.
+    """
+    radius, _, outputs = _walk(net)
+    return max(radius[name] for name in outputs)
+
+
+def floats_per_pixel(net) -> int:
+    """Channels summed over every distinct blob of ``net``: the most float values it can hold per pixel."""
+    _, channels, _ = _walk(net)
+    return int(sum(channels.values()))
+
+
+def tile_memory_bytes(net, tile: int) -> int:
+    """Upper bound on the activation memory (fp32) for one tile of core size ``tile``."""
+    side = tile + 2 * receptive_radius(net)
+    return 4 * floats_per_pixel(net) * side * side
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: the window of the input it reads and the part of the window that is its exact core."""
+
+    window: Tuple[slice, slice]  # into the whole image
+    core: Tuple[slice, slice]    # into the whole image
+    core_in_window: Tuple[slice, slice]
+
+
+def _spans(length: int, tile: int, margin: int) -> Iterator[Tuple[slice, slice, slice]]:
+    for start in range(0, length, tile):
+        stop = min(start + tile, length)
+        lo, hi = max(0, start - margin), min(length, stop + margin)
+        yield slice(lo, hi), slice(start, stop), slice(start - lo, stop - lo)
+
+
+def plan_tiles(height: int, width: int, tile: int, margin: int) -> List[Tile]:
+    """Tiles of core size ``tile`` (the last row/column smaller) with ``margin`` pixels of context."""
+    if tile < 1:
+        raise ValueError(f"tile size must be positive, not {tile}")
+    return [
+        Tile((wy, wx), (cy, cx), (iy, ix))
+        for wy, cy, iy in _spans(height, tile, margin)
+        for wx, cx, ix in _spans(width, tile, margin)
+    ]
+
+
+def run_tiled(
+    fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray, tile: int, margin: int
+) -> np.ndarray:
+    """Apply a same-size 2-D map ``fn`` to ``image`` tile by tile; ``tile <= 0`` runs it once, whole."""
+    if tile <= 0 or (image.shape[0] <= tile and image.shape[1] <= tile):
+        return _checked(fn, image)
+    out = np.empty(image.shape, dtype=np.float32)
+    for part in plan_tiles(image.shape[0], image.shape[1], tile, margin):
+        result = _checked(fn, image[part.window])
+        out[part.core] = result[part.core_in_window]
+    return out
+
+
+def _checked(fn: Callable[[np.ndarray], np.ndarray], window: np.ndarray) -> np.ndarray:
+    result = fn(window)
+    if result.shape != window.shape:
+        raise ModelError(f"the net turned a {window.shape} input into {result.shape}; it must keep the size",
+                         hint="check the deploy prototxt's padding (pad = dilation·(kernel-1)/2)")
+    return result
