@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
@@ -104,17 +105,16 @@ def _parse_text(text: str, message: Any, source: str, what: str) -> Any:
     except text_format.ParseError as exc:
         line, column, reason = _parse_error_position(exc)
         where = f"{source}:{line}:{column}" if line is not None else source
-        raise FormatError(
-            f"{where}: syntax error in {what}: {reason}",
-            hint=_line_hint(text, line),
-        ) from None
+        error = FormatError(f"{where}: syntax error in {what}: {reason}", hint=_line_hint(text, line))
+        error.line = line
+        raise error from None
     return message
 
 
 def _parse_error_position(exc: Exception):
     """(line, column, reason) of a text_format.ParseError; its message starts with ``line:col :``."""
     text = str(exc)
-    match = re.match(r"^(?:[^:]*:)?(\d+):(\d+)\s*:\s*(.*)$", text, re.S)
+    match = re.match(r"^(?:[^:]*:)?(\d+):(\d+)\s*:\s*(.*)$", text, re.DOTALL)
     line = getattr(exc, "GetLine", lambda: None)()
     column = getattr(exc, "GetColumn", lambda: None)()
     if match:
@@ -135,7 +135,12 @@ def _line_hint(text: str, line: Optional[int]) -> str:
 
 def read_caffemodel(path: PathLike) -> Any:
     """Read a binary ``.caffemodel`` (a NetParameter with blobs) and upgrade it to the current format."""
-    data = _read_bytes(path, "caffemodel")
+    net = _parse_caffemodel(_read_bytes(path, "caffemodel"), path)
+    upgrade_net(net, str(path))
+    return net
+
+
+def _parse_caffemodel(data: bytes, path: PathLike) -> Any:
     net = _parse_binary(data, pb.NetParameter(), path, "caffemodel")
     layers = list(net.layer) + list(net.layers)
     if not layers or any(not layer.name for layer in layers):
@@ -143,7 +148,6 @@ def read_caffemodel(path: PathLike) -> Any:
             f"{path}: not a caffemodel ({_describe(data, 'it has no named layers')})",
             hint=_binary_hint("caffemodel"),
         )
-    upgrade_net(net, str(path))
     return net
 
 
@@ -154,7 +158,10 @@ def write_caffemodel(net: Any, path: PathLike) -> None:
 
 def read_solverstate(path: PathLike) -> Any:
     """Read a binary ``.solverstate`` (iteration, weights file and solver history blobs)."""
-    data = _read_bytes(path, "solverstate")
+    return _parse_solverstate(_read_bytes(path, "solverstate"), path)
+
+
+def _parse_solverstate(data: bytes, path: PathLike) -> Any:
     state = _parse_binary(data, pb.SolverState(), path, "solverstate")
     if not state.HasField("iter") or state.iter < 0 or has_unknown_fields(state):
         raise FormatError(
@@ -197,7 +204,7 @@ def _parse_binary(data: bytes, message: Any, path: PathLike, what: str) -> Any:
 
 def _binary_hint(what: str) -> str:
     if what == "caffemodel":
-        return "pass the binary .caffemodel weights (a .prototxt net is read with read_net)"
+        return "pass the binary .caffemodel weights (a .prototxt net is protobuf text, not weights)"
     return f"pass the binary .{what} that Caffe or glrl wrote beside its .caffemodel"
 
 
@@ -219,6 +226,72 @@ def _describe(data: bytes, otherwise: str) -> str:
     except UnicodeDecodeError:
         return otherwise
     return "this is a text file, perhaps a prototxt"
+
+
+# -------------------------------------------------------------------------------------- any file kind
+
+
+@dataclass
+class CaffeFile:
+    """A Caffe file of any kind, read and upgraded: ``kind`` is net, solver, caffemodel or solverstate."""
+
+    kind: str
+    message: Any
+    upgrades: List[str] = field(default_factory=list)  # what reading upgraded, empty for current files
+
+
+def read_any(path: PathLike) -> CaffeFile:
+    """Read a net or solver prototxt, a caffemodel or a solverstate, telling them apart by content."""
+    data = _read_bytes(path, "Caffe")
+    source = str(path)
+    if _is_text(data):
+        text = data.decode("utf-8")
+        try:
+            net = _parse_text(text, pb.NetParameter(), source, "a Caffe net")
+        except FormatError as net_error:
+            try:
+                solver = _parse_text(text, pb.SolverParameter(), source, "a Caffe solver")
+            except FormatError as solver_error:
+                # Report the reading that got further: it is the kind of file this was meant to be.
+                furthest = max(net_error, solver_error, key=lambda error: getattr(error, "line", 0) or 0)
+                raise furthest from None
+            return CaffeFile("solver", solver, upgrade_solver(solver, source))
+        if not len(net.layer) and not len(net.layers):
+            solver = _parse_text(text, pb.SolverParameter(), source, "a Caffe solver")
+            return CaffeFile("solver", solver, upgrade_solver(solver, source))
+        return CaffeFile("net", net, upgrade_net(net, source))
+    if Path(path).suffix == ".solverstate":
+        return CaffeFile("solverstate", _parse_solverstate(data, path))
+    try:
+        net = _parse_caffemodel(data, path)
+    except FormatError as model_error:
+        try:
+            return CaffeFile("solverstate", _parse_solverstate(data, path))
+        except FormatError:
+            raise model_error from None
+    return CaffeFile("caffemodel", net, upgrade_net(net, source))
+
+
+def write_any(caffe_file: CaffeFile, path: PathLike) -> None:
+    """Write a :class:`CaffeFile` back in its own format (text for nets and solvers), atomically."""
+    writers = {
+        "net": write_net,
+        "solver": write_solver,
+        "caffemodel": write_caffemodel,
+        "solverstate": write_solverstate,
+    }
+    writers[caffe_file.kind](caffe_file.message, path)
+
+
+def _is_text(data: bytes) -> bool:
+    """Protobuf text is UTF-8 without control characters; binary protobuf is full of them."""
+    head = data[:65536]
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:  # not merely a multi-byte character cut by the slice
+            return False
+    return not any(byte < 32 and byte not in (9, 10, 13) for byte in head)
 
 
 # --------------------------------------------------------------------------------------------- blobs

@@ -1,0 +1,114 @@
+"""``glrl caffe info FILE`` and ``glrl caffe upgrade IN OUT``: look inside Caffe's files, upgrade legacy ones.
+
+``info`` recognises a net (``.prototxt``), a solver (``solver.prototxt``), weights (``.caffemodel``) and a
+snapshot (``.solverstate``) by their content and prints a summary: layers with their types, bottoms, tops,
+phase rules and parameter blob shapes; or the solver's settings; or the snapshot's iteration and history.
+``upgrade`` rewrites a V1 or ``input_dim`` net (text or binary) or a ``solver_type`` solver in today's format.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, List
+
+HELP = "inspect Caffe files (info) and upgrade legacy nets and solvers (upgrade)"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="caffe_command", metavar="ACTION")
+    actions.required = True
+    info = actions.add_parser("info", help="summarise a .prototxt, solver, .caffemodel or .solverstate")
+    info.add_argument("file", type=Path)
+    upgrade = actions.add_parser("upgrade", help="rewrite a legacy (V1, input_dim, solver_type) file")
+    upgrade.add_argument("input", type=Path)
+    upgrade.add_argument("output", type=Path)
+
+
+def run(args: argparse.Namespace) -> int:
+    from glrl.caffe import io
+
+    if args.caffe_command == "info":
+        caffe_file = io.read_any(args.file)
+        print(f"{args.file}: {caffe_file.kind}")
+        for note in caffe_file.upgrades:
+            print(f"  legacy format, upgraded on reading: {note}")
+        print("\n".join(SUMMARIES[caffe_file.kind](caffe_file.message)))
+        return 0
+    caffe_file = io.read_any(args.input)
+    if caffe_file.kind == "solverstate":
+        print(f"{args.input}: a solverstate has no legacy format; nothing written")
+        return 0
+    io.write_any(caffe_file, args.output)
+    done = "; ".join(caffe_file.upgrades) if caffe_file.upgrades else "already current, written unchanged"
+    print(f"{args.input} -> {args.output} ({caffe_file.kind}: {done})")
+    return 0
+
+
+def _rules(layer: Any) -> str:
+    from glrl.caffe import pb
+
+    def describe(rule: Any) -> str:
+        parts = [pb.Phase.Name(rule.phase)] if rule.HasField("phase") else []
+        parts += [f"stage={s}" for s in rule.stage] + [f"not_stage={s}" for s in rule.not_stage]
+        if rule.HasField("min_level"):
+            parts.append(f"level>={rule.min_level}")
+        if rule.HasField("max_level"):
+            parts.append(f"level<={rule.max_level}")
+        return "+".join(parts) or "always"
+
+    rules = [f"include {describe(r)}" for r in layer.include] + [f"exclude {describe(r)}" for r in layer.exclude]
+    return f"  [{', '.join(rules)}]" if rules else ""
+
+
+def summarise_net(net: Any) -> List[str]:
+    from glrl.caffe import io
+
+    lines = [f"name: {net.name or '(unnamed)'}, {len(net.layer)} layers"]
+    width = max([len(layer.name) for layer in net.layer] + [4])
+    total = 0
+    for layer in net.layer:
+        flow = f"{', '.join(layer.bottom) or '-'} -> {', '.join(layer.top) or '-'}"
+        line = f"  {layer.name:<{width}}  {layer.type:<14} {flow}{_rules(layer)}"
+        if layer.type == "Input":
+            line += "  shape " + ", ".join("x".join(str(d) for d in s.dim) for s in layer.input_param.shape)
+        if len(layer.blobs):
+            shapes = [io.blob_shape(blob) for blob in layer.blobs]
+            total += sum(int(_count(shape)) for shape in shapes)
+            line += "  blobs " + ", ".join("x".join(map(str, shape)) or "scalar" for shape in shapes)
+        lines.append(line)
+    if total:
+        lines.append(f"parameters: {total:,}")
+    return lines
+
+
+def _count(shape: List[int]) -> int:
+    count = 1
+    for dim in shape:
+        count *= dim
+    return count
+
+
+def summarise_solver(solver: Any) -> List[str]:
+    from google.protobuf import text_format
+
+    return ["  " + line for line in text_format.MessageToString(solver).splitlines()]
+
+
+def summarise_solverstate(state: Any) -> List[str]:
+    from glrl.caffe import io
+
+    history = ", ".join("x".join(map(str, io.blob_shape(blob))) or "scalar" for blob in state.history)
+    return [
+        f"  iter: {state.iter}",
+        f"  learned_net: {state.learned_net or '(none)'}",
+        f"  current_step: {state.current_step}",
+        f"  history: {len(state.history)} blobs" + (f" ({history})" if history else ""),
+    ]
+
+
+SUMMARIES = {
+    "net": summarise_net,
+    "caffemodel": summarise_net,
+    "solver": summarise_solver,
+    "solverstate": summarise_solverstate,
+}
