@@ -1,0 +1,418 @@
+"""A training run: ``caffe train --solver S [--weights W | --snapshot X]`` on the PyTorch backend.
+
+:class:`Trainer` reads ``solver.prototxt`` and the train/test net it names, builds the TorchNet(s), feeds
+the HDF5 batches in Caffe's order, and runs Caffe's ``Solver::Solve`` loop: test every ``test_interval``
+(and at 0 when ``test_initialization``), ``iter_size`` forward/backward passes per iteration, display
+every ``display`` iterations with the loss smoothed over ``average_loss``, snapshot every ``snapshot``
+iterations and after the last one. Beyond Caffe it measures Set5 PSNR at each test (whole images, the
+benchmark protocol), snapshots and stops cleanly on SIGINT/SIGTERM, stops on a NaN/Inf loss or weight
+without writing it, and resumes bit-identically (see :mod:`glrl.train.snapshot`).
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import math
+import random
+import secrets
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+from glrl.errors import TrainingError
+from glrl.train import distributed as dist_mod
+from glrl.train.batches import HDF5Batches, HDF5Input, hdf5_inputs, resolve_source
+from glrl.train.monitor import MetricRow, Monitor, format_outputs
+from glrl.train.settings import SolverSettings
+from glrl.train.snapshot import SnapshotPaths, load_sidecar, resolve_learned_net, write_snapshot
+from glrl.train.solver import CaffeSolver
+
+PRECISIONS = ("fp32", "tf32", "bf16")
+# A predictor maps a batch of bicubic-upsampled Y images (N x 1 x H x W, float32 in [0, 1]) to SR Y.
+Predictor = Callable[[np.ndarray], np.ndarray]
+PsnrProbe = Callable[[Predictor], float]
+
+
+@dataclass
+class RunOptions:
+    """How to run one solver (the CLI fills this from its flags)."""
+
+    solver: Path
+    run_dir: Path
+    device: str = "auto"
+    precision: str = "fp32"
+    resume: Optional[Path] = None
+    weights: Optional[Path] = None
+    adjustable_clip: Optional[float] = None
+    psnr_probe: Optional[PsnrProbe] = None
+    bicubic_psnr: Optional[float] = None
+    progress: bool = True
+    tensorboard: bool = True
+    echo: bool = True
+
+
+@dataclass
+class RunResult:
+    """What a finished (or cleanly stopped) run left behind."""
+
+    iterations: int
+    stopped_early: bool
+    solverstate: Optional[Path]
+    caffemodel: Optional[Path]
+    losses: List[float] = field(default_factory=list)
+    set5_psnr: Optional[float] = None
+
+
+class LossSmoother:
+    """Caffe's ``UpdateSmoothedLoss``: the mean of the last ``average_loss`` iteration losses."""
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self.values: List[float] = []
+        self.next_index = 0
+        self.smoothed = 0.0
+
+    def update(self, loss: float) -> float:
+        if len(self.values) < self.window:
+            self.values.append(loss)
+            size = len(self.values)
+            self.smoothed = (self.smoothed * (size - 1) + loss) / size
+        else:
+            self.smoothed += (loss - self.values[self.next_index]) / self.window
+            self.values[self.next_index] = loss
+            self.next_index = (self.next_index + 1) % self.window
+        return self.smoothed
+
+    def state(self) -> Dict[str, Any]:
+        return {"values": list(self.values), "next_index": self.next_index, "smoothed": self.smoothed}
+
+    def set_state(self, state: Dict[str, Any]) -> None:
+        self.values = [float(v) for v in state["values"]][: self.window]
+        self.next_index = int(state["next_index"]) % self.window
+        self.smoothed = float(state["smoothed"])
+
+
+def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``, with a clear error when absent."""
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    if choice.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise TrainingError("--device cuda was asked for but PyTorch sees no CUDA GPU",
+                                hint="use --device cpu (or auto), or install a CUDA build of PyTorch")
+        return torch.device(choice if ":" in choice else f"cuda:{local_rank}")
+    if choice != "cpu":
+        raise TrainingError(f"unknown device {choice!r}", hint="use auto, cpu, cuda or cuda:N")
+    return torch.device("cpu")
+
+
+def precision_context(precision: str, device: torch.device) -> Callable[[], Any]:
+    """Set TF32 on or off and return the autocast factory for ``precision`` (fp32 = Caffe's arithmetic)."""
+    if precision not in PRECISIONS:
+        raise TrainingError(f"unknown precision {precision!r}", hint=f"use one of {', '.join(PRECISIONS)}")
+    allow_tf32 = precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+    torch.backends.cudnn.allow_tf32 = allow_tf32
+    if precision == "bf16":
+        return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def _resolve_net(name: str, solver_path: Path) -> Path:
+    if not name:
+        raise TrainingError(f"{solver_path} names no net", hint="set `net:` to the train/test prototxt")
+    path = Path(name)
+    for candidate in ([path] if path.is_absolute() else [Path.cwd() / path, solver_path.parent / path]):
+        if candidate.is_file():
+            return candidate
+    raise TrainingError(f"the net {name!r} named by {solver_path} was not found",
+                        hint="write the net first (glrl train does) or fix `net:` in the solver")
+
+
+def _single_input(inputs: List[HDF5Input], phase: str, net_path: Path) -> HDF5Input:
+    if len(inputs) != 1:
+        raise TrainingError(f"{net_path} has {len(inputs)} HDF5Data layers in phase {phase}; glrl's trainer "
+                            "feeds exactly one", hint="use glrl's generated train/test prototxt")
+    return inputs[0]
+
+
+def _loss_layer(net_param: Any, phase: str) -> Any:
+    from glrl.train.batches import _in_phase
+
+    losses = [layer for layer in net_param.layer if layer.type.endswith("Loss") and _in_phase(layer, phase)]
+    if len(losses) != 1:
+        raise TrainingError(f"the net has {len(losses)} loss layers in phase {phase}; glrl expects one",
+                            hint="use glrl's generated train/test prototxt")
+    return losses[0]
+
+
+class StopSignals:
+    """SIGINT/SIGTERM set a flag (the loop snapshots and stops); the old handlers come back on exit."""
+
+    def __init__(self) -> None:
+        self.received: Optional[int] = None
+        self._previous: Dict[int, Any] = {}
+
+    def __enter__(self) -> "StopSignals":
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+class Trainer:
+    """One run of one solver; build it, then call :meth:`run`."""
+
+    def __init__(self, options: RunOptions) -> None:
+        from glrl.backends.torch_net import TorchNet
+        from glrl.caffe.io import read_net, read_solver
+
+        self.options = options
+        self.run_dir = Path(options.run_dir)
+        solver_path = Path(options.solver)
+        self.settings = SolverSettings.from_proto(read_solver(solver_path))
+        wants_cuda = options.device.startswith("cuda") or (options.device == "auto" and torch.cuda.is_available())
+        self.dist = dist_mod.from_environment(wants_cuda)
+        self.device = resolve_device(options.device, self.dist.local_rank)
+        autocast = precision_context(options.precision, self.device)
+        seed = self.settings.random_seed if self.settings.random_seed >= 0 else secrets.randbits(31)
+        self.seed = seed
+        self._seed_everything(seed + self.dist.rank)
+
+        self.net_path = _resolve_net(self.settings.net, solver_path)
+        self.net_param = read_net(self.net_path)
+        source_dirs = [self.net_path.parent, solver_path.parent]
+        train_input = _single_input(hdf5_inputs(self.net_param, "TRAIN"), "TRAIN", self.net_path)
+        self.net = TorchNet(self.net_param, phase="TRAIN", device=self.device, seed=seed)
+        if options.weights:
+            self.net.load_weights(str(options.weights))
+        self.batches = HDF5Batches(resolve_source(train_input.source, source_dirs), train_input.tops,
+                                   train_input.batch_size, shuffle=train_input.shuffle, seed=seed,
+                                   rank=self.dist.rank, world=self.dist.world)
+        self.train_input = train_input
+        self.loss_top = _loss_layer(self.net_param, "TRAIN").top[0]
+        self.prediction_blob = _loss_layer(self.net_param, "TRAIN").bottom[0]
+
+        self.test_net = None
+        self.test_batches: Optional[HDF5Batches] = None
+        test_inputs = hdf5_inputs(self.net_param, "TEST")
+        if self.dist.is_root and self.settings.test_interval and self.settings.test_iter and test_inputs:
+            test_input = _single_input(test_inputs, "TEST", self.net_path)
+            self.test_net = TorchNet(self.net_param, phase="TEST", device=self.device, seed=seed)
+            self.test_batches = HDF5Batches(resolve_source(test_input.source, source_dirs), test_input.tops,
+                                            test_input.batch_size, shuffle=False)
+
+        self.monitor: Optional[Monitor] = None
+        self.solver = CaffeSolver(
+            self.settings, self.net, adjustable_clip=options.adjustable_clip,
+            gradient_reducer=self.dist.reduce_gradients if self.dist.enabled else None,
+            loss_reducer=self.dist.reduce_loss if self.dist.enabled else None,
+            autocast=autocast, log=self._log,
+        )
+        self.smoother = LossSmoother(self.settings.average_loss)
+        self.elapsed_before = 0.0
+        self.last_snapshot: Optional[SnapshotPaths] = None
+        self.resumed_from: Optional[Path] = None
+        if options.resume:
+            self._restore(Path(options.resume))
+
+    # -- the loop --------------------------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        settings, solver = self.settings, self.solver
+        self.monitor = Monitor(self.run_dir, max_iter=settings.max_iter, start_iter=solver.iter,
+                               enabled=self.dist.is_root, progress=self.options.progress,
+                               tensorboard=self.options.tensorboard, echo=self.options.echo)
+        started = time.monotonic()
+        losses: List[float] = []
+        psnr: Optional[float] = None
+        stopped = False
+        try:
+            with StopSignals() as signals:
+                self._log(f"Solving {self.net_param.name} ({self.device}, seed {self.seed}, "
+                          f"{self.dist.world} process{'es' if self.dist.world > 1 else ''})")
+                self._log(f"Learning Rate Policy: {settings.lr_policy}")
+                window_start, window_iter = time.monotonic(), solver.iter
+                while solver.iter < settings.max_iter:
+                    if settings.test_interval and solver.iter % settings.test_interval == 0 and (
+                            solver.iter > 0 or settings.test_initialization):
+                        psnr = self._test_all(started) or psnr
+                    display = bool(settings.display) and solver.iter % settings.display == 0
+                    iteration = solver.iter
+                    loss = solver.iteration(self.batches)
+                    if not math.isfinite(loss):
+                        self._diverged(f"the loss is {loss} at iteration {iteration}")
+                    losses.append(loss)
+                    smoothed = self.smoother.update(loss)
+                    if display:
+                        now = time.monotonic()
+                        lapse = now - window_start
+                        rate = (iteration - window_iter) / (lapse if lapse else 1)
+                        self._log(f"Iteration {iteration} ({rate:g} iter/s, {lapse:g}s/{settings.display} "
+                                  f"iters), loss = {smoothed:g}")
+                        for line in format_outputs({self.loss_top: loss}, {self.loss_top: 1.0}, "Train"):
+                            self._log(line)
+                        self._log(f"Iteration {iteration}, lr = {solver.rate:g}")
+                        window_start, window_iter = now, iteration
+                        if not solver.weights_finite():
+                            self._diverged(f"the weights hold NaN/Inf after iteration {iteration}")
+                        self.monitor.record(MetricRow(iteration, solver.rate, smoothed, self._seconds(started)))
+                    self.monitor.advance(solver.iter, smoothed, solver.rate)
+                    if settings.snapshot and solver.iter % settings.snapshot == 0:
+                        self._snapshot(started)
+                    if self.dist.any(signals.received is not None):
+                        stopped = True
+                        self._log("Stop requested (signal): snapshotting and stopping.")
+                        break
+            if settings.snapshot_after_train and (not settings.snapshot or solver.iter % settings.snapshot != 0):
+                self._snapshot(started)
+            if stopped:
+                self._log("Optimization stopped early.")
+            else:
+                if settings.test_interval and solver.iter % settings.test_interval == 0:
+                    psnr = self._test_all(started) or psnr
+                self._log("Optimization Done.")
+            if self.monitor is not None:
+                self.monitor.plot(self.options.bicubic_psnr)
+        finally:
+            if self.monitor is not None:
+                self.monitor.close()
+            self.batches.close()
+            if self.test_batches is not None:
+                self.test_batches.close()
+        last = self.last_snapshot
+        return RunResult(solver.iter, stopped, last.solverstate if last else None,
+                         last.caffemodel if last else None, losses, psnr)
+
+    # -- testing ---------------------------------------------------------------------------------------------
+    def _test_all(self, started: float) -> Optional[float]:
+        """Caffe's TestAll on the TEST net (mean loss over ``test_iter`` batches), plus Set5 PSNR."""
+        if not self.dist.is_root:
+            return None
+        test_loss = None
+        if self.test_net is not None and self.test_batches is not None:
+            self._share_weights(self.test_net)
+            self._log(f"Iteration {self.solver.iter}, Testing net (#0)")
+            total = 0.0
+            with torch.no_grad():
+                for _ in range(self.settings.test_iter[0]):
+                    batch = next(self.test_batches)
+                    blobs = self.test_net.forward({k: self.solver._to_tensor(v) for k, v in batch.items()})
+                    total += float(self.test_net.loss(blobs))
+            test_loss = total / self.settings.test_iter[0]
+            for line in format_outputs({self.loss_top: test_loss}, {self.loss_top: 1.0}, "Test"):
+                self._log(line)
+        psnr = None
+        if self.options.psnr_probe is not None:
+            psnr = float(self.options.psnr_probe(self.predict))
+            self._log(f"    Set5 PSNR = {psnr:.4f} dB" + (
+                f" (bicubic {self.options.bicubic_psnr:.4f} dB)" if self.options.bicubic_psnr is not None else ""))
+        if test_loss is not None or psnr is not None:
+            self.monitor.record(MetricRow(self.solver.iter, seconds=self._seconds(started), test_loss=test_loss,
+                                          set5_psnr=psnr))
+            self.monitor.plot(self.options.bicubic_psnr)
+        return psnr
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Run the train net on whole images (N x 1 x H x W bicubic Y in [0, 1]); return its prediction."""
+        tensor = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(self.device)
+        inputs = {top: tensor for top in self.train_input.tops}
+        with torch.no_grad():
+            blobs = self.net.forward(inputs)
+        return blobs[self.prediction_blob].detach().float().cpu().numpy()
+
+    def _share_weights(self, other: Any) -> None:
+        mine = {p.key: p.param for p in self.solver.params}
+        with torch.no_grad():
+            for p in other.learnable_params():
+                p.param.copy_(mine[p.key])
+
+    # -- snapshots -------------------------------------------------------------------------------------------
+    def _prefix(self) -> str:
+        return self.settings.snapshot_prefix or self.net_path.stem
+
+    def _snapshot(self, started: float) -> None:
+        if not self.dist.is_root:
+            return
+        if not self.solver.weights_finite():
+            self._diverged(f"the weights hold NaN/Inf at iteration {self.solver.iter}")
+        paths = SnapshotPaths.at(self.run_dir, self._prefix(), self.solver.iter)
+        self._log(f"Snapshotting to binary proto file {paths.caffemodel}")
+        sidecar = {
+            "iter": self.solver.iter,
+            "data": self.batches.state(),
+            "torch_rng": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode("ascii"),
+            "loss_smoother": self.smoother.state(),
+            "elapsed_seconds": self._seconds(started),
+            "seed": self.seed,
+            "world": self.dist.world,
+        }
+        write_snapshot(paths, self.net.to_net_parameter(), self.solver.state_proto(paths.learned_net), sidecar)
+        self._log(f"Snapshotting solver state to binary proto file {paths.solverstate}")
+        self.last_snapshot = paths
+
+    def _restore(self, solverstate: Path) -> None:
+        from glrl.caffe.io import read_solverstate
+
+        state = read_solverstate(solverstate)
+        self.resumed_from = solverstate
+        self.net.load_weights(str(resolve_learned_net(state.learned_net, solverstate)))
+        self.solver.restore_state(state)
+        sidecar = load_sidecar(solverstate)
+        if sidecar is None:
+            rows = self.solver.iter * self.settings.iter_size * self.train_input.batch_size
+            self.batches.skip_rows(rows)
+            self._log(f"Resuming from {solverstate} (no glrl sidecar: a Caffe state; data skipped {rows} rows)")
+            return
+        if int(sidecar["iter"]) != self.solver.iter:
+            raise TrainingError(f"the sidecar of {solverstate} is for iteration {sidecar['iter']}, the state for "
+                                f"{self.solver.iter}", hint="resume from a snapshot written in one piece")
+        self.batches.set_state(sidecar["data"])
+        rng = np.frombuffer(base64.b64decode(sidecar["torch_rng"]), dtype=np.uint8).copy()
+        torch.set_rng_state(torch.from_numpy(rng))
+        self.smoother.set_state(sidecar["loss_smoother"])
+        self.elapsed_before = float(sidecar.get("elapsed_seconds", 0.0))
+
+    # -- helpers ---------------------------------------------------------------------------------------------
+    def _diverged(self, what: str) -> None:
+        last = self.last_snapshot.solverstate if self.last_snapshot else self.resumed_from
+        raise TrainingError(
+            f"training diverged: {what}; nothing was written for this iteration",
+            hint=(f"the last good snapshot is {last}; " if last else "")
+            + "lower base_lr or set clip_gradients, then resume or restart",
+        )
+
+    def _seconds(self, started: float) -> float:
+        return self.elapsed_before + time.monotonic() - started
+
+    def _log(self, message: str) -> None:
+        if self.monitor is not None:
+            self.monitor.log(message)
+
+    @staticmethod
+    def _seed_everything(seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed % (2 ** 32))
+        torch.manual_seed(seed)
+
+
+def train(options: RunOptions) -> RunResult:
+    """Build a :class:`Trainer` from ``options`` and run it."""
+    trainer = Trainer(options)
+    try:
+        return trainer.run()
+    finally:
+        trainer.dist.close()
+

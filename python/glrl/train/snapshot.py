@@ -1,0 +1,115 @@
+"""Snapshots as Caffe writes them, plus the little Caffe does not keep, so a resumed run is bit-identical.
+
+Every snapshot at iteration N is three files, each written atomically (a crash leaves the previous files
+and never a truncated one under a final name), in this order:
+
+- ``<prefix>_iter_<N>.caffemodel``: the weights (``caffe.NetParameter``, Caffe's binary format);
+- ``<prefix>_iter_<N>.solverstate``: ``caffe.SolverState`` (iter, learned_net, current_step, history);
+- ``<prefix>_iter_<N>.glrl.json``: our sidecar, written last: the data reader's position, the torch RNG
+  state, the display-smoothing window and the elapsed time. Caffe has no place for these; without them a
+  resumed run would read different batches (Caffe restarts its data layer from the first row).
+
+``learned_net`` holds the model path as Caffe forms it (``snapshot_prefix`` + ``_iter_N.caffemodel``);
+on resume a relative path is looked up in the working directory, then beside the ``.solverstate``, so
+states written by real Caffe resume too (without a sidecar: see :func:`load_sidecar`).
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from glrl.errors import TrainingError
+from glrl.fsutil import atomic_write_bytes, atomic_write_text
+
+SIDECAR_FORMAT = "glrl-solver-sidecar"
+SIDECAR_VERSION = 1
+_ITER_PATTERN = re.compile(r"_iter_(\d+)\.solverstate$")
+
+
+@dataclass
+class SnapshotPaths:
+    """The three files of the snapshot at one iteration."""
+
+    caffemodel: Path
+    solverstate: Path
+    sidecar: Path
+    learned_net: str  # the caffemodel path as written into the solverstate (Caffe's form)
+
+    @classmethod
+    def at(cls, run_dir: Path, prefix: str, iteration: int) -> "SnapshotPaths":
+        """Paths for ``prefix`` (relative prefixes live under ``run_dir``) at ``iteration``."""
+        stem = f"{prefix}_iter_{iteration}"
+        base = Path(stem) if Path(stem).is_absolute() else Path(run_dir) / stem
+        return cls(Path(f"{base}.caffemodel"), Path(f"{base}.solverstate"), Path(f"{base}.glrl.json"),
+                   f"{stem}.caffemodel")
+
+
+def write_snapshot(paths: SnapshotPaths, net_param: Any, state: Any, sidecar: Dict[str, Any]) -> None:
+    """Write the caffemodel, then the solverstate, then the sidecar, each atomically."""
+    atomic_write_bytes(paths.caffemodel, net_param.SerializeToString())
+    atomic_write_bytes(paths.solverstate, state.SerializeToString())
+    document = {"format": SIDECAR_FORMAT, "version": SIDECAR_VERSION, "solverstate": paths.solverstate.name}
+    document.update(sidecar)
+    atomic_write_text(paths.sidecar, json.dumps(document, indent=1, sort_keys=True) + "\n")
+
+
+def snapshot_iteration(solverstate: Path) -> int:
+    """N from ``..._iter_N.solverstate`` (-1 when the name has no iteration)."""
+    match = _ITER_PATTERN.search(Path(solverstate).name)
+    return int(match.group(1)) if match else -1
+
+
+def latest_snapshot(run_dir: Path) -> Optional[Path]:
+    """The ``.solverstate`` of the newest complete snapshot in ``run_dir`` (model and sidecar present)."""
+    candidates: List[Path] = []
+    for path in Path(run_dir).rglob("*_iter_*.solverstate"):
+        paths = sidecar_path(path)
+        if snapshot_iteration(path) >= 0 and paths.is_file():
+            candidates.append(path)
+    return max(candidates, key=snapshot_iteration) if candidates else None
+
+
+def sidecar_path(solverstate: Path) -> Path:
+    """The sidecar beside a ``.solverstate``."""
+    name = Path(solverstate).name
+    stem = name[: -len(".solverstate")] if name.endswith(".solverstate") else name
+    return Path(solverstate).with_name(stem + ".glrl.json")
+
+
+def load_sidecar(solverstate: Path) -> Optional[Dict[str, Any]]:
+    """The sidecar of a snapshot, or None when there is none (e.g. a state written by real Caffe: the run
+    then goes on from the data position an uninterrupted glrl run would have, iter × batch × iter_size)."""
+    path = sidecar_path(solverstate)
+    if not path.is_file():
+        return None
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise TrainingError(f"cannot read the snapshot sidecar {path}: {exc}",
+                            hint="delete it to resume as from a Caffe state, or resume an older snapshot") from exc
+    if document.get("format") != SIDECAR_FORMAT or document.get("version") != SIDECAR_VERSION:
+        raise TrainingError(f"{path} is not a glrl sidecar of version {SIDECAR_VERSION}",
+                            hint="resume with the glrl version that wrote it")
+    return document
+
+
+def resolve_learned_net(learned_net: str, solverstate: Path) -> Path:
+    """Find the caffemodel a solverstate names: as written, relative to the working directory, beside the
+    solverstate, or by its file name beside the solverstate."""
+    if not learned_net:
+        raise TrainingError(f"{solverstate} names no learned_net (weights file)",
+                            hint="resume from a complete snapshot (.solverstate next to its .caffemodel)")
+    written = Path(learned_net)
+    candidates = [written] if written.is_absolute() else [Path.cwd() / written, solverstate.parent / written]
+    candidates.append(solverstate.parent / written.name)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise TrainingError(
+        f"the weights {learned_net!r} named by {solverstate} were not found "
+        f"(looked in {', '.join(str(c) for c in candidates)})",
+        hint="keep each .caffemodel beside its .solverstate",
+    )
