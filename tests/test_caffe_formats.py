@@ -13,6 +13,7 @@ from google.protobuf import descriptor_pb2
 
 from glrl.caffe import io, pb
 from glrl.caffe.proto import DESCRIPTOR_PATH, PROTO_PATH
+from glrl.caffe.upgrade import upgrade_net
 from glrl.errors import FormatError
 
 # ------------------------------------------------------------------------------------- the descriptor
@@ -137,3 +138,376 @@ def test_blob_count_mismatch_is_refused():
     blob.shape.dim.extend([2, 2])
     with pytest.raises(FormatError, match=r"shape \[2, 2\] needs 4 values but the blob holds 3"):
         io.blob_to_array(blob, "layer 'conv1' blob 0")
+
+
+def test_fields_outside_the_subset_survive_a_binary_round_trip():
+    # softmax_param (125) is Caffe's but not in our subset: it must come back byte for byte.
+    softmax = _field(125, 2, _field(2, 0, _varint(1)))
+    wire = _string(1, "n") + _field(100, 2, _string(1, "prob") + _string(2, "Softmax") + softmax)
+    assert pb.NetParameter.FromString(wire).SerializeToString() == wire
+
+
+# ------------------------------------------------------------------------------------------ round trips
+
+TRAIN_NET = """\
+name: "tiny"
+layer {
+  name: "data"
+  type: "HDF5Data"
+  top: "data"
+  top: "label"
+  include { phase: TRAIN }
+  hdf5_data_param { source: "train.txt" batch_size: 64 shuffle: true }
+}
+layer {
+  name: "conv1"
+  type: "Convolution"
+  bottom: "data"
+  top: "conv1"
+  param { name: "w1" lr_mult: 1 decay_mult: 1 }
+  param { lr_mult: 0.1 decay_mult: 0 share_mode: PERMISSIVE }
+  propagate_down: false
+  convolution_param {
+    num_output: 64 kernel_h: 3 kernel_w: 5 pad: 1 stride: 1 dilation: 2 group: 1
+    weight_filler { type: "msra" variance_norm: FAN_OUT }
+    bias_filler { type: "constant" value: 0 }
+  }
+}
+layer { name: "prelu1" type: "PReLU" bottom: "conv1" top: "conv1" prelu_param { channel_shared: true } }
+layer {
+  name: "sum" type: "Eltwise" bottom: "conv1" bottom: "data" top: "sum"
+  eltwise_param { operation: SUM coeff: 1 coeff: -1 }
+}
+layer {
+  name: "loss" type: "EuclideanLoss" bottom: "sum" bottom: "label" top: "loss"
+  loss_weight: 0.5
+  exclude { phase: TEST stage: "deploy" }
+}
+"""
+
+
+def test_prototxt_round_trip(tmp_path):
+    net = io.parse_net(TRAIN_NET, "tiny.prototxt")
+    conv = net.layer[1]
+    assert conv.param[0].name == "w1" and conv.param[1].lr_mult == pytest.approx(0.1)
+    assert conv.param[1].share_mode == pb.ParamSpec.PERMISSIVE and list(conv.propagate_down) == [False]
+    assert conv.convolution_param.weight_filler.variance_norm == pb.FillerParameter.FAN_OUT
+    assert (conv.convolution_param.kernel_h, conv.convolution_param.kernel_w) == (3, 5)
+    assert net.layer[0].include[0].phase == pb.TRAIN and net.layer[0].hdf5_data_param.shuffle
+    assert net.layer[2].prelu_param.channel_shared and list(net.layer[3].eltwise_param.coeff) == [1, -1]
+    assert net.layer[4].exclude[0].stage == ["deploy"] and list(net.layer[4].loss_weight) == [0.5]
+    path = tmp_path / "out" / "tiny.prototxt"
+    io.write_net(net, path)
+    assert io.read_net(path) == net
+    assert io.parse_net(io.net_to_text(net)) == net
+
+
+def test_caffemodel_round_trip_keeps_blobs_exactly(tmp_path):
+    net = io.parse_net(TRAIN_NET)
+    rng = np.random.RandomState(0)
+    weights = rng.standard_normal((64, 1, 3, 5)).astype(np.float32)
+    bias = rng.standard_normal(64).astype(np.float32)
+    net.layer[1].blobs.extend([io.array_to_blob(weights), io.array_to_blob(bias)])
+    net.layer[2].blobs.append(io.array_to_blob(np.float32([0.25])))
+    path = tmp_path / "tiny.caffemodel"
+    io.write_caffemodel(net, path)
+    loaded = io.read_caffemodel(path)
+    assert loaded == net
+    blobs = io.layer_blobs(loaded)
+    assert sorted(blobs) == ["conv1", "prelu1"]
+    np.testing.assert_array_equal(blobs["conv1"][0], weights)
+    np.testing.assert_array_equal(blobs["conv1"][1], bias)
+    assert blobs["conv1"][0].dtype == np.float32 and blobs["prelu1"][0].tolist() == [0.25]
+
+
+def test_solver_round_trip(tmp_path):
+    text = """
+    net: "train.prototxt"
+    test_iter: 10 test_interval: 500 test_initialization: false
+    base_lr: 0.1 lr_policy: "step" gamma: 0.1 stepsize: 20000 momentum: 0.9 weight_decay: 0.0001
+    clip_gradients: 0.4 display: 100 max_iter: 80000 iter_size: 2 average_loss: 20
+    snapshot: 10000 snapshot_prefix: "runs/glrl_x3" solver_mode: GPU device_id: 1 random_seed: 7
+    type: "SGD" stepvalue: 1 stepvalue: 2 snapshot_after_train: true
+    """
+    solver = io.parse_solver(text, "solver.prototxt")
+    assert (solver.base_lr, solver.stepsize, solver.clip_gradients) == pytest.approx((0.1, 20000, 0.4))
+    assert solver.test_initialization is False and list(solver.test_iter) == [10]
+    assert list(solver.stepvalue) == [1, 2] and solver.iter_size == 2 and solver.random_seed == 7
+    path = tmp_path / "solver.prototxt"
+    io.write_solver(solver, path)
+    assert io.read_solver(path) == solver
+
+
+def test_solverstate_round_trip(tmp_path):
+    state = pb.SolverState(iter=1200, learned_net="runs/x_iter_1200.caffemodel", current_step=1)
+    state.history.extend([io.array_to_blob(np.full((2, 3), 0.5)), io.array_to_blob(np.zeros(2))])
+    path = tmp_path / "x_iter_1200.solverstate"
+    io.write_solverstate(state, path)
+    loaded = io.read_solverstate(path)
+    assert loaded == state and io.blob_to_array(loaded.history[0]).tolist() == [[0.5] * 3] * 2
+
+
+# -------------------------------------------------------------------------------------------- upgrades
+
+V1_NET = """\
+name: "SRCNN"
+layers {
+  name: "data" type: HDF5_DATA top: "data" top: "label"
+  hdf5_data_param { source: "train.txt" batch_size: 128 }
+  include: { phase: TRAIN }
+}
+layers {
+  name: "conv1" type: CONVOLUTION bottom: "data" top: "conv1"
+  blobs_lr: 1 blobs_lr: 0.1
+  weight_decay: 1 weight_decay: 0
+  convolution_param { num_output: 64 kernel_size: 9 stride: 1
+    weight_filler { type: "gaussian" std: 0.001 } bias_filler { type: "constant" value: 0 } }
+}
+layers { name: "relu1" type: RELU bottom: "conv1" top: "conv1" }
+layers { name: "shared" type: CONVOLUTION bottom: "conv1" top: "out" param: "w" param: "b"
+  blob_share_mode: PERMISSIVE convolution_param { num_output: 1 kernel_size: 5 } }
+layers { name: "loss" type: EUCLIDEAN_LOSS bottom: "out" bottom: "label" top: "loss" loss_weight: 2 }
+"""
+
+
+def test_v1_net_upgrades_like_caffe():
+    net = io.parse_net(V1_NET, "srcnn_v1.prototxt")
+    assert len(net.layers) == 0
+    assert [(layer.name, layer.type) for layer in net.layer] == [
+        ("data", "HDF5Data"), ("conv1", "Convolution"), ("relu1", "ReLU"), ("shared", "Convolution"),
+        ("loss", "EuclideanLoss"),
+    ]
+    data, conv1, relu1, shared, loss = net.layer
+    assert data.include[0].phase == pb.TRAIN and data.hdf5_data_param.batch_size == 128
+    assert [(p.lr_mult, p.decay_mult) for p in conv1.param] == [(1, 1), (pytest.approx(0.1), 0)]
+    assert conv1.convolution_param.weight_filler.std == pytest.approx(0.001)
+    assert list(relu1.bottom) == ["conv1"] and list(relu1.top) == ["conv1"]
+    assert [p.name for p in shared.param] == ["w", "b"]
+    assert shared.param[0].share_mode == pb.ParamSpec.PERMISSIVE and not shared.param[1].HasField("share_mode")
+    assert list(loss.loss_weight) == [2.0]
+
+
+def test_v1_upgrade_is_what_the_current_format_says(tmp_path):
+    upgraded = io.parse_net(V1_NET)
+    again = io.parse_net(io.net_to_text(upgraded))
+    assert again == upgraded
+    # the written file is in the current format: no 'layers', string types
+    text = io.net_to_text(upgraded)
+    assert "layers {" not in text and 'type: "Convolution"' in text
+
+
+def test_v1_data_layer_transform_fields_move_to_transform_param():
+    net = io.parse_net(
+        'layers { name: "d" type: DATA top: "x" data_param { source: "db" batch_size: 4 scale: 0.5 mirror: true } }'
+    )
+    layer = net.layer[0]
+    assert layer.type == "Data" and layer.transform_param.scale == 0.5 and layer.transform_param.mirror
+    assert not layer.data_param.HasField("scale") and layer.data_param.batch_size == 4
+
+
+def test_v1_and_current_layers_together_are_refused():
+    with pytest.raises(FormatError, match="both 'layer' and legacy 'layers'"):
+        io.parse_net('layer { name: "a" type: "ReLU" } layers { name: "b" type: RELU }', "mixed.prototxt")
+
+
+def test_v1_layer_with_parameters_glrl_does_not_know_is_refused():
+    # a V1 LRN layer carrying lrn_param (field 18), which the subset leaves out: refuse, never drop it silently
+    v1_layer = _string(4, "norm1") + _field(5, 0, _varint(15)) + _field(18, 2, _field(1, 0, _varint(5)))
+    with pytest.raises(FormatError, match="V1 layer 'norm1' uses parameters glrl does not know"):
+        upgrade_net(pb.NetParameter.FromString(_field(2, 2, v1_layer)), "old.caffemodel")
+
+
+def test_input_dim_deploy_net_becomes_an_input_layer():
+    net = io.parse_net(
+        'name: "deploy" input: "data" input_dim: 1 input_dim: 1 input_dim: 33 input_dim: 33\n'
+        'layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" '
+        "convolution_param { num_output: 4 kernel_size: 3 } }"
+    )
+    assert not len(net.input) and not len(net.input_dim)
+    first = net.layer[0]
+    assert (first.name, first.type, list(first.top)) == ("input", "Input", ["data"])
+    assert [list(shape.dim) for shape in first.input_param.shape] == [[1, 1, 33, 33]]
+    assert net.layer[1].name == "conv1"
+
+
+def test_input_shape_with_two_inputs():
+    net = io.parse_net(
+        'input: "a" input_shape { dim: 1 dim: 3 } input: "b" input_shape { dim: 2 dim: 1 dim: 5 dim: 5 }'
+    )
+    assert list(net.layer[0].top) == ["a", "b"]
+    assert [list(s.dim) for s in net.layer[0].input_param.shape] == [[1, 3], [2, 1, 5, 5]]
+
+
+def test_wrong_number_of_input_dims_is_refused():
+    with pytest.raises(FormatError, match=r"2 input\(s\) need 8 input_dim values, found 4"):
+        io.parse_net('input: "a" input: "b" input_dim: 1 input_dim: 1 input_dim: 3 input_dim: 3', "deploy.prototxt")
+
+
+def test_shapeless_input_of_old_caffemodels_is_dropped():
+    net = io.parse_net('input: "data" layer { name: "r" type: "ReLU" bottom: "data" top: "r" }')
+    assert not len(net.input) and [layer.name for layer in net.layer] == ["r"]
+
+
+def test_batch_norm_with_three_params_gets_zero_learning_rates():
+    net = io.parse_net('layer { name: "bn" type: "BatchNorm" param { lr_mult: 1 } param { } param { } }')
+    assert [(p.lr_mult, p.decay_mult) for p in net.layer[0].param] == [(0, 0)] * 3
+
+
+def test_legacy_solver_type_becomes_type():
+    solver = io.parse_solver("base_lr: 0.01 solver_type: ADAM")
+    assert solver.type == "Adam" and not solver.HasField("solver_type")
+    with pytest.raises(FormatError, match="disagree"):
+        io.parse_solver('solver_type: ADAM type: "SGD"', "solver.prototxt")
+
+
+# ---------------------------------------------------------------------------------------------- errors
+
+
+def test_syntax_error_names_file_line_and_column(tmp_path):
+    path = tmp_path / "broken.prototxt"
+    path.write_text('name: "x"\nlayer {\n  name: "conv1"\n  type: "Convolution"\n  num_output: 3\n}\n')
+    with pytest.raises(FormatError) as info:
+        io.read_net(path)
+    message = str(info.value)
+    assert f"{path}:5:" in message and "num_output" in message
+    assert "line 5 reads: 'num_output: 3'" in message
+
+
+def test_unbalanced_brace_names_the_line():
+    with pytest.raises(FormatError, match=r"deploy\.prototxt:\d+:\d+: syntax error"):
+        io.parse_net('layer {\n  name: "a"\n', "deploy.prototxt")
+
+
+def test_bad_enum_value_names_the_line():
+    with pytest.raises(FormatError, match=r"x\.prototxt:1:.*SUMM"):
+        io.parse_net('layer { name: "e" type: "Eltwise" eltwise_param { operation: SUMM } }', "x.prototxt")
+
+
+@pytest.fixture
+def caffemodel_bytes(tmp_path):
+    net = io.parse_net(TRAIN_NET)
+    net.layer[1].blobs.append(io.array_to_blob(np.ones((64, 1, 3, 5))))
+    return net.SerializeToString()
+
+
+def test_truncated_caffemodel_is_refused(tmp_path, caffemodel_bytes):
+    path = tmp_path / "cut.caffemodel"
+    path.write_bytes(caffemodel_bytes[: len(caffemodel_bytes) * 2 // 3])
+    with pytest.raises(FormatError, match=r"cut\.caffemodel: not a readable caffemodel.*truncated or corrupt"):
+        io.read_caffemodel(path)
+
+
+def test_empty_and_missing_files_are_refused(tmp_path):
+    empty = tmp_path / "empty.caffemodel"
+    empty.write_bytes(b"")
+    with pytest.raises(FormatError, match="empty.caffemodel: caffemodel file is empty"):
+        io.read_caffemodel(empty)
+    with pytest.raises(FormatError, match="does not exist"):
+        io.read_caffemodel(tmp_path / "missing.caffemodel")
+    with pytest.raises(FormatError, match="is a folder"):
+        io.read_net(tmp_path)
+
+
+def test_files_of_other_kinds_are_refused_as_caffemodels(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    from PIL import Image
+
+    png = tmp_path / "photo.caffemodel"
+    Image.new("L", (4, 4)).save(png, format="PNG")
+    hdf5 = tmp_path / "weights.caffemodel"
+    with h5py.File(hdf5, "w") as handle:
+        handle["data"] = np.zeros(3)
+    prototxt = tmp_path / "net.caffemodel"
+    prototxt.write_text(TRAIN_NET)
+    pickle_file = tmp_path / "model.caffemodel"
+    pickle_file.write_bytes(b"\x80\x04\x95" + bytes(40))
+    for path, kind in [(png, "PNG image"), (hdf5, "HDF5 file"), (prototxt, "text file"), (pickle_file, "pickle")]:
+        with pytest.raises(FormatError, match=f"{path.name}: not a .*caffemodel.*{kind}"):
+            io.read_caffemodel(path)
+
+
+def test_random_bytes_are_not_a_caffemodel(tmp_path):
+    path = tmp_path / "noise.caffemodel"
+    for seed in range(20):
+        path.write_bytes(np.random.RandomState(seed).bytes(2000))
+        with pytest.raises(FormatError, match="noise.caffemodel: not a"):
+            io.read_caffemodel(path)
+
+
+def test_caffemodel_passed_as_prototxt_is_refused(tmp_path, caffemodel_bytes):
+    path = tmp_path / "oops.prototxt"
+    path.write_bytes(caffemodel_bytes)
+    with pytest.raises(FormatError, match="oops.prototxt: not a text net prototxt"):
+        io.read_net(path)
+
+
+def test_caffemodel_is_not_a_solverstate(tmp_path, caffemodel_bytes):
+    path = tmp_path / "x.solverstate"
+    path.write_bytes(caffemodel_bytes)
+    with pytest.raises(FormatError, match="x.solverstate: not a"):
+        io.read_solverstate(path)
+
+
+def test_duplicate_layer_names_with_weights_are_refused():
+    net = pb.NetParameter()
+    for _ in range(2):
+        net.layer.add(name="conv", type="Convolution").blobs.append(io.array_to_blob(np.zeros(1)))
+    with pytest.raises(FormatError, match="two layers named 'conv'"):
+        io.layer_blobs(net)
+
+
+def test_a_failed_write_leaves_the_old_file(tmp_path):
+    path = tmp_path / "net.prototxt"
+    path.write_text("old")
+    with pytest.raises(AttributeError):
+        io.write_net(None, path)
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["net.prototxt"]
+
+
+def test_no_pickle_anywhere_in_the_caffe_package():
+    import ast
+
+    package = Path(io.__file__).parent
+    for source in [*package.glob("*.py"), package.parent / "commands" / "caffe.py"]:
+        tree = ast.parse(source.read_text())
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
+                    for alias in node.names} | {node.module for node in ast.walk(tree)
+                                                if isinstance(node, ast.ImportFrom)}
+        assert not {"pickle", "cPickle", "dill", "joblib", "torch"} & imported, source
+        keywords = {kw.arg for node in ast.walk(tree) if isinstance(node, ast.Call) for kw in node.keywords}
+        assert "allow_pickle" not in keywords, source
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_info_and_upgrade(tmp_path, capsys):
+    from glrl.cli import main
+
+    old = tmp_path / "srcnn_v1.prototxt"
+    old.write_text(V1_NET)
+    new = tmp_path / "srcnn.prototxt"
+    assert main(["caffe", "upgrade", str(old), str(new)]) == 0
+    assert io.read_net(new) == io.parse_net(V1_NET) and "layers {" not in new.read_text()
+    assert main(["caffe", "info", str(new)]) == 0
+    out = capsys.readouterr().out
+    assert "conv1" in out and "Convolution" in out and "[include TRAIN]" in out
+
+    net = io.read_net(new)
+    net.layer[1].blobs.extend([io.array_to_blob(np.zeros((64, 1, 9, 9))), io.array_to_blob(np.zeros(64))])
+    model = tmp_path / "srcnn.caffemodel"
+    io.write_caffemodel(net, model)
+    assert main(["caffe", "info", str(model)]) == 0
+    out = capsys.readouterr().out
+    assert "caffemodel" in out and "64x1x9x9, 64" in out and "parameters: 5,248" in out
+
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text("base_lr: 0.5 solver_type: NESTEROV\n")
+    assert main(["caffe", "info", str(solver)]) == 0
+    out = capsys.readouterr().out
+    assert "solver" in out and 'type: "Nesterov"' in out and "solver_type -> type" in out
+
+    broken = tmp_path / "broken.prototxt"
+    broken.write_text("layer {\n  nme: 1\n}\n")
+    assert main(["caffe", "info", str(broken)]) == 2
+    assert "broken.prototxt:2:" in capsys.readouterr().err
