@@ -1,0 +1,156 @@
+"""Solvers: the paper's SGD recipe (and SRCNN's own) combined with a named schedule into ``solver.prototxt``.
+
+A *recipe* is what the optimiser does at every step (learning rate, momentum, weight decay, lr policy,
+clipping); a *schedule* is how long it runs and how often it halves the rate, snapshots and tests, in
+epochs or iterations. Epochs become iterations only when the patch set is known: ``iters_per_epoch`` is
+an argument, and ``glrl train`` writes the run's solver from the real size of the HDF5 set.
+
+The paper (section 4.1): "a mini-batch size of 32, a momentum and weight decay parameter set to 0.9 and
+0.0001, respectively. The initial learning rate is set to 0.1. There are 76 epochs ... Then every 10 epochs
+learning rates are cut in half." Gradient clipping is mentioned without a value; Caffe 1.0 offers only
+``clip_gradients`` (scale all gradients when their global L2 norm exceeds the value). We use 0.01: the
+paper's numbers are those of DRRN's released Caffe solver (base_lr 0.1, gamma 0.5, a step every 10
+epochs of 6536 iterations), and that solver sets ``clip_gradients: 0.01``, Caffe's fixed-norm stand-in for
+DRRN's adjustable clipping with theta = 0.01. ``solver_mode`` is not written: Caffe then runs on the CPU
+unless ``--gpu`` is given, and our trainer picks the device at run time.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+from glrl.errors import TrainingError
+
+EPOCH = "epoch"
+ITERATION = "iteration"
+
+
+@dataclass(frozen=True)
+class Length:
+    """A span of training in epochs (converted with the patch set's size) or in iterations."""
+
+    count: float
+    unit: str = EPOCH
+
+    def iterations(self, iters_per_epoch: int) -> int:
+        if self.unit == ITERATION:
+            return int(self.count)
+        return max(1, int(round(self.count * iters_per_epoch)))
+
+    def describe(self) -> str:
+        count = f"{self.count:g}"
+        return f"{count} {self.unit}{'' if self.count == 1 else 's'}"
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How long a run lasts and how often the rate is stepped, weights are snapshot and the test net runs."""
+
+    name: str
+    description: str
+    max_iter: Length
+    step: Length
+    snapshot: Length
+    display: int
+
+
+SCHEDULES: Dict[str, Schedule] = {
+    schedule.name: schedule
+    for schedule in (
+        Schedule("paper", "the paper: 76 epochs, lr halved every 10 epochs, snapshot and test every epoch",
+                 Length(76), Length(10), Length(1), display=100),
+        Schedule("cpu-short", "3000 iterations, lr halved every 1000, snapshot and test every 500 (a CPU run)",
+                 Length(3000, ITERATION), Length(1000, ITERATION), Length(500, ITERATION), display=50),
+        Schedule("smoke", "8 iterations, lr halved every 4, snapshot and test every 4 (CI, quick checks)",
+                 Length(8, ITERATION), Length(4, ITERATION), Length(4, ITERATION), display=1),
+    )
+}
+
+
+@dataclass(frozen=True)
+class SolverRecipe:
+    """The per-step optimiser settings of one net's training (schedule-independent)."""
+
+    base_lr: float
+    lr_policy: str
+    momentum: float
+    weight_decay: float
+    gamma: Optional[float] = None
+    clip_gradients: Optional[float] = None
+
+    def build(
+        self,
+        net_path: str,
+        iters_per_epoch: int,
+        schedule: str = "paper",
+        snapshot_prefix: str = "snapshot",
+        test_iters: int = 50,
+    ) -> Any:
+        """The ``pb.SolverParameter`` for ``net_path`` (a train/test prototxt, as Caffe's ``net`` field).
+
+        ``test_iters`` batches of the TEST phase run at every snapshot (50 batches of 2 patches by
+        default); the trainer passes the validation set's size in batches.
+        """
+        from glrl.caffe import pb
+
+        plan = get_schedule(schedule)
+        if not isinstance(iters_per_epoch, int) or iters_per_epoch < 1:
+            raise TrainingError(f"iterations per epoch must be a positive integer, not {iters_per_epoch!r}",
+                                hint="it is the number of training patches divided by the batch size, rounded up")
+        if not isinstance(test_iters, int) or test_iters < 1:
+            raise TrainingError(f"test_iter must be a positive integer, not {test_iters!r}",
+                                hint="pass the validation patches divided by the test batch size, rounded up")
+        interval = plan.snapshot.iterations(iters_per_epoch)
+        solver = pb.SolverParameter()
+        solver.net = net_path
+        solver.test_iter.append(test_iters)
+        solver.test_interval = interval
+        solver.test_initialization = False
+        solver.type = "SGD"
+        solver.base_lr = self.base_lr
+        solver.lr_policy = self.lr_policy
+        if self.lr_policy == "step":
+            solver.gamma = self.gamma
+            solver.stepsize = plan.step.iterations(iters_per_epoch)
+        solver.momentum = self.momentum
+        solver.weight_decay = self.weight_decay
+        if self.clip_gradients is not None:
+            solver.clip_gradients = self.clip_gradients
+        solver.max_iter = plan.max_iter.iterations(iters_per_epoch)
+        solver.display = plan.display
+        solver.average_loss = plan.display
+        solver.snapshot = interval
+        solver.snapshot_prefix = snapshot_prefix
+        return solver
+
+    def describe(self) -> str:
+        parts = [f"SGD base_lr {self.base_lr:g}", f"momentum {self.momentum:g}",
+                 f"weight_decay {self.weight_decay:g}", f"lr_policy {self.lr_policy}"]
+        if self.gamma is not None:
+            parts.append(f"gamma {self.gamma:g}")
+        if self.clip_gradients is not None:
+            parts.append(f"clip_gradients {self.clip_gradients:g}")
+        return ", ".join(parts)
+
+
+# GLRL (and VDSR, trained the same way for comparison): section 4.1 of the paper, clipping as argued above.
+PAPER_SGD = SolverRecipe(base_lr=0.1, lr_policy="step", gamma=0.5, momentum=0.9, weight_decay=1e-4,
+                         clip_gradients=0.01)
+
+# SRCNN (Dong et al. 2014): plain SGD at 1e-4 (the last layer at 1e-5 through lr_mult 0.1 in the net),
+# momentum 0.9, no weight decay, a fixed rate; run for the same schedule lengths as the others.
+SRCNN_SGD = SolverRecipe(base_lr=1e-4, lr_policy="fixed", momentum=0.9, weight_decay=0.0)
+
+# The committed solver.prototxt files are written for this epoch: DRRN's released solver counts 6536
+# iterations of 128 patches per epoch (its 31x31 x2/x3/x4 set), i.e. 26144 iterations of 32 patches.
+REFERENCE_ITERS_PER_EPOCH = 6536 * 128 // 32
+
+
+def get_schedule(name: str) -> Schedule:
+    """The named schedule, or a clear error listing the known ones."""
+    try:
+        return SCHEDULES[name]
+    except KeyError:
+        raise TrainingError(f"unknown schedule {name!r}",
+                            hint=f"choose one of: {', '.join(SCHEDULES)}") from None
+
