@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from glrl import settings
 from glrl.caffe.io import read_net, read_solver
 from glrl.cli import main
@@ -90,7 +89,10 @@ def test_glrl_macs_per_pixel_follow_the_architecture_formula() -> None:
 def test_glrl_shares_unit_weights_within_an_lrb_but_not_across_lrbs() -> None:
     net = committed_deploy("glrl")
     layers = {layer.name: layer for layer in net.layer}
-    names = lambda layer: [spec.name for spec in layer.param]  # noqa: E731
+
+    def names(layer):
+        return [spec.name for spec in layer.param]
+
     for b in (1, 2, 3):
         for part in ("act", "deep1", "deep_act", "deep2", "shallow"):
             assert names(layers[f"lrb{b}_u1_{part}"]) == names(layers[f"lrb{b}_u2_{part}"])
@@ -152,7 +154,7 @@ def test_generator_options_change_the_net_as_named() -> None:
     expected = conv(3, 1, 16) + slope + conv(3, 16, 16) + unit + slope + conv(3, 16, 16) + slope + conv(3, 16, 1) + 1
     assert stats.params == expected
     assert stats.conv_depth == 2 + 2 * 3 + 2
-    for bad in (dict(blocks=0), dict(width=-1), dict(shallow_kernel=2), dict(activation="tanh")):
+    for bad in ({"blocks": 0}, {"width": -1}, {"shallow_kernel": 2}, {"activation": "tanh"}):
         with pytest.raises(ModelError):
             glrl_module.glrl_body(glrl_module.GlrlOptions(**bad))
 

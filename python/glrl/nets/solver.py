@@ -35,7 +35,7 @@ class Length:
     def iterations(self, iters_per_epoch: int) -> int:
         if self.unit == ITERATION:
             return int(self.count)
-        return max(1, int(round(self.count * iters_per_epoch)))
+        return max(1, round(self.count * iters_per_epoch))
 
     def describe(self) -> str:
         count = f"{self.count:g}"
