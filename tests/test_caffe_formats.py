@@ -127,6 +127,8 @@ def test_solver_and_solverstate_field_numbers():
 def test_legacy_blob_dims_and_double_data():
     legacy = pb.BlobProto(num=2, channels=1, height=1, width=3, data=range(6))
     assert io.blob_to_array(legacy).shape == (2, 1, 1, 3)
+    legacy.shape.dim.extend([6])  # as in Caffe's Blob::FromProto, the legacy fields win over `shape`
+    assert io.blob_to_array(legacy).shape == (2, 1, 1, 3)
     doubles = pb.BlobProto(double_data=[0.5, 1.5])
     doubles.shape.dim.extend([2])
     out = io.blob_to_array(doubles)

@@ -297,13 +297,17 @@ def _is_text(data: bytes) -> bool:
 # --------------------------------------------------------------------------------------------- blobs
 
 
+def is_legacy_blob(blob: Any) -> bool:
+    """True when a BlobProto uses the deprecated 4-D fields (num, channels, height, width)."""
+    return any(blob.HasField(f) for f in ("num", "channels", "height", "width"))
+
+
 def blob_shape(blob: Any) -> List[int]:
-    """A BlobProto's shape: its ``shape`` field, else the legacy (num, channels, height, width)."""
-    if blob.HasField("shape"):
-        return [int(d) for d in blob.shape.dim]
-    if any(blob.HasField(f) for f in ("num", "channels", "height", "width")):
+    """A BlobProto's shape as Caffe's ``Blob::FromProto`` reads it: the legacy (num, channels, height,
+    width) when any of those is set, else the ``shape`` field."""
+    if is_legacy_blob(blob):
         return [blob.num, blob.channels, blob.height, blob.width]
-    return []
+    return [int(d) for d in blob.shape.dim]
 
 
 def blob_to_array(blob: Any, name: str = "blob") -> np.ndarray:

@@ -44,8 +44,7 @@ def _fit_blob(blob: Any, target: Tuple[int, ...], label: str) -> np.ndarray:
     array = io.blob_to_array(blob, label)
     if array.shape == target:
         return array
-    legacy = not blob.HasField("shape") and len(array.shape) == 4
-    if legacy and len(target) <= 4 and array.shape == (1,) * (4 - len(target)) + target:
+    if io.is_legacy_blob(blob) and len(target) <= 4 and array.shape == (1,) * (4 - len(target)) + target:
         return array.reshape(target)
     raise FormatError(
         f"{label} has shape {_format(array.shape)} but the net expects {_format(target)}",
