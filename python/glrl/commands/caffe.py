@@ -68,9 +68,7 @@ def summarise_net(net: Any) -> List[str]:
     total = 0
     for layer in net.layer:
         flow = f"{', '.join(layer.bottom) or '-'} -> {', '.join(layer.top) or '-'}"
-        line = f"  {layer.name:<{width}}  {layer.type:<14} {flow}{_rules(layer)}"
-        if layer.type == "Input":
-            line += "  shape " + ", ".join("x".join(str(d) for d in s.dim) for s in layer.input_param.shape)
+        line = f"  {layer.name:<{width}}  {layer.type:<14} {flow}{_rules(layer)}{_details(layer)}"
         if len(layer.blobs):
             shapes = [io.blob_shape(blob) for blob in layer.blobs]
             total += sum(int(_count(shape)) for shape in shapes)
@@ -79,6 +77,42 @@ def summarise_net(net: Any) -> List[str]:
     if total:
         lines.append(f"parameters: {total:,}")
     return lines
+
+
+def _details(layer: Any) -> str:
+    """The settings that matter most for reading a net at a glance."""
+    from glrl.caffe import pb
+
+    parts = []
+    if layer.type == "Input":
+        parts.append("shape " + ", ".join("x".join(str(d) for d in s.dim) for s in layer.input_param.shape))
+    if layer.type in ("Convolution", "Deconvolution"):
+        conv = layer.convolution_param
+        kernel = f"{conv.kernel_h}x{conv.kernel_w}" if conv.HasField("kernel_h") else "x".join(
+            str(k) for k in conv.kernel_size)
+        parts.append(f"{conv.num_output} out, kernel {kernel}")
+        for name, values in (("pad", conv.pad), ("stride", conv.stride), ("dilation", conv.dilation)):
+            if any(v != (0 if name == "pad" else 1) for v in values):
+                parts.append(f"{name} {'x'.join(str(v) for v in values)}")
+        if conv.HasField("pad_h") or conv.HasField("pad_w"):
+            parts.append(f"pad {conv.pad_h}x{conv.pad_w}")
+        if conv.group != 1:
+            parts.append(f"group {conv.group}")
+        if not conv.bias_term:
+            parts.append("no bias")
+    if layer.type == "Eltwise":
+        eltwise = layer.eltwise_param
+        op = pb.EltwiseParameter.EltwiseOp.Name(eltwise.operation)
+        parts.append(op + (f" coeff {', '.join(f'{c:g}' for c in eltwise.coeff)}" if len(eltwise.coeff) else ""))
+    if layer.type == "HDF5Data":
+        parts.append(f"source {layer.hdf5_data_param.source}, batch {layer.hdf5_data_param.batch_size}"
+                     + (", shuffle" if layer.hdf5_data_param.shuffle else ""))
+    if len(layer.loss_weight):
+        parts.append("loss_weight " + ", ".join(f"{w:g}" for w in layer.loss_weight))
+    shared = [spec.name for spec in layer.param if spec.name]
+    if shared:
+        parts.append("shares " + ", ".join(shared))
+    return ("  " + "; ".join(parts)) if parts else ""
 
 
 def _count(shape: List[int]) -> int:
