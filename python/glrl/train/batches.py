@@ -113,6 +113,8 @@ class HDF5Batches:
                 raise DataError(f"{path}: datasets {self.tops} have row counts {sorted(counts)}",
                                 hint="each HDF5 file needs the same non-zero number of rows in every dataset")
             self.rows.append(counts.pop())
+        self._cached_index = -1
+        self._cached: Dict[str, np.ndarray] = {}
         self.epoch = 0
         self.file_cursor = 0
         self.row_cursor = 0
@@ -187,17 +189,16 @@ class HDF5Batches:
                 rows = self._row_order(order[self.file_cursor])
 
     def _read(self, top: str, positions: Sequence[Tuple[int, int]]) -> np.ndarray:
-        pieces = []
-        start = 0
-        while start < len(positions):
-            file_index, first = positions[start]
-            end = start + 1
-            while end < len(positions) and positions[end] == (file_index, positions[end - 1][1] + 1):
-                end += 1
-            dataset = self._handles[file_index][top]
-            pieces.append(np.asarray(dataset[first:positions[end - 1][1] + 1], dtype=np.float32))
-            start = end
-        return np.ascontiguousarray(np.concatenate(pieces, axis=0))
+        rows = [self._file_arrays(file_index)[top][row] for file_index, row in positions]
+        return np.ascontiguousarray(np.stack(rows), dtype=np.float32)
+
+    def _file_arrays(self, file_index: int) -> Dict[str, np.ndarray]:
+        """The datasets of one file, loaded whole (as Caffe's HDF5Data loads the file it reads from)."""
+        if self._cached_index != file_index:
+            handle = self._handles[file_index]
+            self._cached = {top: np.asarray(handle[top][()], dtype=np.float32) for top in self.tops}
+            self._cached_index = file_index
+        return self._cached
 
     def close(self) -> None:
         """Close the HDF5 files."""

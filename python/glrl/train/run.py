@@ -140,14 +140,16 @@ def _single_input(inputs: List[HDF5Input], phase: str, net_path: Path) -> HDF5In
     return inputs[0]
 
 
-def _loss_layer(net_param: Any, phase: str) -> Any:
+def _final_loss_layer(net_param: Any, phase: str) -> Any:
+    """The last loss layer of ``phase``: its first bottom is the net's prediction (glrl's generators put the
+    final prediction's loss last, after any deep-supervision losses)."""
     from glrl.train.batches import _in_phase
 
     losses = [layer for layer in net_param.layer if layer.type.endswith("Loss") and _in_phase(layer, phase)]
-    if len(losses) != 1:
-        raise TrainingError(f"the net has {len(losses)} loss layers in phase {phase}; glrl expects one",
+    if not losses:
+        raise TrainingError(f"the net has no loss layer in phase {phase}",
                             hint="use glrl's generated train/test prototxt")
-    return losses[0]
+    return losses[-1]
 
 
 class StopSignals:
@@ -196,22 +198,24 @@ class Trainer:
         self.net_param = read_net(self.net_path)
         source_dirs = [self.net_path.parent, solver_path.parent]
         train_input = _single_input(hdf5_inputs(self.net_param, "TRAIN"), "TRAIN", self.net_path)
-        self.net = TorchNet(self.net_param, phase="TRAIN", device=self.device, seed=seed)
+        self.net = TorchNet(self.net_param, phase="TRAIN", device=self.device, seed=seed,
+                             data_dirs=source_dirs)
         if options.weights:
             self.net.load_weights(str(options.weights))
         self.batches = HDF5Batches(resolve_source(train_input.source, source_dirs), train_input.tops,
                                    train_input.batch_size, shuffle=train_input.shuffle, seed=seed,
                                    rank=self.dist.rank, world=self.dist.world)
         self.train_input = train_input
-        self.loss_top = _loss_layer(self.net_param, "TRAIN").top[0]
-        self.prediction_blob = _loss_layer(self.net_param, "TRAIN").bottom[0]
+        self.loss_top = "loss"
+        self.prediction_blob = _final_loss_layer(self.net_param, "TRAIN").bottom[0]
 
         self.test_net = None
         self.test_batches: Optional[HDF5Batches] = None
         test_inputs = hdf5_inputs(self.net_param, "TEST")
         if self.dist.is_root and self.settings.test_interval and self.settings.test_iter and test_inputs:
             test_input = _single_input(test_inputs, "TEST", self.net_path)
-            self.test_net = TorchNet(self.net_param, phase="TEST", device=self.device, seed=seed)
+            self.test_net = TorchNet(self.net_param, phase="TEST", device=self.device, seed=seed,
+                                     data_dirs=source_dirs)
             self.test_batches = HDF5Batches(resolve_source(test_input.source, source_dirs), test_input.tops,
                                             test_input.batch_size, shuffle=False)
 

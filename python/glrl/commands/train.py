@@ -1,0 +1,154 @@
+"""``glrl train``: train a generated net with the paper's solver (``make train SCALE=3``), or any
+``solver.prototxt`` (``--solver``), on the PyTorch backend or in real Caffe (``--backend caffe``).
+
+Without ``--solver`` it builds what is missing first: the HDF5 patch set ``<work>/data/x<scale>`` (as
+``glrl data build``), then ``train_test.prototxt`` and ``solver.prototxt`` in the run folder, with the
+epoch measured on the real patch set. See docs/training.md.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+HELP = "train a net (paper solver, Caffe semantics) with snapshots, resume, monitoring and several GPUs"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    from glrl.cli import add_data_root_argument
+
+    add_data_root_argument(parser)
+    parser.add_argument("--net", default="glrl", help="generated net to train (glrl nets list); default glrl")
+    parser.add_argument("--scale", default="3", help="2, 3, 4 or 234 (the patch set's scales); default 3")
+    parser.add_argument("--schedule", default="paper", help="paper (76 epochs) or a shorter named schedule")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    parser.add_argument("--backend", choices=("torch", "caffe"), default="torch",
+                        help="torch (default) or caffe (real Caffe through pycaffe, where it is installed)")
+    parser.add_argument("--run-dir", default=None, help="run folder (default: <work>/runs/<net>-x<scale>-<schedule>)")
+    parser.add_argument("--solver", default=None, help="train this solver.prototxt instead of generating one")
+    parser.add_argument("--resume", nargs="?", const="auto", default=None,
+                        help="continue from a .solverstate (glrl's or Caffe's); without a path, the run "
+                             "folder's newest snapshot")
+    parser.add_argument("--weights", default=None, help="initial weights (.caffemodel), as caffe train --weights")
+    parser.add_argument("--precision", choices=("fp32", "tf32", "bf16"), default="fp32",
+                        help="fp32 (default, Caffe's arithmetic), tf32 or bf16 (faster on recent GPUs)")
+    parser.add_argument("--adjustable-clip", type=float, default=None, metavar="THETA",
+                        help="DRRN's adjustable clipping: gradient-norm threshold THETA / current lr "
+                             "(replaces clip_gradients)")
+    parser.add_argument("--no-set5", action="store_true", help="skip the Set5 PSNR at test intervals")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch")
+
+
+def run(args: argparse.Namespace) -> int:
+    from glrl import settings
+    from glrl.errors import TrainingError
+
+    scales = _parse_scales(args.scale)
+    run_dir = Path(args.run_dir) if args.run_dir else (
+        settings.work_dir() / "runs" / f"{args.net}-x{args.scale}-{args.schedule}")
+    run_dir = run_dir.resolve()
+    if args.solver:
+        solver_path = Path(args.solver).resolve()
+        if not solver_path.is_file():
+            raise TrainingError(f"solver {args.solver} not found", hint="check the path")
+    else:
+        solver_path = _prepare_run(args, scales, run_dir)
+    resume = _resume_path(args.resume, run_dir)
+    if args.backend == "caffe":
+        from glrl.train.caffe_backend import train_in_caffe
+
+        return train_in_caffe(solver_path, run_dir, device=args.device, resume=resume, weights=args.weights)
+
+    import torch
+
+    from glrl.train.run import RunOptions, train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    probe = None
+    if not args.no_set5:
+        from glrl.train.set5 import Set5Probe
+
+        probe_scale = 3 if len(scales) > 1 and 3 in scales else scales[0]
+        probe = Set5Probe(settings.data_root(args.data_root) / "test" / "Set5", probe_scale)
+    options = RunOptions(solver=solver_path, run_dir=run_dir, device=args.device, precision=args.precision,
+                         resume=resume, weights=Path(args.weights) if args.weights else None,
+                         adjustable_clip=args.adjustable_clip, psnr_probe=probe,
+                         bicubic_psnr=probe.bicubic if probe else None, progress=not args.no_progress)
+    result = train(options)
+    if result.solverstate is not None:
+        print(f"snapshot: {result.solverstate}")
+        print(f"weights:  {result.caffemodel}")
+    if result.set5_psnr is not None and probe is not None:
+        print(f"Set5 x{probe.scale} PSNR: {result.set5_psnr:.2f} dB (bicubic {probe.bicubic:.2f} dB)")
+    return 130 if result.stopped_early else 0
+
+
+def _parse_scales(text: str):
+    from glrl.errors import TrainingError
+
+    if not text.isdigit() or any(c not in "234" for c in text) or len(set(text)) != len(text):
+        raise TrainingError(f"--scale {text!r} is not one of 2, 3, 4, 234", hint="e.g. --scale 3")
+    return tuple(int(c) for c in text)
+
+
+def _resume_path(resume, run_dir: Path):
+    from glrl.errors import TrainingError
+    from glrl.train.snapshot import latest_snapshot
+
+    if resume is None:
+        return None
+    if resume == "auto":
+        found = latest_snapshot(run_dir)
+        if found is None:
+            raise TrainingError(f"no complete snapshot in {run_dir} to resume from",
+                                hint="start without --resume, or pass the .solverstate to resume")
+        return found
+    path = Path(resume).resolve()
+    if not path.is_file():
+        raise TrainingError(f"--resume {resume}: no such .solverstate", hint="check the path")
+    return path
+
+
+def _prepare_run(args: argparse.Namespace, scales, run_dir: Path) -> Path:
+    """Build the patch set if missing, then write the run's train/test net and solver (kept on resume)."""
+    from glrl import settings
+    from glrl.caffe.io import write_net, write_solver
+    from glrl.data_prep import manifest as manifest_io
+    from glrl.data_prep.build import build
+    from glrl.data_prep.config import BuildConfig, scale_name
+    from glrl.errors import DataError
+    from glrl.nets.registry import get_net
+    from glrl.nets.solver import get_schedule, iters_per_epoch
+
+    recipe = get_net(args.net)
+    get_schedule(args.schedule)
+    data_dir = settings.work_dir() / "data" / scale_name(scales)
+    manifest = manifest_io.load(data_dir)
+    if manifest is None:
+        print(f"building the x{args.scale} patch set in {data_dir} (first run only)")
+        manifest = build(BuildConfig.for_layout("vdsr", scales=scales), settings.data_root(args.data_root),
+                         data_dir, progress=not args.no_progress).manifest
+    train_list, val_list = data_dir / "train.txt", data_dir / "val.txt"
+    if not train_list.is_file():
+        raise DataError(f"{train_list} is missing", hint=f"rebuild: glrl data build --scale {args.scale} --force")
+    solver_path = run_dir / "solver.prototxt"
+    if args.resume is not None and solver_path.is_file():
+        return solver_path
+    batch_size, test_batch = 32, 2
+    net = recipe.train_test(str(train_list), str(val_list), batch_size, test_batch)
+    val_patches = int(manifest.get("val", {}).get("patches", 0)) if manifest.get("val") else 0
+    epoch = iters_per_epoch(int(manifest["train"]["patches"]), batch_size)
+    solver = recipe.solver("train_test.prototxt", epoch, args.schedule,
+                           snapshot_prefix=f"snapshots/{args.net}_x{args.scale}",
+                           test_iters=max(1, math.ceil(val_patches / test_batch)) if val_patches else 1)
+    if not val_patches:
+        del solver.test_iter[:]
+        solver.test_interval = 0
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_net(net, run_dir / "train_test.prototxt")
+    write_solver(solver, solver_path)
+    print(f"run folder {run_dir}: {epoch} iterations per epoch ({manifest['train']['patches']} patches / "
+          f"batch {batch_size}), max_iter {solver.max_iter}")
+    return solver_path
