@@ -1,0 +1,31 @@
+"""``glrl data inspect``: counts, shapes, value ranges and a sample mosaic of an HDF5 patch set."""
+from __future__ import annotations
+
+import argparse
+
+HELP = "show what an HDF5 patch file, list file or patch-set folder holds (and draw sample pairs)"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", metavar="FILE",
+                        help="an .h5 patch file, a list file (train.txt) or a set folder")
+    parser.add_argument("--mosaic", default=None,
+                        help="PNG of sample data|label pairs (default: <FILE>-mosaic.png beside FILE)")
+    parser.add_argument("--no-mosaic", action="store_true", help="do not draw the mosaic")
+    parser.add_argument("--samples", type=int, default=16, help="pairs in the mosaic (default 16)")
+    parser.add_argument("--verify", action="store_true", help="also check the SHA-256 of every file")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from glrl.data_prep.inspect import inspect
+
+    target = Path(args.target)
+    mosaic = None
+    if not args.no_mosaic:
+        beside = target.with_name(f"{target.stem}-mosaic.png")
+        default = (target / "mosaic.png") if target.is_dir() else beside
+        mosaic = Path(args.mosaic) if args.mosaic else default
+    print(inspect(target, mosaic, samples=args.samples, verify=args.verify))
+    return 0

@@ -1,0 +1,71 @@
+"""The manifest (``manifest.json``) written last into a patch-set folder: settings, source-image checksums,
+every output file with its patch count, size and SHA-256, and how the build went.
+
+Why: a rebuild with the same settings and the same source images is skipped only when every file the
+manifest lists is still there with its recorded checksum; a folder without a manifest (an interrupted
+build) is never trusted.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from glrl.fsutil import atomic_write_text, sha256_file
+
+MANIFEST_NAME = "manifest.json"
+FORMAT = "glrl-caffe-hdf5-patches/1"
+
+
+def load(folder: Path) -> Optional[Dict[str, Any]]:
+    """The manifest of ``folder``, or ``None`` when it has none (or an unreadable or foreign one)."""
+    try:
+        manifest = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and manifest.get("format") == FORMAT else None
+
+
+def save(folder: Path, manifest: Dict[str, Any]) -> None:
+    atomic_write_text(folder / MANIFEST_NAME, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+
+
+def file_record(path: Path, patches: int) -> Dict[str, Any]:
+    """What the manifest says about one output file."""
+    return {"name": path.name, "patches": int(patches), "bytes": path.stat().st_size,
+            "sha256": sha256_file(path)}
+
+
+def output_files(manifest: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Every file record of the manifest (patch files and list files)."""
+    records: List[Dict[str, Any]] = []
+    for part in ("train", "val"):
+        if manifest.get(part):
+            records.extend(manifest[part]["files"])
+            records.append(manifest[part]["list"])
+    return records
+
+
+def problems(folder: Path, manifest: Dict[str, Any], check_sums: bool = True) -> List[str]:
+    """What no longer matches the manifest in ``folder`` (empty when everything does)."""
+    found = []
+    for record in output_files(manifest):
+        path = folder / record["name"]
+        if not path.is_file():
+            found.append(f"{record['name']} is missing")
+        elif path.stat().st_size != record["bytes"]:
+            found.append(f"{record['name']} has {path.stat().st_size} bytes, not {record['bytes']}")
+        elif check_sums and sha256_file(path) != record["sha256"]:
+            found.append(f"{record['name']} does not match its SHA-256")
+    return found
+
+
+def is_current(folder: Path, settings: Dict[str, Any], sources: Dict[str, Any]) -> bool:
+    """Whether ``folder`` already holds the complete, intact result of these settings and source images."""
+    manifest = load(folder)
+    return (
+        manifest is not None
+        and manifest.get("settings") == settings
+        and manifest.get("sources") == sources
+        and not problems(folder, manifest)
+    )

@@ -1,0 +1,103 @@
+"""The images a patch set is cut from: where they are under the data root, their checksums and sizes, and
+their luminance as the MATLAB scripts compute it.
+
+Why checksums: the manifest records the SHA-256 of every source image, so a rebuild is skipped only when the
+very same images (not merely the same names) would be read again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import List, Sequence, Tuple
+
+import numpy as np
+
+from glrl.errors import DataError
+from glrl.fsutil import sha256_file
+from glrl.matlab_compat import imresize, rgb2ycbcr
+
+IMAGE_SUFFIXES = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
+SET_PARENTS = ("train", "test")  # shared/datasets layout: train/T91, train/BSD200, test/Set5, ...
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceImage:
+    """One image file of a named set, with what the build needs to know before decoding it again."""
+
+    set_name: str
+    path: Path
+    sha256: str
+    height: int
+    width: int
+
+    def record(self) -> dict:
+        return {"set": self.set_name, "name": self.path.name, "sha256": self.sha256,
+                "shape": [self.height, self.width]}
+
+
+def set_folder(root: Path, name: str) -> Path:
+    """The folder of the image set ``name`` under the data root ``root``."""
+    if not root.is_dir():
+        raise DataError(
+            f"data root {root} does not exist",
+            hint="pass --data-root or set GLRL_DATA to the folder holding train/T91, train/BSD200, test/Set5",
+        )
+    for parent in SET_PARENTS:
+        folder = root / parent / name
+        if folder.is_dir():
+            return folder
+    raise DataError(
+        f"image set {name!r} not found under {root} "
+        f"(looked in {', '.join(parent + '/' + name for parent in SET_PARENTS)})",
+        hint="check --data-root / GLRL_DATA, or `glrl data verify` / `glrl data download`",
+    )
+
+
+def read_source(path: Path) -> np.ndarray:
+    """Decode an image file into uint8 H x W or H x W x 3, with a clear error when that is impossible."""
+    from glrl.imageio import read_image
+
+    return read_image(path)
+
+
+def list_sources(root: Path, names: Sequence[str]) -> List[SourceImage]:
+    """Every image of the sets ``names`` in a fixed order (sets as given, files by name), decoded once to
+    learn its size (a file that cannot be decoded fails here, before any work is done)."""
+    sources: List[SourceImage] = []
+    for name in names:
+        folder = set_folder(root, name)
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            raise DataError(f"image set folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})",
+                            hint="check that the data root is complete: `glrl data verify`")
+        for path in files:
+            img = read_source(path)
+            sources.append(SourceImage(name, path, sha256_file(path), int(img.shape[0]), int(img.shape[1])))
+    return sources
+
+
+def luminance(img: np.ndarray) -> np.ndarray:
+    """uint8 Y of MATLAB ``rgb2ycbcr`` for an RGB image; a single-channel image is its own luminance."""
+    if img.ndim == 2:
+        return img
+    if img.ndim == 3 and img.shape[2] == 3:
+        return rgb2ycbcr(img)[:, :, 0]
+    raise DataError(f"expected a grey or RGB image, got shape {img.shape}")
+
+
+def downscaled_shape(height: int, width: int, factor: float) -> Tuple[int, int]:
+    """Size of MATLAB ``imresize(img, factor)``: ``ceil(factor * size)`` per axis (ignoring floating-point
+    noise below 1e-9, as :func:`glrl.matlab_compat.imresize` does)."""
+    if factor == 1.0:
+        return height, width
+    return int(math.ceil(round(factor * height, 9))), int(math.ceil(round(factor * width, 9)))
+
+
+def scaled_luminance(path: Path, factor: float) -> np.ndarray:
+    """Luminance of the image at ``path``, first shrunk by ``factor`` (MATLAB bicubic on the uint8 RGB,
+    as VDSR's down-scaled copies) when ``factor`` is not 1."""
+    img = read_source(path)
+    if factor != 1.0:
+        img = imresize(img, factor)
+    return luminance(img)
