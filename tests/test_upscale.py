@@ -2,6 +2,9 @@
 back as the same kind, bigger; bad inputs and outputs fail clearly and do not stop a batch."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -143,3 +146,184 @@ def test_outputs_that_cannot_be_written_fail_before_any_work(tmp_path):
         write_picture(tmp_path / "out.xyz", Picture(np.zeros((2, 2, 1))))
     with pytest.raises(DataError, match="alpha"):
         write_picture(tmp_path / "out.jpg", Picture(np.zeros((2, 2, 4))))
+
+
+# -------------------------------------------------------------------------------- with a model
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory) -> Path:
+    """A checkout-like folder with one released GLRL ×3 model: the generated deploy net with its fillers'
+    random weights, the reconstruction's last conv scaled down so the output stays near the bicubic input
+    (as a trained model's does) instead of saturating."""
+    from glrl.backends.torch_net import TorchNet
+    from glrl.caffe import io
+    from glrl.fsutil import sha256_file
+    from glrl.nets.registry import get_net
+
+    root = tmp_path_factory.mktemp("checkout")
+    deploy = root / "prototxt" / "glrl" / "deploy.prototxt"
+    deploy.parent.mkdir(parents=True)
+    io.write_net(get_net("glrl").deploy(), deploy)
+    (root / "models").mkdir()
+    weights = root / "models" / "glrl_x3.caffemodel"
+    net = TorchNet(deploy, "TEST", seed=0)
+    net.save_caffemodel(root / "unscaled.caffemodel")  # for the tiling test: large, non-linear effects
+    with torch.no_grad():
+        net.layer_blobs()["rec1_conv2"][0].mul_(1e-3)  # shared by rec1..3_conv2
+    net.save_caffemodel(weights)
+    metadata = {"name": "glrl_x3", "net": "glrl", "deploy": "prototxt/glrl/deploy.prototxt", "scales": [3],
+                "schedule": "test", "iterations": 0, "set5_psnr": {}, "sha256": sha256_file(weights)}
+    (root / "models" / "glrl_x3.json").write_text(json.dumps(metadata))
+    return root / "models"
+
+
+@pytest.fixture(scope="module")
+def upscaler(models_dir):
+    from glrl.upscaling import Upscaler
+
+    return Upscaler.for_scale(SCALE, models_dir=models_dir, device="cpu")
+
+
+def _smooth_rgb(height: int, width: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    base = 0.5 + 0.15 * np.sin(xx / 3.0)[:, :, None] * np.cos(yy / 4.0)[:, :, None]
+    return np.clip(base + 0.05 * rng.standard_normal((height, width, 3)), 0.2, 0.8)
+
+
+def test_the_tiled_net_equals_the_whole_image_net(models_dir):
+    from glrl.upscaling import Upscaler
+
+    upscaler = Upscaler(models_dir.parent / "prototxt" / "glrl" / "deploy.prototxt",
+                        models_dir.parent / "unscaled.caffemodel", SCALE, device="cpu")
+    assert upscaler.margin == 16  # GLRL: 16 3×3 convolutions on the longest path, 1×1 output
+    luma = np.random.default_rng(3).random((75, 61))
+    whole = Upscaler.refine_luma(_with_tile(upscaler, 0, upscaler.margin), luma)
+    tiled = Upscaler.refine_luma(_with_tile(upscaler, 24, upscaler.margin), luma)
+    assert np.abs(tiled - whole).max() <= 1e-5
+    short = Upscaler.refine_luma(_with_tile(upscaler, 24, upscaler.margin - 2), luma)
+    assert np.abs(short - whole).max() > 1e-5  # less context than the receptive radius is not exact
+
+
+def _with_tile(upscaler, tile: int, margin: int):
+    clone = object.__new__(type(upscaler))
+    clone.__dict__.update(upscaler.__dict__, tile=tile, margin=margin)
+    return clone
+
+
+def test_default_tiles_keep_the_activation_memory_under_one_gib(upscaler):
+    assert upscaler.tile > 0
+    assert upscaler.tile_memory_bytes <= 1 << 30
+
+
+def test_colour_goes_through_y_and_chroma_through_bicubic(upscaler):
+    from glrl.backends import open_net
+    from glrl.matlab_compat import imresize, rgb2ycbcr
+
+    rgb = _smooth_rgb(14, 11)
+    out = upscaler.upscale_array(rgb)
+    assert out.shape == (42, 33, 3) and out.dtype == rgb.dtype
+    ycbcr_in = rgb2ycbcr(rgb)
+    ycbcr_out = rgb2ycbcr(out)
+    bicubic = imresize(ycbcr_in, SCALE)
+    assert np.abs(ycbcr_out[:, :, 1:] - bicubic[:, :, 1:]).max() < 1e-6
+    net = open_net(upscaler.net_path, upscaler.weights_path)
+    sr_y = net.run({"data": bicubic[None, None, :, :, 0].astype(np.float32)})[net.output_names[0]][0, 0]
+    assert np.abs(ycbcr_out[:, :, 0] - sr_y).max() < 1e-5
+
+
+def test_every_array_kind_comes_back_as_the_same_kind(upscaler):
+    from glrl.matlab_compat import imresize
+
+    rng = np.random.default_rng(4)
+    grey = rng.integers(0, 256, (10, 12), dtype=np.uint8)
+    assert upscaler.upscale_array(grey).shape == (30, 36)
+    rgba = rng.integers(0, 256, (10, 12, 4), dtype=np.uint8)
+    out = upscaler.upscale_array(rgba)
+    assert out.shape == (30, 36, 4) and out.dtype == np.uint8
+    alpha = np.floor(np.clip(imresize(rgba[:, :, 3] / 255.0, SCALE), 0, 1) * 255 + 0.5)
+    assert np.array_equal(out[:, :, 3], alpha.astype(np.uint8))
+    deep = rng.integers(0, 65536, (10, 12, 3), dtype=np.uint16)
+    assert upscaler.upscale_array(deep).dtype == np.uint16
+    grey_alpha = rng.random((10, 12, 2))
+    out = upscaler.upscale_array(grey_alpha)
+    assert out.shape == (30, 36, 2) and out.min() >= 0 and out.max() <= 1
+    with pytest.raises(DataError, match=r"\[0, 1\]"):
+        upscaler.upscale_array(grey_alpha * 255)
+    with pytest.raises(DataError, match="shape"):
+        upscaler.upscale_array(np.zeros((4, 4, 5), dtype=np.uint8))
+
+
+def test_the_package_level_api(models_dir):
+    import glrl
+
+    out = glrl.upscale(np.full((8, 9, 3), 128, dtype=np.uint8), SCALE, models_dir=models_dir, device="cpu")
+    assert out.shape == (24, 27, 3)
+
+
+def test_a_scale_without_a_model_is_refused_with_the_scales_that_have_one(models_dir):
+    from glrl.upscaling import Upscaler
+
+    with pytest.raises(ModelError) as caught:
+        Upscaler.for_scale(2, models_dir=models_dir)
+    assert "x2" in caught.value.message and "x3" in caught.value.hint
+
+
+# -------------------------------------------------------------------------------- the command
+
+
+def _cli(capsys, *argv: str):
+    from glrl.cli import main
+
+    status = main(["upscale", *argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_one_file_in_one_file_out_in_the_format_of_the_extension(models_dir, tmp_path, capsys):
+    Image.fromarray((_smooth_rgb(12, 10) * 255).astype(np.uint8)).save(tmp_path / "in.png")
+    status, _, err = _cli(capsys, str(tmp_path / "in.png"), str(tmp_path / "out.jpg"), "--scale", "3",
+                          "--models-dir", str(models_dir), "--device", "cpu")
+    assert status == 0, err
+    with Image.open(tmp_path / "out.jpg") as result:
+        assert result.format == "JPEG" and result.size == (30, 36)
+
+
+def test_exif_rotated_input_gives_an_upright_output(models_dir, tmp_path, capsys):
+    exif = Image.Exif()
+    exif[0x0112] = 8  # rotate 90 counter-clockwise to view
+    Image.fromarray(np.full((6, 10, 3), 90, dtype=np.uint8)).save(tmp_path / "photo.jpg", exif=exif)
+    status, _, err = _cli(capsys, str(tmp_path / "photo.jpg"), str(tmp_path / "big.png"), "--scale", "3",
+                          "--models-dir", str(models_dir), "--device", "cpu")
+    assert status == 0, err
+    with Image.open(tmp_path / "big.png") as result:
+        assert result.size == (18, 30)
+
+
+def test_a_batch_goes_on_past_bad_files_and_lists_them(models_dir, tmp_path, capsys):
+    source = tmp_path / "in"
+    source.mkdir()
+    Image.fromarray((_smooth_rgb(9, 8) * 255).astype(np.uint8)).save(source / "colour.png")
+    Image.fromarray(np.full((7, 9), 200, dtype=np.uint8), "L").save(source / "grey.bmp")
+    Image.fromarray(np.full((7, 9, 4), 200, dtype=np.uint8), "RGBA").save(source / "alpha.png")
+    (source / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nthis is not really a PNG")
+    status, out, err = _cli(capsys, str(source), str(tmp_path / "out"), "--scale", "3",
+                            "--models-dir", str(models_dir), "--device", "cpu", "--tile", "16")
+    assert status == 1
+    assert "corrupt.png" in err and "1 failed" in err and "3 of 4" in out
+    with Image.open(tmp_path / "out" / "grey.bmp") as grey:
+        assert grey.mode == "L" and grey.size == (27, 21)
+    with Image.open(tmp_path / "out" / "alpha.png") as alpha:
+        assert alpha.mode == "RGBA"
+    assert (tmp_path / "out" / "colour.png").is_file() and not (tmp_path / "out" / "corrupt.png").exists()
+
+
+def test_an_unwritable_output_is_a_clear_error_before_any_work(models_dir, tmp_path, capsys):
+    Image.fromarray(np.full((6, 6), 50, dtype=np.uint8), "L").save(tmp_path / "in.png")
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    status, _, err = _cli(capsys, str(tmp_path / "in.png"), str(tmp_path / "blocker" / "out.png"), "--scale", "3",
+                          "--models-dir", str(models_dir), "--device", "cpu")
+    assert status == 2 and "cannot write" in err and "hint:" in err

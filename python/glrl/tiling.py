@@ -132,6 +132,16 @@ def tile_memory_bytes(net, tile: int) -> int:
     return 4 * floats_per_pixel(net) * side * side
 
 
+def tile_for_memory(net, budget_bytes: int) -> int:
+    """The largest tile core size whose :func:`tile_memory_bytes` stays within ``budget_bytes``."""
+    side = math.isqrt(int(budget_bytes) // (4 * floats_per_pixel(net)))
+    tile = side - 2 * receptive_radius(net)
+    if tile < 1:
+        raise ModelError(f"{budget_bytes} bytes cannot hold even one tile of this net",
+                         hint="allow more memory")
+    return tile
+
+
 @dataclass(frozen=True)
 class Tile:
     """One tile: the window of the input it reads and the part of the window that is its exact core."""

@@ -1,0 +1,84 @@
+"""``glrl upscale IN OUT --scale S``: enlarge one image or a folder of images with a released model.
+
+IN and OUT are files, or folders (every image in IN is written to OUT under the same name). In a batch a
+bad file does not stop the others: the failures are listed at the end and the exit status is 1.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Tuple
+
+HELP = "enlarge images (files or folders) with a released SR model"
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pnm")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", help="an image file, or a folder of images")
+    parser.add_argument("output", help="the output file (format from its extension), or a folder")
+    parser.add_argument("--scale", type=int, required=True, help="enlargement factor (2, 3, 4)")
+    parser.add_argument("--model", default=None, help="a released model name (default: the one for --scale)")
+    parser.add_argument("--net", default="glrl", help="which net's released model to pick (default glrl)")
+    parser.add_argument("--device", default="auto", help="auto (GPU if there is one), cpu, cuda, cuda:N")
+    parser.add_argument("--backend", default="torch", choices=("torch", "caffe"),
+                        help="torch (default) or caffe (real Caffe, CPU)")
+    parser.add_argument("--tile", type=int, default=None,
+                        help="tile size in output pixels; memory stays bounded by it (0 = whole image; "
+                             "default: the largest tile whose activations fit in 1 GiB)")
+    parser.add_argument("--models-dir", default=None, help="folder of released models (default: models/)")
+
+
+def _jobs(source: Path, target: Path) -> List[Tuple[Path, Path]]:
+    from glrl.errors import DataError
+
+    if source.is_dir():
+        if target.exists() and not target.is_dir():
+            raise DataError(f"the input {source} is a folder, so the output {target} must be a folder too")
+        files = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"no images in {source}", hint=f"images end with {', '.join(IMAGE_SUFFIXES)}")
+        return [(p, target / p.name) for p in files]
+    if not source.exists():
+        raise DataError(f"no such file or folder: {source}", hint="check the input path")
+    if target.is_dir():
+        return [(source, target / source.name)]
+    return [(source, target)]
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from glrl.errors import GlrlError
+    from glrl.upscale_io import check_writable, output_format, read_picture, write_picture
+    from glrl.upscaling import Upscaler
+
+    jobs = _jobs(Path(args.input), Path(args.output))
+    for _, out in jobs[:1]:
+        check_writable(out)  # a wrong output folder fails before the model loads
+    upscaler = Upscaler.for_scale(args.scale, model=args.model, net=args.net, models_dir=args.models_dir,
+                                  backend=args.backend, device=args.device, tile=args.tile)
+    if len(jobs) == 1:
+        source, out = jobs[0]
+        fmt = output_format(out)
+        write_picture(out, upscaler.upscale_picture(read_picture(source)), fmt)
+        print(f"{source} -> {out} (x{args.scale}, {upscaler.model_name}, {upscaler.device})")
+        return 0
+    failures: List[Tuple[Path, str]] = []
+    for source, out in tqdm(jobs, desc=f"upscale x{args.scale}", unit="image"):
+        try:
+            fmt = output_format(out)
+            check_writable(out)
+            write_picture(out, upscaler.upscale_picture(read_picture(source)), fmt)
+        except GlrlError as exc:
+            failures.append((source, str(exc).replace("\n", "; ")))
+    done = len(jobs) - len(failures)
+    print(f"{done} of {len(jobs)} images enlarged x{args.scale} into {args.output} "
+          f"({upscaler.model_name}, {upscaler.device})")
+    if failures:
+        print(f"{len(failures)} failed:", file=sys.stderr)
+        for source, message in failures:
+            print(f"  {source}: {message}", file=sys.stderr)
+        return 1
+    return 0

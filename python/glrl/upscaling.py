@@ -1,0 +1,176 @@
+"""Make images bigger with a released SR model: ``glrl.upscale(array, scale)`` and ``glrl upscale``.
+
+How an image is enlarged (the protocol the nets were trained for, applied to any picture):
+
+* colour (RGB/RGBA): MATLAB ``rgb2ycbcr`` (float, BT.601); the luma Y is enlarged by MATLAB bicubic
+  ``imresize`` and then refined by the net; Cb and Cr are enlarged by bicubic only; back with ``ycbcr2rgb``;
+* grey: the single plane is treated as Y;
+* alpha: enlarged by bicubic and kept;
+* 8-bit in gives 8-bit out, 16-bit gives 16-bit, floats in [0, 1] give floats (clipped to [0, 1]).
+
+Every deploy net maps the bicubic-enlarged Y (blob ``data``, in [0, 1], 1×1×H×W) to the SR Y: its single
+output is the prediction itself (the contract of :mod:`glrl.nets.recipe`; global-residual nets such as GLRL
+and VDSR add ``data`` inside the prototxt with an Eltwise layer), so nothing is added here. Big images run
+in overlapping tiles (:mod:`glrl.tiling`), so the memory a net needs is bounded by the tile size, not the
+image size, with the same result.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+
+from glrl import model_zoo, tiling
+from glrl.caffe.io import read_net
+from glrl.errors import ModelError
+from glrl.matlab_compat import imresize, rgb2ycbcr, ycbcr2rgb
+from glrl.upscale_io import Picture, array_to_picture, picture_to_array
+
+# Tiles are sized so that the activations of one tile stay within this (GLRL: 263-pixel tiles).
+DEFAULT_MEMORY_BYTES = 1 << 30
+
+PathLike = Union[str, Path]
+
+
+class Upscaler:
+    """A loaded deploy net and how to apply it: build once, then upscale many images."""
+
+    def __init__(
+        self,
+        deploy: PathLike,
+        weights: PathLike,
+        scale: int,
+        *,
+        backend: str = "torch",
+        device: str = "auto",
+        tile: Optional[int] = None,
+    ) -> None:
+        from glrl.backends import open_net
+
+        self.scale = int(scale)
+        self.model_name: Optional[str] = None  # the released model's name, when it came from models/
+        net_param = read_net(deploy)
+        self.tile = tiling.tile_for_memory(net_param, DEFAULT_MEMORY_BYTES) if tile is None else int(tile)
+        self.margin = tiling.receptive_radius(net_param) if self.tile > 0 else 0
+        self.floats_per_pixel = tiling.floats_per_pixel(net_param)
+        self.net_path, self.weights_path = Path(deploy), Path(weights)
+        self.device = resolve_device(device, backend)
+        self.net = open_net(str(deploy), str(weights), backend=backend, device=self.device)
+        if len(self.net.input_names) != 1:
+            raise ModelError(f"{deploy} has inputs {list(self.net.input_names)}; an SR deploy net has one")
+        self.input_name = self.net.input_names[0]
+        self.output_name = self.net.output_names[-1]
+
+    @classmethod
+    def for_scale(
+        cls,
+        scale: int,
+        *,
+        model: Optional[str] = None,
+        net: str = "glrl",
+        models_dir: Optional[PathLike] = None,
+        **options,
+    ) -> "Upscaler":
+        """The released model for ``scale`` (or the one named ``model``), checked against its checksum."""
+        folder = Path(models_dir) if models_dir else None
+        if model:
+            released = model_zoo.get_model(model, folder)
+            if int(scale) not in released.scales:
+                raise ModelError(f"model {released.name} was trained for x{released.scales}, not x{scale}",
+                                 hint="leave out --model to pick the model for this scale")
+        else:
+            released = model_zoo.model_for_scale(int(scale), net=net, models_dir=folder)
+        released.verify()
+        upscaler = cls(released.deploy, released.weights, scale, **options)
+        upscaler.model_name = released.name
+        return upscaler
+
+    @property
+    def tile_memory_bytes(self) -> Optional[int]:
+        """Upper bound on the activation memory (fp32) of one tile; None when whole images run at once."""
+        if self.tile <= 0:
+            return None
+        side = self.tile + 2 * self.margin
+        return 4 * self.floats_per_pixel * side * side
+
+    def refine_luma(self, luma_up: np.ndarray) -> np.ndarray:
+        """The net on a bicubic-enlarged Y plane (float in [0, 1]): the SR Y plane, not yet clipped."""
+        return tiling.run_tiled(self._run_net, luma_up, self.tile, self.margin).astype(np.float64)
+
+    def _run_net(self, window: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(window, dtype=np.float32)[None, None]
+        result = self.net.run({self.input_name: batch})[self.output_name]
+        if result.shape != batch.shape:
+            raise ModelError(f"the net turned a {batch.shape} input into {result.shape}; "
+                             "an SR deploy net must keep the size",
+                             hint="check the deploy prototxt's padding (pad = dilation·(kernel-1)/2)")
+        return result[0, 0]
+
+    def upscale_picture(self, picture: Picture) -> Picture:
+        """Enlarge a picture by the model's scale (colour via Y; alpha by bicubic)."""
+        pixels = picture.pixels
+        if picture.is_colour:
+            ycbcr = rgb2ycbcr(pixels[:, :, :3])
+            enlarged = imresize(ycbcr, self.scale)
+            enlarged[:, :, 0] = self.refine_luma(enlarged[:, :, 0])
+            planes = [ycbcr2rgb(np.clip(enlarged, 0.0, 1.0))]
+        else:
+            planes = [np.clip(self.refine_luma(imresize(pixels[:, :, 0], self.scale)), 0.0, 1.0)[:, :, None]]
+        if picture.has_alpha:
+            planes.append(np.clip(imresize(pixels[:, :, -1], self.scale), 0.0, 1.0)[:, :, None])
+        return Picture(np.concatenate(planes, axis=2), picture.bit_depth)
+
+    def upscale_array(self, image: np.ndarray) -> np.ndarray:
+        """Enlarge an H×W or H×W×C array (uint8, uint16 or float in [0, 1]); same dtype and layout back."""
+        picture, dtype, two_d = array_to_picture(image)
+        return picture_to_array(self.upscale_picture(picture), dtype, two_d)
+
+
+def resolve_device(device: str, backend: str) -> str:
+    """``auto`` -> ``cuda`` when the torch backend has a GPU, else ``cpu``; real Caffe here is CPU only."""
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise ModelError(f"unknown device {device!r}", hint="use auto, cpu, cuda or cuda:N")
+    if backend == "caffe":
+        if device.startswith("cuda"):
+            raise ModelError("the caffe backend (Debian's Caffe) runs on the CPU only",
+                             hint="use --device cpu, or --backend torch for a GPU")
+        return "cpu"
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_upscaler(scale: int, model: Optional[str], net: str, models_dir: Optional[str],
+                     backend: str, device: str, tile: Optional[int]) -> Upscaler:
+    return Upscaler.for_scale(scale, model=model, net=net, models_dir=models_dir,
+                              backend=backend, device=device, tile=tile)
+
+
+def upscale(
+    image: np.ndarray,
+    scale: int,
+    *,
+    model: Optional[str] = None,
+    net: str = "glrl",
+    backend: str = "torch",
+    device: str = "auto",
+    tile: Optional[int] = None,
+    models_dir: Optional[PathLike] = None,
+) -> np.ndarray:
+    """Enlarge ``image`` by ``scale`` with the released model for that scale.
+
+    ``image``: H×W (grey), H×W×3 (RGB), H×W×2 / H×W×4 (with alpha); uint8, uint16 or float in [0, 1].
+    Returns the same dtype and layout, ``scale`` times taller and wider. ``tile`` is the tile size in
+    output pixels (default: the largest whose activations fit in 1 GiB; 0 = the whole image at once).
+    ``backend`` is ``torch`` or ``caffe`` (real Caffe, CPU); ``device`` ``auto``, ``cpu`` or ``cuda[:N]``.
+    The loaded model is cached, so calling this in a loop loads it once.
+    """
+    upscaler = _cached_upscaler(int(scale), model, net, str(models_dir) if models_dir else None,
+                                backend, device, tile)
+    return upscaler.upscale_array(image)
+
