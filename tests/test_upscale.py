@@ -324,6 +324,6 @@ def test_a_batch_goes_on_past_bad_files_and_lists_them(models_dir, tmp_path, cap
 def test_an_unwritable_output_is_a_clear_error_before_any_work(models_dir, tmp_path, capsys):
     Image.fromarray(np.full((6, 6), 50, dtype=np.uint8), "L").save(tmp_path / "in.png")
     (tmp_path / "blocker").write_text("a file where a folder should be")
-    status, _, err = _cli(capsys, str(tmp_path / "in.png"), str(tmp_path / "blocker" / "out.png"), "--scale", "3",
-                          "--models-dir", str(models_dir), "--device", "cpu")
+    status, _, err = _cli(capsys, str(tmp_path / "in.png"), str(tmp_path / "blocker" / "out.png"),
+                          "--scale", "3", "--models-dir", str(models_dir), "--device", "cpu")
     assert status == 2 and "cannot write" in err and "hint:" in err
