@@ -112,8 +112,10 @@ class Convolution(Layer):
     """Caffe's Convolution (cross-correlation): weight num_output × C/group × k…, bias num_output."""
 
     type_name = "Convolution"
+    bottoms_range = (1, None)
+    tops_range = (1, None)
     transposed = False
-    _functions = {1: (F.conv1d, F.conv_transpose1d), 2: (F.conv2d, F.conv_transpose2d),
+    _functions: ClassVar[Dict[int, Tuple]] = {1: (F.conv1d, F.conv_transpose1d), 2: (F.conv2d, F.conv_transpose2d),
                   3: (F.conv3d, F.conv_transpose3d)}
 
     def setup(self, bottom_shapes: List[Shape]) -> List[Shape]:
@@ -196,10 +198,6 @@ class Convolution(Layer):
         bias = self.blob(1) if self.bias_term else None
         return [self._conv(x, weight, bias, stride=self.stride, padding=self.pad, dilation=self.dilation,
                            groups=self.groups) for x in bottoms]
-
-
-Convolution.bottoms_range = (1, None)
-Convolution.tops_range = (1, None)
 
 
 class Deconvolution(Convolution):
