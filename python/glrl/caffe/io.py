@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
@@ -192,7 +193,13 @@ def _parse_binary(data: bytes, message: Any, path: PathLike, what: str) -> Any:
     if kind is not None:
         raise FormatError(f"{path}: not a {what}: this is {kind}", hint=_binary_hint(what))
     try:
-        message.ParseFromString(data)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            message.ParseFromString(data)
+        # protobuf 3.x's C++ parser only warns about some corruption ("Unexpected end-group tag")
+        complaints = [w.message for w in caught if issubclass(w.category, RuntimeWarning)]
+        if complaints:
+            raise protobuf_message.DecodeError(str(complaints[0]))
     except (protobuf_message.DecodeError, RuntimeError, ValueError) as exc:
         raise FormatError(
             f"{path}: not a readable {what} ({_describe(data, f'{len(data)} bytes, truncated or corrupt')}; "
