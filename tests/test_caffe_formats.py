@@ -549,3 +549,59 @@ def test_legacy_4d_blobs_fit_shorter_shapes():
     assert fitted["fc"][0].shape == (2, 3) and fitted["fc"][1].tolist() == [7, 8]
     with pytest.raises(FormatError, match=r"has shape 1 x 1 x 1 x 2 but the net expects 1 x 2 x 1"):
         fit_layer_blobs(model, {"fc": [(2, 3), (1, 2, 1)]})
+
+
+# ----------------------------------------------------------------------- against Debian's real caffe.proto
+
+_DESCRIBE_FIELDS = """
+import json
+from google.protobuf import descriptor_pb2
+
+
+def describe(file_proto):
+    out = {}
+    def walk(prefix, messages):
+        for message in messages:
+            name = prefix + message.name
+            out[name] = {
+                "fields": {f.name: [f.number, f.type, f.label, f.default_value, f.options.packed, f.type_name]
+                           for f in message.field},
+                "enums": {e.name: {v.name: v.number for v in e.value} for e in message.enum_type},
+            }
+            walk(name + ".", message.nested_type)
+    walk("", file_proto.message_type)
+    out["<enums>"] = {e.name: {v.name: v.number for v in e.value} for e in file_proto.enum_type}
+    return out
+"""
+
+
+@pytest.mark.oracle
+def test_every_field_of_the_subset_is_exactly_debians_caffe_field(require):
+    """Numbers, types, labels, defaults, packing and enum values agree with the caffe.proto that real Caffe
+    (Debian bullseye's python3-caffe) was built from, for every message and field of the subset."""
+    import json
+
+    from glrl import oracle
+
+    if not oracle.is_built():
+        require(f"the real-Caffe root is not built at {oracle.caffe_root()}; {oracle.BUILD_HINT}")
+    script = _DESCRIBE_FIELDS + (
+        "from caffe.proto import caffe_pb2\n"
+        "real = descriptor_pb2.FileDescriptorProto()\n"
+        "caffe_pb2.DESCRIPTOR.CopyToProto(real)\n"
+        "print(json.dumps(describe(real)))\n"
+    )
+    with oracle.RootSession() as session:
+        real = json.loads(session.run_python(script))
+    namespace: dict = {}
+    exec(_DESCRIBE_FIELDS, namespace)
+    ours = namespace["describe"](descriptor_pb2.FileDescriptorSet.FromString(DESCRIPTOR_PATH.read_bytes()).file[0])
+    assert set(ours) <= set(real)
+    for message, description in ours.items():
+        if message == "<enums>":
+            assert all(real[message][name] == values for name, values in description.items()), message
+            continue
+        for field, facts in description["fields"].items():
+            assert real[message]["fields"].get(field) == facts, f"{message}.{field}"
+        for enum, values in description["enums"].items():
+            assert real[message]["enums"][enum] == values, f"{message}.{enum}"
