@@ -97,11 +97,13 @@ def test_hand_encoded_caffe_fields_land_in_the_right_fields():
     net = pb.NetParameter.FromString(wire)
     got = net.layer[0]
     assert net.name == "handmade"
-    assert (got.name, got.type, list(got.bottom), list(got.top)) == ("conv1", "Convolution", ["data"], ["conv1"])
+    assert (got.name, got.type) == ("conv1", "Convolution")
+    assert (list(got.bottom), list(got.top)) == (["data"], ["conv1"])
     assert got.param[0].name == "shared_w" and got.param[0].lr_mult == pytest.approx(0.1)
     assert got.convolution_param.num_output == 64 and list(got.convolution_param.pad) == [1]
     assert got.include[0].phase == pb.TEST and list(got.loss_weight) == [2.0]
-    np.testing.assert_array_equal(io.blob_to_array(got.blobs[0]), np.arange(6, dtype=np.float32).reshape(2, 3))
+    expected_blob = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.testing.assert_array_equal(io.blob_to_array(got.blobs[0]), expected_blob)
     # ... and we encode the same bytes back (Caffe writes fields in number order, as protobuf does).
     assert net.SerializeToString() == wire
 
@@ -118,7 +120,8 @@ def test_solver_and_solverstate_field_numbers():
     assert solver.clip_gradients == pytest.approx(0.1) and solver.type == "Adam"
     assert solver.random_seed == -5 and solver.net == "train.prototxt"
     state = pb.SolverState.FromString(
-        _field(1, 0, _varint(20)) + _string(2, "x_iter_20.caffemodel") + _field(3, 2, b"") + _field(4, 0, _varint(2))
+        _field(1, 0, _varint(20)) + _string(2, "x_iter_20.caffemodel") + _field(3, 2, b"")
+        + _field(4, 0, _varint(2))
     )
     assert (state.iter, state.learned_net, len(state.history), state.current_step) == (
         20, "x_iter_20.caffemodel", 1, 2)
@@ -285,7 +288,8 @@ def test_v1_net_upgrades_like_caffe():
     assert conv1.convolution_param.weight_filler.std == pytest.approx(0.001)
     assert list(relu1.bottom) == ["conv1"] and list(relu1.top) == ["conv1"]
     assert [p.name for p in shared.param] == ["w", "b"]
-    assert shared.param[0].share_mode == pb.ParamSpec.PERMISSIVE and not shared.param[1].HasField("share_mode")
+    assert shared.param[0].share_mode == pb.ParamSpec.PERMISSIVE
+    assert not shared.param[1].HasField("share_mode")
     assert list(loss.loss_weight) == [2.0]
 
 
@@ -300,7 +304,8 @@ def test_v1_upgrade_is_what_the_current_format_says(tmp_path):
 
 def test_v1_data_layer_transform_fields_move_to_transform_param():
     net = io.parse_net(
-        'layers { name: "d" type: DATA top: "x" data_param { source: "db" batch_size: 4 scale: 0.5 mirror: true } }'
+        'layers { name: "d" type: DATA top: "x" '
+        'data_param { source: "db" batch_size: 4 scale: 0.5 mirror: true } }'
     )
     layer = net.layer[0]
     assert layer.type == "Data" and layer.transform_param.scale == 0.5 and layer.transform_param.mirror
@@ -313,7 +318,7 @@ def test_v1_and_current_layers_together_are_refused():
 
 
 def test_v1_layer_with_parameters_glrl_does_not_know_is_refused():
-    # a V1 LRN layer carrying lrn_param (field 18), which the subset leaves out: refuse, never drop it silently
+    # a V1 LRN layer carrying lrn_param (field 18), which the subset leaves out: refuse, never drop it
     v1_layer = _string(4, "norm1") + _field(5, 0, _varint(15)) + _field(18, 2, _field(1, 0, _varint(5)))
     with pytest.raises(FormatError, match="V1 layer 'norm1' uses parameters glrl does not know"):
         upgrade_net(pb.NetParameter.FromString(_field(2, 2, v1_layer)), "old.caffemodel")
@@ -342,7 +347,7 @@ def test_input_shape_with_two_inputs():
 
 def test_wrong_number_of_input_dims_is_refused():
     with pytest.raises(FormatError, match=r"2 input\(s\) need 8 input_dim values, found 4"):
-        io.parse_net('input: "a" input: "b" input_dim: 1 input_dim: 1 input_dim: 3 input_dim: 3', "deploy.prototxt")
+        io.parse_net('input: "a" input: "b" input_dim: 1 input_dim: 1 input_dim: 3 input_dim: 3', "d.pt")
 
 
 def test_shapeless_input_of_old_caffemodels_is_dropped():
@@ -395,7 +400,7 @@ def caffemodel_bytes(tmp_path):
 def test_truncated_caffemodel_is_refused(tmp_path, caffemodel_bytes):
     path = tmp_path / "cut.caffemodel"
     path.write_bytes(caffemodel_bytes[: len(caffemodel_bytes) * 2 // 3])
-    with pytest.raises(FormatError, match=r"cut\.caffemodel: not a readable caffemodel.*truncated or corrupt"):
+    with pytest.raises(FormatError, match=r"cut\.caffemodel: not a readable caffemodel.*truncated"):
         io.read_caffemodel(path)
 
 
@@ -423,7 +428,8 @@ def test_files_of_other_kinds_are_refused_as_caffemodels(tmp_path):
     prototxt.write_text(TRAIN_NET)
     pickle_file = tmp_path / "model.caffemodel"
     pickle_file.write_bytes(b"\x80\x04\x95" + bytes(40))
-    for path, kind in [(png, "PNG image"), (hdf5, "HDF5 file"), (prototxt, "text file"), (pickle_file, "pickle")]:
+    kinds = [(png, "PNG image"), (hdf5, "HDF5 file"), (prototxt, "text file"), (pickle_file, "pickle")]
+    for path, kind in kinds:
         with pytest.raises(FormatError, match=f"{path.name}: not a .*caffemodel.*{kind}"):
             io.read_caffemodel(path)
 
@@ -553,13 +559,11 @@ def test_legacy_4d_blobs_fit_shorter_shapes():
 
 # ----------------------------------------------------------------------- against Debian's real caffe.proto
 
-_DESCRIBE_FIELDS = """
-import json
-from google.protobuf import descriptor_pb2
+def _describe_file(file_proto) -> dict:
+    """Per message: each field's number, type, label, default, packing and type name; and enum values.
+    (Its source also runs inside the real-Caffe root, so it imports what it needs itself.)"""
+    out: dict = {}
 
-
-def describe(file_proto):
-    out = {}
     def walk(prefix, messages):
         for message in messages:
             name = prefix + message.name
@@ -569,33 +573,36 @@ def describe(file_proto):
                 "enums": {e.name: {v.name: v.number for v in e.value} for e in message.enum_type},
             }
             walk(name + ".", message.nested_type)
+
     walk("", file_proto.message_type)
     out["<enums>"] = {e.name: {v.name: v.number for v in e.value} for e in file_proto.enum_type}
     return out
-"""
 
 
 @pytest.mark.oracle
 def test_every_field_of_the_subset_is_exactly_debians_caffe_field(require):
     """Numbers, types, labels, defaults, packing and enum values agree with the caffe.proto that real Caffe
     (Debian bullseye's python3-caffe) was built from, for every message and field of the subset."""
+    import inspect
     import json
 
     from glrl import oracle
 
     if not oracle.is_built():
         require(f"the real-Caffe root is not built at {oracle.caffe_root()}; {oracle.BUILD_HINT}")
-    script = _DESCRIBE_FIELDS + (
-        "from caffe.proto import caffe_pb2\n"
-        "real = descriptor_pb2.FileDescriptorProto()\n"
-        "caffe_pb2.DESCRIPTOR.CopyToProto(real)\n"
-        "print(json.dumps(describe(real)))\n"
-    )
+    script = "\n".join([
+        "import json",
+        "from google.protobuf import descriptor_pb2",
+        "from caffe.proto import caffe_pb2",
+        inspect.getsource(_describe_file),
+        "real = descriptor_pb2.FileDescriptorProto()",
+        "caffe_pb2.DESCRIPTOR.CopyToProto(real)",
+        "print(json.dumps(_describe_file(real)))",
+    ])
     with oracle.RootSession() as session:
         real = json.loads(session.run_python(script))
-    namespace: dict = {}
-    exec(_DESCRIBE_FIELDS, namespace)
-    ours = namespace["describe"](descriptor_pb2.FileDescriptorSet.FromString(DESCRIPTOR_PATH.read_bytes()).file[0])
+    committed = descriptor_pb2.FileDescriptorSet.FromString(DESCRIPTOR_PATH.read_bytes())
+    ours = _describe_file(committed.file[0])
     assert set(ours) <= set(real)
     for message, description in ours.items():
         if message == "<enums>":

@@ -110,9 +110,9 @@ def upgrade_solver(solver: Any, source: str = "<solver>") -> List[str]:
         return []
     legacy = SOLVER_TYPE_NAMES[pb.SolverParameter.SolverType.Name(solver.solver_type)]
     if solver.HasField("type") and solver.type != legacy:
+        legacy_name = pb.SolverParameter.SolverType.Name(solver.solver_type)
         raise FormatError(
-            f"{source}: solver sets both solver_type: {pb.SolverParameter.SolverType.Name(solver.solver_type)} "
-            f"and type: \"{solver.type}\", which disagree",
+            f"{source}: solver_type: {legacy_name} and type: \"{solver.type}\" disagree",
             hint="delete the deprecated solver_type line and keep type",
         )
     solver.type = legacy
@@ -145,7 +145,8 @@ def _upgrade_v1_layers(net: Any, source: str) -> None:
 def _upgrade_v1_layer(v1: Any, source: str) -> Any:
     label = v1.name or "(unnamed)"
     if has_unknown_fields(v1):
-        raise FormatError(f"{source}: V1 layer '{label}' uses parameters glrl does not know", hint=V1_FIELD_HINT)
+        raise FormatError(f"{source}: V1 layer '{label}' uses parameters glrl does not know",
+                          hint=V1_FIELD_HINT)
     layer = pb.LayerParameter()
     layer.bottom.extend(v1.bottom)
     layer.top.extend(v1.top)

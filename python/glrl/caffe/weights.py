@@ -30,8 +30,9 @@ def fit_layer_blobs(
         targets = [tuple(int(d) for d in shape) for shape in expected[layer.name]]
         if len(layer.blobs) != len(targets):
             raise FormatError(
-                f"{source}: layer '{layer.name}' has {len(layer.blobs)} blobs but the net's layer has {len(targets)}",
-                hint="the weights were trained for a different net definition (check bias_term and layer types)",
+                f"{source}: layer '{layer.name}' has {len(layer.blobs)} blobs "
+                f"but the net's layer has {len(targets)}",
+                hint="the weights were trained for a different net definition (check bias_term, layer types)",
             )
         fitted[layer.name] = [
             _fit_blob(blob, target, f"{source}: layer '{layer.name}' blob {i}")

@@ -56,7 +56,8 @@ def _rules(layer: Any) -> str:
             parts.append(f"level<={rule.max_level}")
         return "+".join(parts) or "always"
 
-    rules = [f"include {describe(r)}" for r in layer.include] + [f"exclude {describe(r)}" for r in layer.exclude]
+    rules = [f"include {describe(r)}" for r in layer.include]
+    rules += [f"exclude {describe(r)}" for r in layer.exclude]
     return f"  [{', '.join(rules)}]" if rules else ""
 
 
@@ -103,7 +104,8 @@ def _details(layer: Any) -> str:
     if layer.type == "Eltwise":
         eltwise = layer.eltwise_param
         op = pb.EltwiseParameter.EltwiseOp.Name(eltwise.operation)
-        parts.append(op + (f" coeff {', '.join(f'{c:g}' for c in eltwise.coeff)}" if len(eltwise.coeff) else ""))
+        coefficients = ", ".join(f"{c:g}" for c in eltwise.coeff)
+        parts.append(f"{op} coeff {coefficients}" if coefficients else op)
     if layer.type == "HDF5Data":
         parts.append(f"source {layer.hdf5_data_param.source}, batch {layer.hdf5_data_param.batch_size}"
                      + (", shuffle" if layer.hdf5_data_param.shuffle else ""))
