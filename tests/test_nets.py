@@ -278,6 +278,16 @@ def test_diagram_draws_every_layer_and_groups_the_blocks(tmp_path: Path) -> None
         assert (tmp_path / "glrl.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_architecture_doc_quotes_the_numbers_of_the_committed_nets() -> None:
+    doc = (settings.REPO_ROOT / "docs" / "architecture.md").read_text()
+    rows = re.findall(r"^\| `([\w-]+)` \| (\d+) \| ([\d,]+) \| ([\d,]+) \|", doc, re.MULTILINE)
+    assert [row[0] for row in rows] == list(NETS)
+    for name, depth, params, macs in rows:
+        stats = measure(committed_deploy(name))
+        assert (int(depth), int(params.replace(",", "")), int(macs.replace(",", ""))) == (
+            stats.conv_depth, stats.params, stats.macs_per_pixel), name
+
+
 # ---- every generated net runs in the PyTorch backend
 
 
@@ -332,3 +342,25 @@ def test_every_net_trains_and_deploys_in_the_torch_backend(name: str, tmp_path: 
                     entry.param.zero_()
             output = deploy.forward({"data": image})[deploy_stats.output]
         torch.testing.assert_close(output, image, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", list(NETS))
+def test_every_deploy_net_runs_in_opencv_with_our_outputs(name: str, tmp_path: Path) -> None:
+    cv2 = pytest.importorskip("cv2")
+    torch = pytest.importorskip("torch")
+    import numpy as np
+    from glrl.backends.torch_net import TorchNet
+    from glrl.caffe.io import write_net
+
+    torch.set_num_threads(1)
+    deploy = get_net(name).deploy(24, 30)
+    ours = TorchNet(deploy, "TEST", seed=0)
+    write_net(deploy, tmp_path / "deploy.prototxt")
+    ours.save_caffemodel(tmp_path / "weights.caffemodel")  # shared blobs are written under every user
+    image = np.random.default_rng(0).random((1, 1, 24, 30), dtype=np.float32)
+    expected = ours.run({"data": image})[measure(deploy).output]
+    opencv = cv2.dnn.readNetFromCaffe(str(tmp_path / "deploy.prototxt"), str(tmp_path / "weights.caffemodel"))
+    opencv.setInput(image)
+    got = opencv.forward()
+    assert got.shape == expected.shape == (1, 1, 24, 30)
+    assert np.abs(got - expected).max() <= 2e-5 * np.abs(expected).max()  # float32 sums in another order
