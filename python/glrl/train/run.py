@@ -230,6 +230,7 @@ class Trainer:
         self.elapsed_before = 0.0
         self.last_snapshot: Optional[SnapshotPaths] = None
         self.resumed_from: Optional[Path] = None
+        self.resume_note = ""
         if options.resume:
             self._restore(Path(options.resume))
 
@@ -248,6 +249,8 @@ class Trainer:
                 self._log(f"Solving {self.net_param.name} ({self.device}, seed {self.seed}, "
                           f"{self.dist.world} process{'es' if self.dist.world > 1 else ''})")
                 self._log(f"Learning Rate Policy: {settings.lr_policy}")
+                if self.resume_note:
+                    self._log(self.resume_note)
                 window_start, window_iter = time.monotonic(), solver.iter
                 while solver.iter < settings.max_iter:
                     if settings.test_interval and solver.iter % settings.test_interval == 0 and (
@@ -378,7 +381,8 @@ class Trainer:
         if sidecar is None:
             rows = self.solver.iter * self.settings.iter_size * self.train_input.batch_size
             self.batches.skip_rows(rows)
-            self._log(f"Resuming from {solverstate} (no glrl sidecar: a Caffe state; data skipped {rows} rows)")
+            self.resume_note = (f"Resuming from {solverstate} at iteration {self.solver.iter} (no glrl sidecar: "
+                                f"a Caffe state; the data reader skips {rows} rows)")
             return
         if int(sidecar["iter"]) != self.solver.iter:
             raise TrainingError(f"the sidecar of {solverstate} is for iteration {sidecar['iter']}, the state for "
@@ -388,6 +392,7 @@ class Trainer:
         torch.set_rng_state(torch.from_numpy(rng))
         self.smoother.set_state(sidecar["loss_smoother"])
         self.elapsed_before = float(sidecar.get("elapsed_seconds", 0.0))
+        self.resume_note = f"Resuming from {solverstate} at iteration {self.solver.iter}"
 
     # -- helpers ---------------------------------------------------------------------------------------------
     def _diverged(self, what: str) -> None:

