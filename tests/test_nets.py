@@ -343,3 +343,59 @@ def test_every_net_trains_and_deploys_in_the_torch_backend(name: str, tmp_path: 
             output = deploy.forward({"data": image})[deploy_stats.output]
         torch.testing.assert_close(output, image, rtol=0, atol=1e-6)
 
+
+
+# ---- real Caffe (the oracle root) accepts every generated net
+
+CAFFE_SCRIPT = r"""
+import json, os
+import caffe, h5py, numpy as np
+from glrl.caffe.io import write_net
+from glrl.nets.emit import render
+from glrl.nets.registry import NETS
+caffe.set_mode_cpu()
+report = {}
+for name, recipe in NETS.items():
+    identical = all(open(os.path.join("prototxt", name, f)).read() == text for f, text in render(recipe).items())
+    size, label = recipe.patch_sizes
+    with h5py.File(name + ".h5", "w") as handle:
+        handle["data"] = np.random.rand(2, 1, size, size).astype("f4")
+        handle["label"] = np.random.rand(2, 1, label, label).astype("f4")
+    open(name + ".txt", "w").write(os.path.abspath(name + ".h5") + "\n")
+    write_net(recipe.train_test(name + ".txt", name + ".txt", batch_size=2), name + ".prototxt")
+    train = caffe.Net(name + ".prototxt", caffe.TRAIN)
+    loss = float(train.forward()["loss"])
+    train.backward()
+    gradient = sum(float(np.abs(blob.diff).sum()) for blobs in train.params.values() for blob in blobs)
+    deploy = caffe.Net(os.path.join("prototxt", name, "deploy.prototxt"), caffe.TEST)
+    shared = None
+    if "lrb1_u2_deep1" in deploy.params:
+        deploy.params["lrb1_u1_deep1"][0].data[...] = 0.5
+        shared = bool((deploy.params["lrb1_u2_deep1"][0].data == 0.5).all())
+    report[name] = {"identical": identical, "loss": loss, "gradient": gradient, "outputs": list(deploy.outputs),
+                    "shape": list(deploy.blobs[deploy.outputs[0]].data.shape), "shared": shared,
+                    "blobs": sum(blob.data.size for blobs in deploy.params.values() for blob in blobs)}
+print(json.dumps(report))
+"""
+
+
+@pytest.mark.oracle
+def test_real_caffe_builds_trains_and_deploys_every_generated_net(require) -> None:
+    import json
+
+    from glrl import oracle
+
+    if not oracle.is_built():
+        require(f"the real-Caffe root is not built at {oracle.caffe_root()}; {oracle.BUILD_HINT}")
+    with oracle.RootSession() as session:
+        shutil.copytree(COMMITTED, session.path / "prototxt")
+        report = json.loads(session.run_python(CAFFE_SCRIPT).strip().splitlines()[-1])
+    assert list(report) == list(NETS)
+    for name, found in report.items():
+        stats = measure(committed_deploy(name))
+        assert found["identical"], f"{name}: bullseye's protobuf 3.12 writes other text than prototxt/{name}"
+        assert found["loss"] > 0 and found["gradient"] > 0, name
+        assert found["outputs"] == [stats.output] and found["shape"] == [1, 1, 256, 256], name
+        assert found["blobs"] == stats.params_with_sharing, name  # pycaffe lists a shared blob under each user
+        expected_sharing = None if not name.startswith("glrl") else name != "glrl-noshare"
+        assert found["shared"] is expected_sharing, name  # writing unit 1's weights changes unit 2's
