@@ -138,6 +138,24 @@ def test_legacy_blob_dims_and_double_data():
     assert out.dtype == np.float32 and out.tolist() == [0.5, 1.5]
 
 
+def test_blob_conversion_equals_protobufs_own_element_by_element_fields():
+    special = np.float32([0.0, -0.0, 1.5, -2.25, np.inf, -np.inf, 1e-45, 3.4e38, np.nan])
+    big_endian_transposed = np.arange(24, dtype=">f8").reshape(2, 3, 4).transpose(2, 0, 1)
+    for array in [special, big_endian_transposed, np.float32(7.0), np.zeros((3, 0))]:
+        blob = io.array_to_blob(array)
+        reference = pb.BlobProto()
+        reference.shape.dim.extend(np.shape(array))
+        reference.data.extend(float(v) for v in np.ravel(array).astype(np.float32))
+        assert blob.SerializeToString() == reference.SerializeToString()
+        back = io.blob_to_array(pb.BlobProto.FromString(blob.SerializeToString()))
+        np.testing.assert_array_equal(back, np.asarray(array, dtype=np.float32))
+        assert back.shape == np.shape(array) and back.dtype == np.float32
+    doubles = pb.BlobProto(double_data=[0.1, -3.0, 1e-3])
+    doubles.shape.dim.append(3)
+    doubles.data.extend([9.0, 9.0, 9.0])  # double_data wins when present, as in Caffe
+    np.testing.assert_array_equal(io.blob_to_array(doubles), np.float32([0.1, -3.0, 1e-3]))
+
+
 def test_blob_count_mismatch_is_refused():
     blob = pb.BlobProto(data=[1, 2, 3])
     blob.shape.dim.extend([2, 2])
