@@ -14,6 +14,7 @@ from glrl.nets import glrl as glrl_module
 from glrl.nets.diagram import to_dot, write_diagram
 from glrl.nets.emit import emit
 from glrl.nets.registry import NETS, get_net
+from glrl.nets.solver import iters_per_epoch
 from glrl.nets.stats import measure
 
 COMMITTED = settings.PROTOTXT_DIR
@@ -233,6 +234,9 @@ def test_srcnn_solver_is_its_own_recipe_and_short_schedules_count_iterations() -
     solver = get_net("srcnn").solver("t.prototxt", iters_per_epoch=500)
     assert (solver.base_lr, solver.lr_policy, solver.weight_decay) == (pytest.approx(1e-4), "fixed", 0)
     assert not solver.HasField("clip_gradients") and not solver.HasField("stepsize")
+    assert iters_per_epoch(patches=1000, batch_size=32) == 32  # the last batch is partial
+    with pytest.raises(TrainingError):
+        iters_per_epoch(patches=0, batch_size=32)
     smoke = get_net("glrl").solver("t.prototxt", iters_per_epoch=500, schedule="smoke")
     assert (smoke.max_iter, smoke.stepsize, smoke.snapshot) == (8, 4, 4)
 

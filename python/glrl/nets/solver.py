@@ -16,6 +16,7 @@ unless ``--gpu`` is given, and our trainer picks the device at run time.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
@@ -154,3 +155,10 @@ def get_schedule(name: str) -> Schedule:
         raise TrainingError(f"unknown schedule {name!r}",
                             hint=f"choose one of: {', '.join(SCHEDULES)}") from None
 
+
+def iters_per_epoch(patches: int, batch_size: int) -> int:
+    """Iterations for one pass over ``patches`` training patches in batches of ``batch_size`` (last one partial)."""
+    if patches < 1 or batch_size < 1:
+        raise TrainingError(f"cannot make epochs of {patches} patches in batches of {batch_size}",
+                            hint="build the patch set first (glrl data build) and use a positive batch size")
+    return math.ceil(patches / batch_size)
