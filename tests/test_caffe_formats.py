@@ -630,3 +630,12 @@ def test_every_field_of_the_subset_is_exactly_debians_caffe_field(require):
             assert real[message]["fields"].get(field) == facts, f"{message}.{field}"
         for enum, values in description["enums"].items():
             assert real[message]["enums"][enum] == values, f"{message}.{enum}"
+
+
+def test_an_unwritable_target_is_a_clear_error(tmp_path):
+    from glrl.errors import GlrlError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(GlrlError, match="cannot write"):
+        io.write_net(pb.NetParameter(name="x"), blocker / "net.prototxt")  # a file where a folder should be

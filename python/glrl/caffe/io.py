@@ -13,7 +13,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 from google.protobuf import message as protobuf_message
@@ -22,7 +22,7 @@ from google.protobuf import text_format
 from glrl.caffe import pb
 from glrl.caffe.proto import has_unknown_fields
 from glrl.caffe.upgrade import upgrade_net, upgrade_solver
-from glrl.errors import FormatError
+from glrl.errors import FormatError, GlrlError
 from glrl.fsutil import atomic_write_bytes, atomic_write_text
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -63,7 +63,7 @@ def net_to_text(net: Any) -> str:
 
 def write_net(net: Any, path: PathLike) -> None:
     """Write ``net`` as a ``.prototxt`` (atomically)."""
-    atomic_write_text(path, net_to_text(net))
+    _write(path, lambda: atomic_write_text(path, net_to_text(net)))
 
 
 def parse_solver(text: str, source: str = "<string>") -> Any:
@@ -85,7 +85,7 @@ def solver_to_text(solver: Any) -> str:
 
 def write_solver(solver: Any, path: PathLike) -> None:
     """Write ``solver`` as a ``solver.prototxt`` (atomically)."""
-    atomic_write_text(path, solver_to_text(solver))
+    _write(path, lambda: atomic_write_text(path, solver_to_text(solver)))
 
 
 def _read_text(path: PathLike, what: str) -> str:
@@ -96,7 +96,7 @@ def _read_text(path: PathLike, what: str) -> str:
         kind = _sniff(data)
         raise FormatError(
             f"{path}: not a text {what} prototxt ({kind or f'binary data at byte {exc.start}'})",
-            hint="a .prototxt is protobuf text; binary weights (.caffemodel) are read with read_caffemodel",
+            hint="a .prototxt is protobuf text; binary weights (.caffemodel) are a different file",
         ) from None
 
 
@@ -112,7 +112,7 @@ def _parse_text(text: str, message: Any, source: str, what: str) -> Any:
     return message
 
 
-def _parse_error_position(exc: Exception):
+def _parse_error_position(exc: Exception) -> Tuple[Optional[int], Optional[int], str]:
     """(line, column, reason) of a text_format.ParseError; its message starts with ``line:col :``."""
     text = str(exc)
     match = re.match(r"^(?:[^:]*:)?(\d+):(\d+)\s*:\s*(.*)$", text, re.DOTALL)
@@ -154,7 +154,7 @@ def _parse_caffemodel(data: bytes, path: PathLike) -> Any:
 
 def write_caffemodel(net: Any, path: PathLike) -> None:
     """Write ``net`` (with its layers' blobs) as a binary ``.caffemodel`` (atomically)."""
-    atomic_write_bytes(path, net.SerializeToString())
+    _write(path, lambda: atomic_write_bytes(path, net.SerializeToString()))
 
 
 def read_solverstate(path: PathLike) -> Any:
@@ -174,7 +174,7 @@ def _parse_solverstate(data: bytes, path: PathLike) -> Any:
 
 def write_solverstate(state: Any, path: PathLike) -> None:
     """Write ``state`` as a binary ``.solverstate`` (atomically)."""
-    atomic_write_bytes(path, state.SerializeToString())
+    _write(path, lambda: atomic_write_bytes(path, state.SerializeToString()))
 
 
 def _read_bytes(path: PathLike, what: str) -> bytes:
@@ -182,10 +182,22 @@ def _read_bytes(path: PathLike, what: str) -> bytes:
     if not target.is_file():
         problem = "is a folder" if target.is_dir() else "does not exist"
         raise FormatError(f"{path}: {what} file {problem}", hint="check the path")
-    data = target.read_bytes()
+    try:
+        data = target.read_bytes()
+    except OSError as exc:
+        raise GlrlError(f"{path}: cannot read the {what} file ({exc.strerror})",
+                        hint="check its permissions") from None
     if not data:
         raise FormatError(f"{path}: {what} file is empty", hint="it was probably cut short; write it again")
     return data
+
+
+def _write(path: PathLike, write: Callable[[], None]) -> None:
+    try:
+        write()
+    except OSError as exc:
+        raise GlrlError(f"{path}: cannot write ({exc.strerror or exc})",
+                        hint="check that the folder is writable and the disk is not full") from None
 
 
 def _parse_binary(data: bytes, message: Any, path: PathLike, what: str) -> Any:
