@@ -33,12 +33,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None,
                         help="processes cutting patches (default: all cores)")
     parser.add_argument("--force", action="store_true", help="rebuild even if the folder is up to date")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="only count the patches and the bytes they will take; write nothing")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
     from glrl import settings
-    from glrl.data_prep.build import build
+    from glrl.data_prep.build import build, plan
     from glrl.data_prep.config import BuildConfig, parse_scales, scale_name
     from glrl.errors import DataError
 
@@ -53,6 +55,11 @@ def run(args: argparse.Namespace) -> int:
         label_size=args.label_size, stride=args.stride, augment=not args.no_augment, downscales=downscales,
         seed=args.seed, shuffle=not args.no_shuffle, patches_per_file=args.patches_per_file,
     )
+    if args.dry_run:
+        for part, counts in plan(config, settings.data_root(args.data_root)).items():
+            print(f"{part}: {counts['patches']} patches from {counts['images']} images in {counts['files']} "
+                  f"files, {counts['bytes'] / 1e9:.2f} GB")
+        return 0
     out = settings.work_dir() / "data" / scale_name(scales) if args.out is None else args.out
     result = build(config, settings.data_root(args.data_root), out, workers=args.workers, force=args.force,
                    progress=not args.quiet)

@@ -254,6 +254,22 @@ def _swap_into_place(partial: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+HDF5_FILE_OVERHEAD = 2048  # bytes of an h5py file with our three contiguous datasets, besides their data
+
+
+def plan(config: BuildConfig, data_root: Path) -> Dict[str, Dict[str, int]]:
+    """Per part: images, patches, files and bytes the set will have, from image sizes alone (cuts nothing)."""
+    summary = {}
+    for spec in part_specs(config):
+        sources = list_sources(data_root, config.train_sets if spec.name == "train" else (config.val_set,))
+        patches = sum(job.count for job in plan_jobs(sources, spec))
+        files = math.ceil(patches / spec.patches_per_file)
+        summary[spec.name] = {"images": len(sources), "patches": patches, "files": files,
+                              "bytes": patches * spec.record_dtype().itemsize - 8 * patches
+                              + HDF5_FILE_OVERHEAD * files}
+    return summary
+
+
 @dataclasses.dataclass
 class BuildResult:
     out: Path
