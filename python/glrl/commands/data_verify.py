@@ -1,0 +1,39 @@
+"""``glrl data verify``: check the data root against the carried checksums, naming every bad file."""
+from __future__ import annotations
+
+import argparse
+
+from glrl.cli import add_data_root_argument, split_list
+
+HELP = "check the datasets under the data root against their SHA-256 checksums"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dataset", default=None,
+        help="dataset name(s), comma-separated (default: Set5,Set14,BSD100,T91,BSD200; also matlab_lr)",
+    )
+    add_data_root_argument(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from glrl import settings
+    from glrl.datasets import STANDARD_DATASETS, get_dataset, verify_dataset
+
+    root = settings.data_root(args.data_root)
+    names = split_list(args.dataset) if args.dataset else list(STANDARD_DATASETS)
+    datasets = [get_dataset(name) for name in names]
+    print(f"data root: {root}{'' if root.is_dir() else ' (does not exist)'}")
+    failed = 0
+    for dataset in datasets:
+        result = verify_dataset(dataset, root)
+        print(result.summary())
+        for path in result.missing:
+            print(f"  missing: {path}")
+        for path in result.corrupt:
+            print(f"  corrupt (checksum differs): {path}")
+        failed += not result.ok
+    if failed:
+        print("hint: fetch the datasets with `glrl data download` (or point --data-root/GLRL_DATA at them)")
+        return 1
+    return 0
