@@ -316,6 +316,16 @@ def test_in_place_layers_rebind_the_name_and_earlier_readers_see_the_old_value()
     np.testing.assert_array_equal(x.grad.numpy(), [[1.0, 4.0, 1.0]])  # 1 + 3 where x > 0: gradients add up
 
 
+def test_propagate_down_false_stops_the_gradient_to_that_bottom_only():
+    net = build(input_layer("a", 1, 2) + input_layer("b", 1, 2) + """
+        layer { name: "loss" type: "EuclideanLoss" bottom: "a" bottom: "b" top: "loss"
+                propagate_down: true propagate_down: false }""", dtype=DOUBLE)
+    a, b = tensor(1, 2, requires_grad=True), tensor(1, 2, seed=1, requires_grad=True)
+    net.loss(net.forward({"a": a, "b": b})).backward()
+    np.testing.assert_allclose(a.grad.numpy(), (a - b).detach().numpy())
+    assert b.grad is None
+
+
 SHARED = input_layer("data", 1, 2, 5, 5) + """
     layer { name: "c1" type: "Convolution" bottom: "data" top: "c1"
       param { name: "w" } param { name: "b" lr_mult: 2 decay_mult: 0 }

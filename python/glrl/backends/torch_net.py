@@ -12,6 +12,7 @@ What Caffe's ``Net::Init`` does, done the same way here:
   ``share_mode: PERMISSIVE``) and its rule for a sharer's ``lr_mult``/``decay_mult`` (it may set an
   owner's unset multiplier, and must equal a set one). A layer whose own ``lr_mult`` is 0 computes no
   gradient for that blob, as Caffe's ``param_propagate_down``.
+- ``propagate_down: false`` on a bottom stops this layer's gradient to it.
 - Loss: Σ loss_weight · sum(top) over tops with a loss weight (loss layers default to 1, others to 0).
 - Net inputs are the ``Input`` layers' tops; net outputs are the blobs no layer consumes, sorted by name.
 - Weights load from a ``.caffemodel`` by layer name (layers the file lacks keep their initial values, as
@@ -143,7 +144,8 @@ class TorchNet(nn.Module):
         else:
             self._generator.manual_seed(seed)
         self.layers: List[Layer] = []
-        self._steps: List[Tuple[Layer, Tuple[str, ...], Tuple[str, ...]]] = []
+        # (layer, bottom names, top names, per-bottom "propagate_down: false" flags or None)
+        self._steps: List[Tuple[Layer, Tuple[str, ...], Tuple[str, ...], Optional[Tuple[bool, ...]]]] = []
         self._loss_terms: List[Tuple[str, float]] = []
         self._learnable: List[LearnableParam] = []
         self.blob_shapes: Dict[str, Shape] = {}
@@ -176,15 +178,26 @@ class TorchNet(nn.Module):
             self._add_loss_terms(layer)
             bindings.append(self._make_params(layer, owners, all_owners))
             self.layers.append(layer)
-            self._steps.append((layer, tuple(param.bottom), tuple(param.top)))
+            self._steps.append((layer, tuple(param.bottom), tuple(param.top), self._gradient_stops(param)))
         for owner in all_owners:
             owner.entry.param.requires_grad_(owner.any_user_learns)
         for layer, blobs, views, own_lr in bindings:
             layer.bind(blobs, views, [lr == 0 and b.requires_grad for b, lr in zip(blobs, own_lr)])
-        self.input_names: List[str] = [t for layer, _, tops in self._steps if isinstance(layer, Input)
+        self.input_names: List[str] = [t for layer, _, tops, _ in self._steps if isinstance(layer, Input)
                                        for t in tops]
         self.output_names: List[str] = sorted(available)
-        self._data_layers = [(layer, tops) for layer, _, tops in self._steps if isinstance(layer, HDF5Data)]
+        self._data_layers = [(layer, tops) for layer, _, tops, _ in self._steps if isinstance(layer, HDF5Data)]
+
+    @staticmethod
+    def _gradient_stops(param: "pb.LayerParameter") -> Optional[Tuple[bool, ...]]:
+        """Which bottoms ``propagate_down: false`` cuts off from this layer's gradient (None: none)."""
+        if not len(param.propagate_down):
+            return None
+        if len(param.propagate_down) != len(param.bottom):
+            raise ModelError(f"layer '{param.name}': {len(param.propagate_down)} propagate_down values for "
+                             f"{len(param.bottom)} bottoms", hint="give one per bottom, or none")
+        stops = tuple(not flag for flag in param.propagate_down)
+        return stops if any(stops) else None
 
     def _make_layer(self, param: "pb.LayerParameter") -> Layer:
         tops_here = set()
@@ -294,13 +307,16 @@ class TorchNet(nn.Module):
                 raise ModelError(f"layer '{layer.name}': give all of its tops ({', '.join(tops)}) or none")
         layer = None
         try:
-            for layer, bottoms, tops in self._steps:
+            for layer, bottoms, tops, stops in self._steps:
                 if layer.is_source:
                     if tops[0] in blobs:
                         continue
                     outputs = layer.forward()
-                else:
+                elif stops is None:
                     outputs = layer.forward(*[blobs[name] for name in bottoms])
+                else:
+                    outputs = layer.forward(*[blobs[name].detach() if stop else blobs[name]
+                                              for name, stop in zip(bottoms, stops)])
                 for name, value in zip(tops, outputs):
                     blobs[name] = value
         except RuntimeError as exc:
