@@ -1,0 +1,219 @@
+"""CPU inference of one Y image through the same deploy prototxt + caffemodel with three tools:
+our PyTorch backend (under each of its settings), real Caffe (Debian's, in the oracle root) and cv2.dnn.
+
+Each tool's output is compared with ours, so the table only ever compares runs of the same computation.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from timing import measure
+
+Record = Dict[str, Any]
+
+
+def test_image(size: int, seed: int = 0) -> np.ndarray:
+    """A smooth-plus-texture Y image in [0, 1], shape 1×1×size×size, float32."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    image = 0.5 + 0.3 * np.sin(6 * xx) * np.cos(4 * yy) + 0.05 * rng.standard_normal((size, size))
+    return np.clip(image, 0, 1).astype(np.float32)[None, None]
+
+
+# ------------------------------------------------------------------------------------------ ours
+
+
+def _torch_variants(cores: int) -> List[Tuple[str, Dict[str, Any]]]:
+    variants = [
+        (f"eager, {cores} threads", {"threads": cores}),
+        ("eager, 1 thread", {"threads": 1}),
+        (f"channels_last, {cores} threads", {"threads": cores, "channels_last": True}),
+        (f"oneDNN off, {cores} threads", {"threads": cores, "mkldnn": False}),
+        (f"traced+frozen (oneDNN prepacked), {cores} threads", {"threads": cores, "freeze": True}),
+        (f"torch.compile, {cores} threads", {"threads": cores, "compile": True}),
+    ]
+    return variants if cores > 1 else [v for v in variants if v[0] != "eager, 1 thread"]
+
+
+def _our_runner(deploy: Path, weights: Path, image: np.ndarray, options: Dict[str, Any]) -> Callable[[], Any]:
+    """A zero-argument function running our backend once on ``image`` with the given settings."""
+    import torch
+
+    from glrl.backends import open_net
+
+    torch.set_num_threads(options["threads"])
+    torch.backends.mkldnn.enabled = options.get("mkldnn", True)
+    net = open_net(str(deploy), str(weights), backend="torch", device="cpu")
+    if not any(options.get(k) for k in ("channels_last", "freeze", "compile")):
+        feed = {net.input_names[0]: image}
+        return lambda: net.run(feed)
+    module = getattr(net, "module", net)  # the torch module behind the InferenceNet (TorchNet is both)
+    name = net.input_names[0]
+    out_name = net.output_names[-1]
+
+    class Single(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = module
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net({name: x})[out_name]
+
+    single = Single().eval()
+    x = torch.from_numpy(image)
+    if options.get("channels_last"):
+        single = single.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    if options.get("freeze"):
+        with torch.inference_mode(False), torch.no_grad():
+            traced = torch.jit.trace(single, x, check_trace=False)
+            single = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
+    if options.get("compile"):
+        single = torch.compile(single, dynamic=False)
+
+    def run() -> Any:
+        with torch.inference_mode():
+            return single(x)
+
+    return run
+
+
+def ours(deploy: Path, weights: Path, sizes: List[int], repeats: int, cores: int) -> List[Record]:
+    import torch
+
+    records = []
+    default_threads = torch.get_num_threads()
+    for label, options in _torch_variants(cores):
+        for size in sizes:
+            record: Record = {"tool": "ours (PyTorch)", "setting": label, "case": f"{size}x{size}"}
+            try:
+                run = _our_runner(deploy, weights, test_image(size), options)
+                record.update(measure(run, repeats, warmup=2 if options.get("compile") else 1))
+            except Exception as exc:  # a setting that does not work here is reported, not fatal
+                record["error"] = f"{type(exc).__name__}: {exc}"[:300]
+            finally:
+                torch.backends.mkldnn.enabled = True
+                torch.set_num_threads(default_threads)
+            records.append(record)
+    return records
+
+
+def reference_output(deploy: Path, weights: Path, size: int) -> np.ndarray:
+    from glrl.backends import open_net
+
+    net = open_net(str(deploy), str(weights), backend="torch", device="cpu")
+    return net.run({net.input_names[0]: test_image(size)})[net.output_names[-1]]
+
+
+# ------------------------------------------------------------------------------------------ cv2.dnn
+
+
+def opencv(deploy: Path, weights: Path, sizes: List[int], repeats: int, cores: int,
+           reference: Dict[int, np.ndarray]) -> List[Record]:
+    import cv2
+
+    cv2.setNumThreads(cores)
+    net = cv2.dnn.readNetFromCaffe(str(deploy), str(weights))
+    net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+    net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+    records = []
+    for size in sizes:
+        image = test_image(size)
+
+        def run() -> np.ndarray:
+            net.setInput(image)
+            return net.forward()
+
+        record: Record = {"tool": "cv2.dnn", "setting": f"OpenCV {cv2.__version__}, {cores} threads",
+                          "case": f"{size}x{size}"}
+        record.update(measure(run, repeats))
+        if size in reference:
+            record["max_abs_diff_vs_ours"] = float(np.abs(run() - reference[size]).max())
+        records.append(record)
+    return records
+
+
+# ------------------------------------------------------------------------------------------ real Caffe
+
+CAFFE_SCRIPT = r"""
+import json, statistics, time
+import numpy as np
+import caffe
+caffe.set_mode_cpu()
+net = caffe.Net("deploy.prototxt", "weights.caffemodel", caffe.TEST)
+name_in = net.inputs[0]
+name_out = net.outputs[-1]
+results = {}
+for size in SIZES:
+    image = np.load("image_%d.npy" % size)
+    net.blobs[name_in].reshape(*image.shape)
+    net.reshape()
+    net.blobs[name_in].data[...] = image
+    net.forward()
+    runs = []
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        net.forward()
+        runs.append(time.perf_counter() - start)
+    np.save("out_%d.npy" % size, net.blobs[name_out].data)
+    results[size] = runs
+print(json.dumps(results))
+"""
+
+
+def caffe(deploy: Path, weights: Path, sizes: List[int], repeats: int, cores: int,
+          reference: Dict[int, np.ndarray]) -> List[Record]:
+    import shutil
+    import statistics
+
+    from glrl import oracle
+
+    if not oracle.is_built():
+        raise RuntimeError(f"the real-Caffe root is not built at {oracle.caffe_root()} (make caffe-root)")
+    with oracle.RootSession(threads=cores) as session:
+        shutil.copy(deploy, session.path / "deploy.prototxt")
+        shutil.copy(weights, session.path / "weights.caffemodel")
+        for size in sizes:
+            np.save(session.path / f"image_{size}.npy", test_image(size))
+        script = CAFFE_SCRIPT.replace("SIZES", repr(sizes)).replace("REPEATS", str(repeats))
+        runs = json.loads(session.run_python(script, timeout=3600).strip().splitlines()[-1])
+        outputs = {size: np.load(session.path / f"out_{size}.npy") for size in sizes}
+    records = []
+    for size in sizes:
+        times = runs[str(size)]
+        record: Record = {"tool": "Caffe (Debian, OpenBLAS)", "setting": f"{cores} threads",
+                          "case": f"{size}x{size}", "median_s": statistics.median(times),
+                          "runs_s": [round(t, 6) for t in times]}
+        if size in reference:
+            record["max_abs_diff_vs_ours"] = float(np.abs(outputs[size] - reference[size]).max())
+        records.append(record)
+    return records
+
+
+def run_section(nets: List[Any], sizes: List[int], repeats: int, tools: Optional[List[str]] = None
+                ) -> List[Record]:
+    """Every net × size × tool; a tool that is missing gives one record with ``skipped``."""
+    cores = len(os.sched_getaffinity(0))
+    records: List[Record] = []
+    for bench_net in nets:
+        reference = {size: reference_output(bench_net.deploy, bench_net.weights, size) for size in sizes}
+        for tool, fn in (("ours", ours), ("cv2.dnn", opencv), ("caffe", caffe)):
+            if tools and tool not in tools:
+                continue
+            try:
+                if fn is ours:
+                    found = ours(bench_net.deploy, bench_net.weights, sizes, repeats, cores)
+                else:
+                    found = fn(bench_net.deploy, bench_net.weights, sizes, repeats, cores, reference)
+            except Exception as exc:
+                found = [{"tool": tool, "skipped": f"{type(exc).__name__}: {exc}"[:400]}]
+            for record in found:
+                record["net"] = bench_net.name
+                records.append(record)
+            print(f"  {bench_net.name} {tool}: done", flush=True)
+    return records

@@ -1,0 +1,209 @@
+"""GPU benchmarks (run only where CUDA exists): inference at 256², 512² and 1920×1080 in fp32, TF32 and
+bf16, training iterations per second, achieved FLOP/s as a fraction of the GPU's measured matrix peak,
+and the PSNR cost of each reduced precision on Set5.
+
+FLOPs are counted from the deploy prototxt (2·k_h·k_w·C_in/group·C_out per output pixel of every
+convolution); a training iteration counts three times its forward pass (forward, input and weight grads).
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+
+from timing import measure
+
+Record = Dict[str, Any]
+SIZES = ((256, 256), (512, 512), (1080, 1920))
+MODES = ("fp32", "tf32", "bf16")
+
+
+def conv_flops_per_pixel(net_param: Any) -> float:
+    """Multiply-adds ×2 of every convolution per output pixel of a stride-1 deploy net."""
+    from glrl import tiling
+
+    _, channels, _ = tiling._walk(net_param)
+    flops = 0.0
+    for layer in tiling._active_layers(net_param):
+        if layer.type != "Convolution":
+            continue
+        param = layer.convolution_param
+        kernel = list(param.kernel_size) or [param.kernel_h, param.kernel_w]
+        kh, kw = (kernel[0], kernel[-1])
+        group = max(1, param.group)
+        flops += 2.0 * kh * kw * channels[layer.bottom[0]] / group * param.num_output
+    return flops
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _precision(mode: str, device: str):
+    """Context manager and TF32 switches for a precision mode."""
+    import torch
+
+    allow_tf32 = mode == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+    torch.backends.cudnn.allow_tf32 = allow_tf32
+    if mode == "bf16":
+        return lambda: torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def matrix_peak(device: str, n: int = 8192, repeats: int = 10) -> Dict[str, float]:
+    """Measured dense matmul FLOP/s per precision mode (the 'peak' the fractions refer to)."""
+    import torch
+
+    peaks = {}
+    for mode in MODES:
+        dtype = torch.bfloat16 if mode == "bf16" else torch.float32
+        _precision(mode, device)
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+
+        def run() -> None:
+            torch.mm(a, b)
+            _sync(device)
+
+        peaks[mode] = 2.0 * n**3 / measure(run, repeats, warmup=3)["median_s"]
+    return peaks
+
+
+def _inference_runner(net: Any, image: Any, mode: str, device: str) -> Callable[[], Any]:
+    import torch
+
+    context = _precision(mode, device)
+    name, out_name = net.input_names[0], net.output_names[-1]
+
+    def run() -> Any:
+        with torch.inference_mode(), context():
+            out = net.forward({name: image})[out_name]
+        _sync(device)
+        return out
+
+    return run
+
+
+def inference(nets: List[Any], device: str, repeats: int, peaks: Dict[str, float],
+              sizes=SIZES) -> List[Record]:
+    import torch
+
+    from glrl.backends import open_net
+    from glrl.caffe.io import read_net
+
+    torch.backends.cudnn.benchmark = True
+    records = []
+    for bench_net in nets:
+        flops_pp = conv_flops_per_pixel(read_net(bench_net.deploy))
+        net = open_net(str(bench_net.deploy), str(bench_net.weights), backend="torch", device=device)
+        for height, width in sizes:
+            image = torch.rand(1, 1, height, width, device=device)
+            for mode in modes_here(device):
+                record: Record = {"net": bench_net.name, "tool": "ours (PyTorch)", "setting": mode,
+                                  "case": f"{width}x{height}"}
+                try:
+                    record.update(measure(_inference_runner(net, image, mode, device), repeats, warmup=3))
+                    achieved = flops_pp * height * width / record["median_s"]
+                    record["tflop_per_s"] = achieved / 1e12
+                    record["fraction_of_peak"] = achieved / peaks[mode] if mode in peaks else None
+                except Exception as exc:
+                    record["error"] = f"{type(exc).__name__}: {exc}"[:300]
+                records.append(record)
+    return records
+
+
+def modes_here(device: str) -> List[str]:
+    return list(MODES) if device.startswith("cuda") else ["fp32", "bf16"]
+
+
+def training(work: Path, net_name: str, device: str, repeats: int, peaks: Dict[str, float]) -> List[Record]:
+    """Iterations per second at batch 32 of 31×31 patches, fp32/TF32/bf16 autocast."""
+    import torch
+
+    from glrl.backends.torch_net import TorchNet
+    from glrl.caffe.io import read_solver
+    from glrl.nets.registry import get_net
+    from glrl.train.batches import HDF5Batches
+    from glrl.train.settings import SolverSettings
+    from glrl.train.solver import CaffeSolver
+    from training import BATCH, PATCH, read_train_net, write_training_files
+
+    folder = work / f"gpu_train_{net_name}"
+    folder.mkdir(parents=True, exist_ok=True)
+    write_training_files(folder, net_name)
+    settings = SolverSettings.from_proto(read_solver(folder / "solver.prototxt"))
+    deploy_flops = conv_flops_per_pixel(get_net(net_name).deploy())
+    records = []
+    for mode in modes_here(device):
+        net = TorchNet(read_train_net(folder), "TRAIN", device=device, seed=0)
+        batches = HDF5Batches(folder / "train.txt", ["data", "label"], BATCH, shuffle=True)
+        # the batches live on the device, so the loop measures the solver, not the host-to-device copies
+        batch = {k: torch.as_tensor(v, device=device) for k, v in next(batches).items()}
+        batches.close()
+        feed = iter(lambda: batch, None)
+        solver = CaffeSolver(settings, net, autocast=_precision(mode, device))
+
+        def run() -> None:
+            solver.iteration(feed)
+            _sync(device)
+
+        record: Record = {"net": net_name, "tool": "ours (PyTorch)", "setting": mode,
+                          "case": f"train batch {BATCH} of {PATCH}x{PATCH}"}
+        try:
+            record.update(measure(run, repeats, warmup=3))
+            record["iters_per_s"] = 1.0 / record["median_s"]
+            achieved = 3 * deploy_flops * BATCH * PATCH * PATCH / record["median_s"]
+            record["tflop_per_s"] = achieved / 1e12
+            record["fraction_of_peak"] = achieved / peaks[mode] if mode in peaks else None
+        except Exception as exc:
+            record["error"] = f"{type(exc).__name__}: {exc}"[:300]
+        records.append(record)
+    return records
+
+
+def set5_psnr_cost(bench_net: Any, data_root: Path, device: str, scale: int = 3,
+                   limit: Optional[int] = None) -> List[Record]:
+    """Set5 ×3 PSNR (Y, shaved by the scale) in each precision mode, and its difference from fp32."""
+    import torch
+    from PIL import Image
+
+    from glrl.backends import open_net
+    from glrl.matlab_compat import imresize, modcrop, rgb2ycbcr, shave
+    from glrl.metrics import psnr
+
+    net = open_net(str(bench_net.deploy), str(bench_net.weights), backend="torch", device=device)
+    images = sorted((data_root / "test" / "Set5").glob("*.png"))[:limit]
+    scores: Dict[str, List[float]] = {mode: [] for mode in modes_here(device)}
+    for path in images:
+        hr = np.asarray(Image.open(path).convert("RGB"))
+        y = rgb2ycbcr(modcrop(hr, scale))[:, :, 0].astype(np.float64) / 255.0
+        y_bicubic = imresize(imresize(y, 1.0 / scale), scale)
+        image = torch.from_numpy(y_bicubic.astype(np.float32))[None, None].to(device)
+        for mode in scores:
+            out = _inference_runner(net, image, mode, device)().float().cpu().numpy()[0, 0]
+            sr = np.clip(np.round(out * 255.0), 0, 255)
+            scores[mode].append(psnr(shave(np.round(y * 255.0), scale), shave(sr, scale)))
+    base = float(np.mean(scores["fp32"]))
+    return [{"net": bench_net.name, "tool": "ours (PyTorch)", "setting": mode, "case": f"Set5 x{scale} PSNR",
+             "psnr_db": float(np.mean(values)), "psnr_cost_db": base - float(np.mean(values)),
+             "weights": bench_net.weights_source}
+            for mode, values in scores.items()]
+
+
+def run_section(work: Path, nets: List[Any], data_root: Optional[Path], repeats: int,
+                device: str = "cuda") -> List[Record]:
+    peaks = matrix_peak(device)
+    records: List[Record] = [{"tool": "torch.mm", "case": "matrix peak", "setting": mode,
+                              "tflop_per_s": value / 1e12} for mode, value in peaks.items()]
+    records += inference(nets, device, repeats, peaks)
+    records += training(work, "glrl", device, repeats, peaks)
+    if data_root is not None:
+        glrl_net = next(n for n in nets if n.name == "glrl")
+        records += set5_psnr_cost(glrl_net, data_root, device)
+    return records

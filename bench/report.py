@@ -1,0 +1,141 @@
+"""The benchmark summary: medians side by side with the ratios the project's goals are stated in, as a
+Markdown document (printed and written beside the JSON with every run)."""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+Record = Dict[str, Any]
+GOALS = {"cv2.dnn": 1.5, "caffe": 4.0, "train_caffe": 5.0}
+
+
+def _ms(seconds: Optional[float]) -> str:
+    return "–" if seconds is None else f"{seconds * 1e3:.1f} ms" if seconds < 10 else f"{seconds:.2f} s"
+
+
+def _ratio(theirs: Optional[float], ours: Optional[float], goal: float) -> str:
+    if theirs is None or ours is None:
+        return "–"
+    ratio = theirs / ours
+    return f"{ratio:.2f}× ({'meets' if ratio >= goal else 'below'} ≥{goal:g}×)"
+
+
+def _clean(text: str) -> str:
+    """One table cell: no line breaks or pipes."""
+    return " ".join(str(text).split()).replace("|", "/")
+
+
+def _ok(records: List[Record]) -> List[Record]:
+    return [r for r in records if "median_s" in r]
+
+
+def _skip_reason(records: List[Record], tool_prefix: str) -> str:
+    for r in records:
+        if r.get("tool", "").startswith(tool_prefix) and ("skipped" in r or "error" in r):
+            return _clean(r.get("skipped") or r.get("error"))
+    return ""
+
+
+def cpu_inference_table(records: List[Record]) -> List[str]:
+    lines = ["| net | image | ours, best setting | ours median | cv2.dnn | Caffe | cv2.dnn / ours "
+             "| Caffe / ours |", "|---|---|---|---|---|---|---|---|"]
+    nets = sorted({r["net"] for r in records}, key=lambda n: ["glrl", "vdsr", "srcnn"].index(n)
+                  if n in ("glrl", "vdsr", "srcnn") else 9)
+    for net in nets:
+        mine = [r for r in records if r["net"] == net]
+        for case in sorted({r["case"] for r in _ok(mine)}, key=lambda c: int(c.split("x")[0])):
+            at = [r for r in _ok(mine) if r["case"] == case]
+            ours = [r for r in at if r["tool"].startswith("ours")]
+            best = min(ours, key=lambda r: r["median_s"]) if ours else None
+            cv = next((r["median_s"] for r in at if r["tool"] == "cv2.dnn"), None)
+            caffe = next((r["median_s"] for r in at if r["tool"].startswith("Caffe")), None)
+            ours_s = best["median_s"] if best else None
+            setting = best["setting"] if best else "–"
+            lines.append(f"| {net} | {case} | {setting} | {_ms(ours_s)} | {_ms(cv)} | "
+                         f"{_ms(caffe)} | {_ratio(cv, ours_s, GOALS['cv2.dnn'])} | "
+                         f"{_ratio(caffe, ours_s, GOALS['caffe'])} |")
+        for prefix in ("Caffe", "caffe", "cv2"):
+            reason = _skip_reason(mine, prefix)
+            if reason:
+                lines.append(f"| {net} | | {prefix} not measured: {reason} | | | | | |")
+    return lines
+
+
+def settings_table(records: List[Record]) -> List[str]:
+    lines = ["| net | image | tool | setting | median | runs | max abs diff vs ours |",
+             "|---|---|---|---|---|---|---|"]
+    for r in records:
+        if "median_s" in r:
+            diff = r.get("max_abs_diff_vs_ours")
+            shown = "" if diff is None else f"{diff:.1e}"
+            lines.append(f"| {r['net']} | {r['case']} | {r['tool']} | {r['setting']} | "
+                         f"{_ms(r['median_s'])} | {len(r['runs_s'])} | {shown} |")
+        elif "error" in r:
+            lines.append(f"| {r['net']} | {r.get('case', '')} | {r['tool']} | {r.get('setting', '')} | "
+                         f"failed: {_clean(r['error'])} | | |")
+    return lines
+
+
+def training_table(records: List[Record]) -> List[str]:
+    lines = ["| net | case | ours iter/s | Caffe iter/s | ours / Caffe |", "|---|---|---|---|---|"]
+    for net in sorted({r["net"] for r in records}):
+        mine = [r for r in records if r["net"] == net]
+        ours = next((r for r in _ok(mine) if r["tool"].startswith("ours")), None)
+        caffe = next((r for r in _ok(mine) if r["tool"].startswith("Caffe")), None)
+        ratio = _ratio(caffe["median_s"] if caffe else None, ours["median_s"] if ours else None,
+                       GOALS["train_caffe"])
+        lines.append(f"| {net} | {mine[0]['case']} | {ours['iters_per_s']:.3f} | "
+                     if ours else f"| {net} | {mine[0]['case']} | – | ")
+        lines[-1] += (f"{caffe['iters_per_s']:.3f} | " if caffe else "– | ") + f"{ratio} |"
+        for r in mine:
+            if "skipped" in r or "error" in r:
+                reason = _clean(r.get("skipped") or r.get("error"))
+                lines.append(f"| {net} | | {r['tool']} not measured: {reason} | | |")
+    return lines
+
+
+def simple_table(records: List[Record], value_keys: List[str]) -> List[str]:
+    lines = ["| what | tool | setting | median | " + " | ".join(value_keys) + " |",
+             "|---|---|---|---|" + "---|" * len(value_keys)]
+    for r in records:
+        if "skipped" in r:
+            lines.append(f"| {r.get('case', '')} | {r['tool']} | not measured: {_clean(r['skipped'])} | |"
+                         + " |" * len(value_keys))
+            continue
+        values = []
+        for key in value_keys:
+            value = r.get(key)
+            values.append("" if value is None else f"{value:.3g}" if isinstance(value, float) else str(value))
+        lines.append(f"| {r.get('net', '') + ' ' if r.get('net') else ''}{r.get('case', '')} | {r['tool']} | "
+                     f"{r.get('setting', '')} | {_ms(r.get('median_s'))} | " + " | ".join(values) + " |")
+    return lines
+
+
+def markdown(results: Dict[str, Any]) -> str:
+    machine = results["machine"]
+    out = [f"# glrl benchmarks — {machine['host']}, {machine['time_utc']}", "",
+           "Medians of repeated runs after a warm-up (every run is in the JSON beside this file). Ratios are "
+           "their time / our time, so >1 means we are faster.", "", "## Machine", "",
+           "| | |", "|---|---|"]
+    out += [f"| {key} | {value} |" for key, value in machine.items()]
+    sections = results["sections"]
+    if "cpu_inference" in sections:
+        records = sections["cpu_inference"]
+        out += ["", "## CPU inference (one Y image, same prototxt + caffemodel)", ""]
+        out += cpu_inference_table(records)
+        out += ["", "### Every tool and setting", ""] + settings_table(records)
+    if "training" in sections:
+        out += ["", "## CPU training (SGD iterations, batch 32 of 31×31)", ""]
+        out += training_table(sections["training"])
+    if "data_build" in sections:
+        out += ["", "## Data build", ""]
+        out += simple_table(sections["data_build"], ["images_per_s", "patches_per_s"])
+    if "bicubic" in sections:
+        out += ["", "## Bicubic (MATLAB-compatible imresize)", ""] + simple_table(sections["bicubic"],
+                                                                                   ["mpixel_per_s"])
+    if "gpu" in sections:
+        out += ["", "## GPU", ""] + simple_table(sections["gpu"], ["iters_per_s", "tflop_per_s",
+                                                                  "fraction_of_peak", "psnr_db",
+                                                                  "psnr_cost_db"])
+    for name, reason in results.get("skipped_sections", {}).items():
+        out += ["", f"## {name}", "", f"Not measured: {_clean(reason)}"]
+    return "\n".join(out) + "\n"

@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""``make bench``: every speed benchmark of the project in one run, side by side, into ``bench/results/``.
+
+Sections (``--sections`` picks some):
+
+* ``cpu_inference``: one 256² and one 512² Y image through the GLRL, VDSR-20 and SRCNN deploy nets with the
+  same caffemodel: our PyTorch backend under each of its settings vs real Caffe (the oracle root) vs cv2.dnn;
+* ``training``: SGD iterations/s at batch 32 of 31×31 patches, ours vs real Caffe, on the CPU;
+* ``data_build``: ``glrl data build`` on a few T91 images; ``bicubic``: MATLAB-compatible imresize Mpixel/s;
+* ``gpu``: only where CUDA exists (inference 256²/512²/1080p in fp32/TF32/bf16, training, FLOP/s vs the
+  measured matmul peak, Set5 PSNR cost of reduced precision).
+
+A section whose tool is missing (no Caffe root, no GPU, no datasets) is reported as not measured, with
+why; the others still run. Results: ``bench/results/<host>-<date>.json`` (every run) and ``.md`` (tables).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Dict, List
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))
+
+import report  # noqa: E402
+from timing import machine_description  # noqa: E402
+
+SECTIONS = ("cpu_inference", "training", "data_build", "bicubic", "gpu")
+
+
+def _parse(argv: List[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"comma-separated, of {', '.join(SECTIONS)}")
+    parser.add_argument("--nets", default="glrl,vdsr,srcnn", help="deploy nets to time (default all three)")
+    parser.add_argument("--sizes", default="256,512", help="CPU inference image sides")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median reported)")
+    parser.add_argument("--tools", default="ours,cv2.dnn,caffe", help="CPU inference tools to run")
+    parser.add_argument("--out", default=str(BENCH_DIR / "results"), help="folder for the JSON and Markdown")
+    parser.add_argument("--name", default=None, help="result file stem (default <host>-<UTC date>)")
+    parser.add_argument("--data-root", default=None, help="datasets folder (default $GLRL_DATA)")
+    return parser.parse_args(argv)
+
+
+def main(argv: List[str]) -> int:
+    args = _parse(argv)
+    from glrl import settings
+    from glrl.fsutil import atomic_write_text
+
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown:
+        print(f"error: unknown section(s) {unknown}; choose from {SECTIONS}", file=sys.stderr)
+        return 2
+    net_names = [n.strip() for n in args.nets.split(",") if n.strip()]
+    sizes = [int(s) for s in args.sizes.split(",")]
+    data_root = settings.data_root(args.data_root)
+    beside = settings.REPO_ROOT.parent / "shared" / "datasets"  # where a development checkout finds them
+    if not (data_root / "train").is_dir() and not args.data_root and (beside / "train").is_dir():
+        data_root = beside
+    machine = machine_description()
+    results: Dict[str, Any] = {"machine": machine, "arguments": vars(args), "sections": {},
+                               "skipped_sections": {}}
+    with tempfile.TemporaryDirectory(prefix="glrl-bench-") as tmp:
+        work = Path(tmp)
+        nets_cache: List[Any] = []
+
+        def nets() -> List[Any]:
+            if not nets_cache:
+                import bench_nets
+
+                nets_cache.extend(bench_nets.prepare(work, net_names))
+                results["nets"] = {n.name: {"deploy": str(n.deploy), "weights": n.weights_source}
+                                   for n in nets_cache}
+            return nets_cache
+
+        def cpu_inference() -> List[Dict[str, Any]]:
+            import cpu_inference as section
+
+            tools = [t.strip() for t in args.tools.split(",")]
+            return section.run_section(nets(), sizes, args.repeats, tools)
+
+        def training() -> List[Dict[str, Any]]:
+            import training as section
+
+            return section.run_section(work, [n for n in net_names if n != "srcnn"], max(3, args.repeats))
+
+        def data_build() -> List[Dict[str, Any]]:
+            import data_speed
+
+            if not (data_root / "train" / "T91").is_dir():
+                raise RuntimeError(f"no T91 images under {data_root} (set GLRL_DATA or --data-root)")
+            return data_speed.data_build(work, data_root)
+
+        def bicubic() -> List[Dict[str, Any]]:
+            import data_speed
+
+            return data_speed.bicubic(args.repeats)
+
+        def gpu() -> List[Dict[str, Any]]:
+            import torch
+
+            if not torch.cuda.is_available():
+                raise RuntimeError("no CUDA device on this machine")
+            import gpu as section
+
+            root = data_root if (data_root / "test" / "Set5").is_dir() else None
+            return section.run_section(work, nets(), root, args.repeats)
+
+        runners: Dict[str, Callable[[], List[Dict[str, Any]]]] = {
+            "cpu_inference": cpu_inference, "training": training, "data_build": data_build,
+            "bicubic": bicubic, "gpu": gpu}
+        for name in sections:
+            print(f"[bench] {name} ...", flush=True)
+            started = time.perf_counter()
+            try:
+                results["sections"][name] = runners[name]()
+            except Exception as exc:
+                results["skipped_sections"][name] = f"{type(exc).__name__}: {exc}"
+                if not isinstance(exc, RuntimeError):
+                    traceback.print_exc()
+            print(f"[bench] {name}: {time.perf_counter() - started:.0f} s", flush=True)
+
+    results["machine"]["load_average_at_end"] = [round(v, 2) for v in __import__("os").getloadavg()]
+    stem = args.name or f"{machine['host']}-{time.strftime('%Y%m%d', time.gmtime())}"
+    out = Path(args.out)
+    text = report.markdown(results)
+    atomic_write_text(out / f"{stem}.json", json.dumps(results, indent=1, default=str) + "\n")
+    atomic_write_text(out / f"{stem}.md", text)
+    print(text)
+    print(f"[bench] written {out / stem}.json and .md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

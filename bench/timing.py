@@ -1,0 +1,84 @@
+"""Timing and machine description for the benchmarks: medians of repeated runs, and what ran them.
+
+Why medians: the benchmark machine may be shared; the median of several runs after a warm-up is robust to
+the odd slow run, and we keep every run so the spread can be judged.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from typing import Any, Callable, Dict, List
+
+
+def measure(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> Dict[str, Any]:
+    """Run ``fn`` ``warmup`` times untimed, then ``repeats`` times; the median and every run, in seconds."""
+    for _ in range(warmup):
+        fn()
+    runs: List[float] = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        runs.append(time.perf_counter() - start)
+    return {"median_s": statistics.median(runs), "runs_s": [round(r, 6) for r in runs]}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _memory_gib() -> float:
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return 0.0
+
+
+def machine_description() -> Dict[str, Any]:
+    """CPU, cores, memory, load, library versions and GPU (if any) of this run."""
+    import numpy
+
+    info: Dict[str, Any] = {
+        "host": platform.node(),
+        "cpu": _cpu_model(),
+        "cores_usable": len(os.sched_getaffinity(0)),
+        "memory_gib": _memory_gib(),
+        "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_threads_default"] = torch.get_num_threads()
+        info["mkldnn"] = bool(torch.backends.mkldnn.is_available())
+        info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except ImportError:
+        info["torch"] = None
+    try:
+        import cv2
+
+        info["opencv"] = cv2.__version__
+    except ImportError:
+        info["opencv"] = None
+    try:
+        from glrl import oracle
+
+        packages = oracle.root_info() if oracle.is_built() else {}
+        info["caffe"] = packages.get("package caffe-cpu") or packages.get("package python3-caffe-cpu") or (
+            "Debian bullseye root" if packages else None)
+    except Exception as exc:  # the root is optional for a benchmark run
+        info["caffe"] = f"unavailable ({exc})"
+    return info
