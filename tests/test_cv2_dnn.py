@@ -45,7 +45,8 @@ def opencv_outputs(prototxt: Path, caffemodel: Path, inputs: dict, outputs: list
     net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
     net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
     net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
-    net.enableWinograd(False)
+    if hasattr(net, "enableWinograd"):  # OpenCV >= 4.7; older versions have no Winograd path
+        net.enableWinograd(False)
     for name, value in inputs.items():
         net.setInput(value, name)
     return dict(zip(outputs, net.forward(outputs)))
