@@ -235,3 +235,39 @@ def test_a_tiny_run_on_real_images_lowers_the_loss_and_beats_bicubic_on_set5(tmp
     rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     assert rows[0] == "iteration,lr,loss,seconds,test_loss,set5_psnr" and len(rows) > 6
     assert (tmp_path / "run" / "curves.png").stat().st_size > 1000
+
+
+# ------------------------------------------------------------------------------------------- data order
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_batches_come_in_caffes_hdf5data_order_and_resume_from_their_state(tmp_path, shuffle):
+    import json
+
+    from glrl.data_prep.reader import CaffeHDF5Reader
+    from glrl.train.batches import HDF5Batches
+
+    make_run(tmp_path)  # two files of 40 and 26 rows: batches of 7 straddle files and wrap around
+    ours = HDF5Batches(tmp_path / "train.txt", ["data", "label"], 7, shuffle=shuffle)
+    caffe_order = CaffeHDF5Reader([tmp_path / "a.h5", tmp_path / "b.h5"], 7, shuffle=shuffle)
+    for _ in range(25):  # more than two epochs
+        batch, (data, label) = next(ours), next(caffe_order)
+        np.testing.assert_array_equal(batch["data"], data)
+        np.testing.assert_array_equal(batch["label"], label)
+    saved = json.loads(json.dumps(ours.state()))
+    expected = [next(ours) for _ in range(12)]
+    resumed = HDF5Batches(tmp_path / "train.txt", ["data", "label"], 7, shuffle=shuffle)
+    resumed.set_state(saved)
+    for batch in expected:
+        np.testing.assert_array_equal(next(resumed)["data"], batch["data"])
+
+
+def test_each_process_takes_its_contiguous_slice_of_the_global_batch(tmp_path):
+    from glrl.train.batches import HDF5Batches
+
+    make_run(tmp_path)
+    whole = HDF5Batches(tmp_path / "train.txt", ["data"], 8, shuffle=True)
+    halves = [HDF5Batches(tmp_path / "train.txt", ["data"], 8, shuffle=True, rank=r, world=2) for r in (0, 1)]
+    for _ in range(20):
+        joined = np.concatenate([next(half)["data"] for half in halves])
+        np.testing.assert_array_equal(joined, next(whole)["data"])
+    with pytest.raises(TrainingError, match="split evenly"):
+        HDF5Batches(tmp_path / "train.txt", ["data"], 8, world=3)

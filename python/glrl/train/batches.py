@@ -1,11 +1,12 @@
-"""Training batches read the way Caffe's ``HDF5Data`` layer reads them, with a restorable position.
+"""Training batches in exactly the order Caffe's ``HDF5Data`` layer reads them, with a restorable position.
 
-Caffe reads the files named in the layer's ``source`` list in order, the rows of each file in order, and
-wraps around at the end of the last file; with ``shuffle: true`` it shuffles the file order at every wrap
-and the rows of each file when it loads it. :class:`HDF5Batches` keeps that order (shuffling from a
-seeded generator of its own, since Caffe's RNG stream cannot be reproduced) and exposes its position as a
-small dict, so a resumed run reads exactly the batches an uninterrupted run would have read; Caffe itself
-restarts its data layer from the first row on resume.
+Caffe reads the files named in the layer's ``source`` list one whole file at a time, hands out rows in
+order and wraps around after the last file. With ``shuffle: true`` it shuffles the file order at set-up and
+at every wrap, and a file's rows when it is loaded and whenever its last row is passed, all with
+``std::random_shuffle`` over glibc ``rand()`` (seed 1), which :class:`glrl.data_prep.reader.GlibcRand`
+reproduces; so these are Caffe's very batches. :class:`HDF5Batches` adds what Caffe lacks: its position
+(the rand() state, the permutations and the cursors) as a JSON-able dict, so a resumed run reads exactly
+the batches an uninterrupted run would have read (Caffe restarts its data layer on resume).
 
 Several processes (``rank`` of ``world``) walk the same global stream of ``batch_size`` rows and each takes
 its contiguous ``batch_size / world`` slice, so together they see exactly the single-process batch.
@@ -14,9 +15,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Sequence
 
 import numpy as np
+
+from glrl.data_prep.reader import GlibcRand, load_file
 from glrl.errors import DataError, TrainingError
 
 
@@ -65,20 +68,21 @@ def resolve_source(source: str, relative_to: Sequence[Path]) -> Path:
     )
 
 
+class _RestorableRand(GlibcRand):
+    """glibc ``rand()`` whose 34-word state can be saved and restored."""
+
+    def state(self) -> List[int]:
+        return [int(word) for word in self._r]
+
+    def set_state(self, words: Sequence[int]) -> None:
+        self._r = [int(word) for word in words]
+
+
 class HDF5Batches:
     """An endless iterator of batches ``{top: float32 array}`` in Caffe's HDF5Data order."""
 
-    def __init__(
-        self,
-        list_file: Path,
-        tops: Sequence[str],
-        batch_size: int,
-        *,
-        shuffle: bool = False,
-        seed: int = 0,
-        rank: int = 0,
-        world: int = 1,
-    ) -> None:
+    def __init__(self, list_file: Path, tops: Sequence[str], batch_size: int, *, shuffle: bool = False,
+                 rank: int = 0, world: int = 1) -> None:
         import h5py
 
         if batch_size < 1:
@@ -92,32 +96,28 @@ class HDF5Batches:
         self.tops = list(tops)
         self.batch_size = batch_size
         self.shuffle = shuffle
-        self.seed = seed
         self.rank = rank
         self.world = world
-        lines = [line.strip() for line in self.list_file.read_text().splitlines() if line.strip()]
-        if not lines:
+        names = self.list_file.read_text().split()
+        if not names:
             raise DataError(f"HDF5 list file {self.list_file} names no files",
                             hint="rebuild the training data: glrl data build --scale S")
-        self.files = [resolve_source(line, [self.list_file.parent]) for line in lines]
-        self._handles = [h5py.File(str(path), "r") for path in self.files]
+        self.files = [resolve_source(name, [self.list_file.parent]) for name in names]
         self.rows: List[int] = []
-        for path, handle in zip(self.files, self._handles):
-            counts = set()
-            for top in self.tops:
-                if top not in handle:
-                    raise DataError(f"{path} has no dataset {top!r} (the HDF5Data layer's top)",
+        for path in self.files:
+            with h5py.File(str(path), "r") as handle:
+                missing = [top for top in self.tops if top not in handle]
+                if missing:
+                    raise DataError(f"{path} has no dataset {', '.join(missing)} (the HDF5Data layer's tops)",
                                     hint="rebuild the training data, or fix the layer's top names")
-                counts.add(int(handle[top].shape[0]))
-            if len(counts) != 1 or 0 in counts:
-                raise DataError(f"{path}: datasets {self.tops} have row counts {sorted(counts)}",
-                                hint="each HDF5 file needs the same non-zero number of rows in every dataset")
-            self.rows.append(counts.pop())
-        self._cached_index = -1
-        self._cached: Dict[str, np.ndarray] = {}
-        self.epoch = 0
+                self.rows.append(int(handle[self.tops[0]].shape[0]))
+        self._rand = _RestorableRand(1)
+        self.file_order = np.arange(len(self.files))
+        if shuffle:
+            self._rand.random_shuffle(self.file_order)
         self.file_cursor = 0
-        self.row_cursor = 0
+        self.rows_passed = 0
+        self._load(int(self.file_order[0]))
 
     @property
     def total_rows(self) -> int:
@@ -127,80 +127,74 @@ class HDF5Batches:
     # -- position --------------------------------------------------------------------------------------------
     def state(self) -> Dict[str, Any]:
         """The reading position, JSON-serialisable (stored beside snapshots)."""
-        return {"epoch": self.epoch, "file_cursor": self.file_cursor, "row_cursor": self.row_cursor,
-                "seed": self.seed, "shuffle": self.shuffle, "total_rows": self.total_rows,
-                "files": [path.name for path in self.files]}
+        return {"shuffle": self.shuffle, "total_rows": self.total_rows, "rows_passed": self.rows_passed,
+                "files": [path.name for path in self.files], "rand": self._rand.state(),
+                "file_order": [int(i) for i in self.file_order], "file_cursor": self.file_cursor,
+                "row_order": [int(i) for i in self.row_order], "row_cursor": self.row_cursor}
 
     def set_state(self, state: Dict[str, Any]) -> None:
         """Continue from a position returned by :meth:`state` (on the same data)."""
-        if state.get("total_rows") != self.total_rows or state.get("shuffle") != self.shuffle:
+        if state.get("total_rows") != self.total_rows or state.get("shuffle") != self.shuffle \
+                or state.get("files") != [path.name for path in self.files]:
             raise TrainingError(
                 "the training data changed since the snapshot was written "
                 f"({state.get('total_rows')} rows then, {self.total_rows} now)",
                 hint="resume with the data the run started with, or start a new run",
             )
-        self.epoch = int(state["epoch"])
+        self._rand.set_state(state["rand"])
+        self.file_order = np.asarray(state["file_order"], dtype=np.int64)
         self.file_cursor = int(state["file_cursor"])
+        self._load(int(self.file_order[self.file_cursor]), shuffle_rows=False)
+        self.row_order = np.asarray(state["row_order"], dtype=np.int64)
         self.row_cursor = int(state["row_cursor"])
-        self.seed = int(state["seed"])
+        self.rows_passed = int(state["rows_passed"])
 
     def skip_rows(self, count: int) -> None:
-        """Advance by ``count`` rows of the global stream without reading them."""
-        for _ in self._take(count):
-            pass
+        """Advance by ``count`` rows of the global stream without handing them out."""
+        for _ in range(count):
+            self._next_row()
 
     # -- reading ---------------------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Dict[str, np.ndarray]]:
         return self
 
     def __next__(self) -> Dict[str, np.ndarray]:
-        positions = list(self._take(self.batch_size))
         share = self.batch_size // self.world
-        mine = positions[self.rank * share:(self.rank + 1) * share]
-        return {top: self._read(top, mine) for top in self.tops}
+        first = self.rank * share
+        picked: Dict[str, List[np.ndarray]] = {top: [] for top in self.tops}
+        for index in range(self.batch_size):
+            row = self.row_order[self.row_cursor]
+            if first <= index < first + share:
+                for top in self.tops:
+                    picked[top].append(self._arrays[top][row])
+            self._next_row()
+        return {top: np.ascontiguousarray(np.stack(rows)) for top, rows in picked.items()}
 
-    def _file_order(self) -> List[int]:
-        order = list(range(len(self.files)))
-        if self.shuffle:
-            order = [int(i) for i in np.random.default_rng([self.seed, self.epoch]).permutation(order)]
-        return order
+    def _load(self, file_index: int, shuffle_rows: bool = True) -> None:
+        """Caffe's LoadHDF5FileData: the whole file, a fresh row permutation (shuffled when asked)."""
+        arrays = load_file(self.files[file_index], self.tops)
+        self._arrays = dict(zip(self.tops, arrays))
+        self.row_order = np.arange(arrays[0].shape[0])
+        if self.shuffle and shuffle_rows:
+            self._rand.random_shuffle(self.row_order)
+        self.row_cursor = 0
 
-    def _row_order(self, file_index: int) -> Optional[np.ndarray]:
-        if not self.shuffle:
-            return None
-        return np.random.default_rng([self.seed, self.epoch, file_index]).permutation(self.rows[file_index])
-
-    def _take(self, count: int) -> Iterator[Tuple[int, int]]:
-        """Yield ``count`` (file, row) positions and advance the cursor past them."""
-        order = self._file_order()
-        rows = self._row_order(order[self.file_cursor])
-        for _ in range(count):
-            file_index = order[self.file_cursor]
-            row = self.row_cursor if rows is None else int(rows[self.row_cursor])
-            yield file_index, row
-            self.row_cursor += 1
-            if self.row_cursor == self.rows[file_index]:
-                self.row_cursor = 0
+    def _next_row(self) -> None:
+        """Caffe's HDF5DataLayer::Next."""
+        self.row_cursor += 1
+        self.rows_passed += 1
+        if self.row_cursor == len(self.row_order):
+            if len(self.files) > 1:
                 self.file_cursor += 1
                 if self.file_cursor == len(self.files):
                     self.file_cursor = 0
-                    self.epoch += 1
-                    order = self._file_order()
-                rows = self._row_order(order[self.file_cursor])
-
-    def _read(self, top: str, positions: Sequence[Tuple[int, int]]) -> np.ndarray:
-        rows = [self._file_arrays(file_index)[top][row] for file_index, row in positions]
-        return np.ascontiguousarray(np.stack(rows), dtype=np.float32)
-
-    def _file_arrays(self, file_index: int) -> Dict[str, np.ndarray]:
-        """The datasets of one file, loaded whole (as Caffe's HDF5Data loads the file it reads from)."""
-        if self._cached_index != file_index:
-            handle = self._handles[file_index]
-            self._cached = {top: np.asarray(handle[top][()], dtype=np.float32) for top in self.tops}
-            self._cached_index = file_index
-        return self._cached
+                    if self.shuffle:
+                        self._rand.random_shuffle(self.file_order)
+                self._load(int(self.file_order[self.file_cursor]))
+            self.row_cursor = 0
+            if self.shuffle:
+                self._rand.random_shuffle(self.row_order)
 
     def close(self) -> None:
-        """Close the HDF5 files."""
-        for handle in self._handles:
-            handle.close()
+        """Release the loaded file."""
+        self._arrays = {}

@@ -203,7 +203,7 @@ class Trainer:
         if options.weights:
             self.net.load_weights(str(options.weights))
         self.batches = HDF5Batches(resolve_source(train_input.source, source_dirs), train_input.tops,
-                                   train_input.batch_size, shuffle=train_input.shuffle, seed=seed,
+                                   train_input.batch_size, shuffle=train_input.shuffle,
                                    rank=self.dist.rank, world=self.dist.world)
         self.train_input = train_input
         self.loss_top = "loss"
@@ -217,7 +217,7 @@ class Trainer:
             self.test_net = TorchNet(self.net_param, phase="TEST", device=self.device, seed=seed,
                                      data_dirs=source_dirs)
             self.test_batches = HDF5Batches(resolve_source(test_input.source, source_dirs), test_input.tops,
-                                            test_input.batch_size, shuffle=False)
+                                            test_input.batch_size, shuffle=test_input.shuffle)
 
         self.monitor: Optional[Monitor] = None
         self.solver = CaffeSolver(
