@@ -33,6 +33,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None,
                         help="processes cutting patches (default: all cores)")
     parser.add_argument("--force", action="store_true", help="rebuild even if the folder is up to date")
+    parser.add_argument("--skip-checksums", action="store_true",
+                        help="use the images as found, T91/BSD200/Set5 differ from the published sets")
     parser.add_argument("--dry-run", action="store_true",
                         help="only count the patches and the bytes they will take; write nothing")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -56,13 +58,13 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, shuffle=not args.no_shuffle, patches_per_file=args.patches_per_file,
     )
     if args.dry_run:
-        for part, counts in plan(config, settings.data_root(args.data_root)).items():
+        for part, counts in plan(config, settings.data_root(args.data_root), not args.skip_checksums).items():
             print(f"{part}: {counts['patches']} patches from {counts['images']} images in {counts['files']} "
                   f"files, {counts['bytes'] / 1e9:.2f} GB")
         return 0
     out = settings.work_dir() / "data" / scale_name(scales) if args.out is None else args.out
     result = build(config, settings.data_root(args.data_root), out, workers=args.workers, force=args.force,
-                   progress=not args.quiet)
+                   progress=not args.quiet, check_sources=not args.skip_checksums)
     manifest = result.manifest
     if result.skipped:
         print(f"{result.out}: up to date ({manifest['train']['patches']} training patches); --force rebuilds")

@@ -257,11 +257,12 @@ def _swap_into_place(partial: Path, out: Path) -> None:
 HDF5_FILE_OVERHEAD = 2048  # bytes of an h5py file with our three contiguous datasets, besides their data
 
 
-def plan(config: BuildConfig, data_root: Path) -> Dict[str, Dict[str, int]]:
+def plan(config: BuildConfig, data_root: Path, check_sources: bool = True) -> Dict[str, Dict[str, int]]:
     """Per part: images, patches, files and bytes the set will have, from image sizes alone (cuts nothing)."""
     summary = {}
     for spec in part_specs(config):
-        sources = list_sources(data_root, config.train_sets if spec.name == "train" else (config.val_set,))
+        names = config.train_sets if spec.name == "train" else (config.val_set,)
+        sources = list_sources(data_root, names, check_sources)
         patches = sum(job.count for job in plan_jobs(sources, spec))
         files = math.ceil(patches / spec.patches_per_file)
         summary[spec.name] = {"images": len(sources), "patches": patches, "files": files,
@@ -279,14 +280,15 @@ class BuildResult:
 
 def build(
     config: BuildConfig, data_root: Path, out: Path, workers: Optional[int] = None, force: bool = False,
-    progress: bool = True,
+    progress: bool = True, check_sources: bool = True,
 ) -> BuildResult:
-    """Build the patch set of ``config`` from the images under ``data_root`` into the folder ``out``."""
+    """Build the patch set of ``config`` from the images under ``data_root`` into the folder ``out``
+    (registered image sets must match their published checksums unless ``check_sources`` is off)."""
     out = Path(out).resolve()
     workers = workers if workers is not None else len(os.sched_getaffinity(0))
     specs = part_specs(config)
     sources = {spec.name: list_sources(data_root, config.train_sets if spec.name == "train" else
-                                       (config.val_set,)) for spec in specs}
+                                       (config.val_set,), check_sources) for spec in specs}
     source_records = {name: [s.record() for s in images] for name, images in sources.items()}
     settings = config.to_dict()
     if not force and manifest_io.is_current(out, settings, source_records):

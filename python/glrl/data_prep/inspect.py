@@ -141,8 +141,8 @@ def inspect(target: Path, mosaic: Optional[Path], samples: int = 16, verify: boo
         if found is None:
             lines.append("manifest: missing or unreadable (an unfinished build? do not train on it)")
         else:
-            issues = manifest_io.problems(target, found, check_sums=verify)
-            checked = "sizes and SHA-256" if verify else "sizes"
+            issues = manifest_io.problems(target, found, rehash_all=verify)
+            checked = "sizes and SHA-256" if verify else "sizes (SHA-256 of modified files)"
             verdict = "match" if not issues else "DO NOT match: " + "; ".join(issues)
             lines.append(f"manifest: {checked} {verdict}")
     if mosaic is not None:

@@ -2,8 +2,9 @@
 every output file with its patch count, size and SHA-256, and how the build went.
 
 Why: a rebuild with the same settings and the same source images is skipped only when every file the
-manifest lists is still there with its recorded checksum; a folder without a manifest (an interrupted
-build) is never trusted.
+manifest lists is still there with its recorded checksum (re-hashed only for files whose size or
+modification time differs from the record, so the check takes seconds, not a pass over gigabytes); a
+folder without a manifest (an interrupted build) is never trusted.
 """
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def save(folder: Path, manifest: Dict[str, Any]) -> None:
 
 def file_record(path: Path, patches: int) -> Dict[str, Any]:
     """What the manifest says about one output file."""
-    return {"name": path.name, "patches": int(patches), "bytes": path.stat().st_size,
+    stat = path.stat()
+    return {"name": path.name, "patches": int(patches), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns,
             "sha256": sha256_file(path)}
 
 
@@ -46,17 +48,21 @@ def output_files(manifest: Dict[str, Any]) -> List[Dict[str, Any]]:
     return records
 
 
-def problems(folder: Path, manifest: Dict[str, Any], check_sums: bool = True) -> List[str]:
-    """What no longer matches the manifest in ``folder`` (empty when everything does)."""
+def problems(folder: Path, manifest: Dict[str, Any], rehash_all: bool = False) -> List[str]:
+    """What no longer matches the manifest in ``folder`` (empty when everything does). SHA-256 is checked
+    for every file when ``rehash_all``, else for files whose modification time differs from the record."""
     found = []
     for record in output_files(manifest):
         path = folder / record["name"]
         if not path.is_file():
             found.append(f"{record['name']} is missing")
-        elif path.stat().st_size != record["bytes"]:
-            found.append(f"{record['name']} has {path.stat().st_size} bytes, not {record['bytes']}")
-        elif check_sums and sha256_file(path) != record["sha256"]:
-            found.append(f"{record['name']} does not match its SHA-256")
+            continue
+        stat = path.stat()
+        if stat.st_size != record["bytes"]:
+            found.append(f"{record['name']} has {stat.st_size} bytes, not {record['bytes']}")
+        elif rehash_all or stat.st_mtime_ns != record.get("mtime_ns"):
+            if sha256_file(path) != record["sha256"]:
+                found.append(f"{record['name']} does not match its SHA-256")
     return found
 
 

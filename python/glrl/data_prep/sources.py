@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -61,9 +61,31 @@ def read_source(path: Path) -> np.ndarray:
     return read_image(path)
 
 
-def list_sources(root: Path, names: Sequence[str]) -> List[SourceImage]:
+def check_published(name: str, folder: Path, found: Dict[str, str]) -> None:
+    """For a set of the dataset registry (T91, BSD200, Set5, ...): the images ``found`` ({file name: SHA-256})
+    must be exactly its published files, so that a partial or altered copy cannot silently change the
+    training set. Sets the registry does not know are taken as they are."""
+    from glrl.datasets import DATASETS
+
+    dataset = next((d for d in DATASETS.values() if d.name.lower() == name.lower()), None)
+    if dataset is None:
+        return
+    expected = {Path(relative).name: digest for relative, digest in dataset.checksums().items()}
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    changed = sorted(n for n in found if n in expected and found[n] != expected[n])
+    if missing or extra or changed:
+        counts = [f"{len(v)} {k} (e.g. {', '.join(v[:3])})" for k, v in
+                  (("missing", missing), ("unexpected", extra), ("altered", changed)) if v]
+        raise DataError(f"{folder} is not the published {dataset.name}: " + "; ".join(counts),
+                        hint="`glrl data verify` / `glrl data download` restore it; --skip-checksums builds "
+                             "from the images as they are")
+
+
+def list_sources(root: Path, names: Sequence[str], check: bool = True) -> List[SourceImage]:
     """Every image of the sets ``names`` in a fixed order (sets as given, files by name), decoded once to
-    learn its size (a file that cannot be decoded fails here, before any work is done)."""
+    learn its size (a file that cannot be decoded fails here, before any work is done); with ``check``,
+    registered sets must match their published checksums."""
     sources: List[SourceImage] = []
     for name in names:
         folder = set_folder(root, name)
@@ -71,9 +93,12 @@ def list_sources(root: Path, names: Sequence[str]) -> List[SourceImage]:
         if not files:
             raise DataError(f"image set folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})",
                             hint="check that the data root is complete: `glrl data verify`")
+        digests = {path.name: sha256_file(path) for path in files}
+        if check:
+            check_published(name, folder, digests)
         for path in files:
             img = read_source(path)
-            sources.append(SourceImage(name, path, sha256_file(path), int(img.shape[0]), int(img.shape[1])))
+            sources.append(SourceImage(name, path, digests[path.name], int(img.shape[0]), int(img.shape[1])))
     return sources
 
 

@@ -1,0 +1,345 @@
+"""The HDF5 patch sets (issue 4): what `glrl data build` writes, how the reader serves it, what inspect shows.
+
+Everything runs on a tiny data root (three small T91 images, one BSD200 image, one Set5 image) copied from
+the shared datasets, so the whole file takes seconds.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import json
+import re
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from glrl import cli
+from glrl.data_prep import build as build_module
+from glrl.data_prep.build import build, plan
+from glrl.data_prep.config import BuildConfig
+from glrl.data_prep.inspect import inspect
+from glrl.data_prep.patches import cut_patches, dihedral, patch_count
+from glrl.data_prep.reader import CaffeHDF5Reader, GlibcRand, read_list_file
+from glrl.errors import DataError
+from glrl.imageio import read_image
+from glrl.matlab_compat import imresize, modcrop, rgb2ycbcr
+
+TINY = {"train/T91": ["t20.bmp", "t24.bmp", "t9.bmp"], "train/BSD200": None, "test/Set5": ["butterfly.png"]}
+
+
+@pytest.fixture(scope="module")
+def tiny_root(data_root: Path, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tiny_data")
+    for folder, names in TINY.items():
+        source = data_root / folder
+        names = names or sorted(p.name for p in source.iterdir())[:1]
+        (root / folder).mkdir(parents=True)
+        for name in names:
+            shutil.copy(source / name, root / folder / name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(tiny_root: Path, tmp_path_factory):
+    """The multi-scale set (x2, x3, x4) of the tiny root, 1000 patches per file."""
+    out = tmp_path_factory.mktemp("sets") / "x234"
+    return build(BuildConfig(scales=(2, 3, 4), patches_per_file=1000), tiny_root, out, workers=2,
+                 progress=False, check_sources=False)
+
+
+def rows_of(list_file: Path, name: str) -> np.ndarray:
+    return np.concatenate([h5py.File(str(p), "r")[name][...] for p in read_list_file(list_file)])
+
+
+def source_paths(tiny_root: Path, manifest: dict, part: str):
+    folders = {"T91": "train/T91", "BSD200": "train/BSD200", "Set5": "test/Set5"}
+    return [tiny_root / folders[s["set"]] / s["name"] for s in manifest["sources"][part]]
+
+
+def luma(path: Path) -> np.ndarray:
+    return rgb2ycbcr(read_image(path))[:, :, 0]
+
+
+# --- geometry --------------------------------------------------------------------------------------------
+
+def test_patch_grid_of_a_100x77_image_at_scale_3():
+    # modcrop -> 99 x 75; rows start at 0, 21, 42, 63 (63 + 31 <= 99), cols at 0, 21, 42 (42 + 31 <= 75)
+    assert patch_count(100, 77, 3, 31, 21) == 12
+    image = np.arange(99 * 75, dtype=np.float64).reshape(99, 75)
+    inputs, labels, starts = cut_patches(image, image, 31, 31, 21)
+    assert starts.tolist() == [[r, c] for r in (0, 21, 42, 63) for c in (0, 21, 42)]
+    assert np.array_equal(inputs[5], image[21:52, 42:73])
+    assert patch_count(30, 200, 2, 31, 21) == 0
+
+
+def test_srcnn_layout_label_is_the_centre_of_the_input_window():
+    image = np.random.RandomState(0).rand(60, 60)
+    inputs, labels, starts = cut_patches(image, image, 33, 21, 14)
+    assert labels.shape[1:] == (21, 21) and starts.tolist()[:2] == [[0, 0], [0, 14]]
+    assert np.array_equal(labels[1], image[6:27, 20:41]) and np.array_equal(inputs[1][6:27, 6:27], labels[1])
+
+
+def test_augmentation_is_exactly_the_eight_symmetries_of_the_square():
+    a = np.random.RandomState(1).rand(5, 7)
+    expected = [a, a[::-1], a[:, ::-1], a[::-1, ::-1], a.T, a.T[::-1], a.T[:, ::-1], a.T[::-1, ::-1]]
+    produced = [dihedral(a, k) for k in range(8)]
+    for want in expected:
+        assert sum(np.array_equal(want, got) for got in produced if got.shape == want.shape) == 1
+    assert np.array_equal(dihedral(a, 1), np.rot90(a))  # index 1: a quarter turn counter-clockwise
+
+
+def test_patch_counts_follow_the_formula(built, tiny_root):
+    manifest = built.manifest
+    expected = 0
+    for path in source_paths(tiny_root, manifest, "train"):
+        height, width = read_image(path).shape[:2]
+        for turn in range(8):
+            h, w = (height, width) if turn % 2 == 0 else (width, height)
+            expected += sum(((h - h % s - 31) // 21 + 1) * ((w - w % s - 31) // 21 + 1) for s in (2, 3, 4))
+    assert manifest["train"]["patches"] == expected
+    assert rows_of(built.out / "train.txt", "label").shape == (expected, 1, 31, 31)
+    files = manifest["train"]["files"]
+    assert [f["patches"] for f in files[:-1]] == [1000] * (len(files) - 1)
+    assert 0 < files[-1]["patches"] <= 1000
+
+
+def test_dry_run_plan_predicts_counts_and_bytes_exactly(built, tiny_root):
+    predicted = plan(BuildConfig(scales=(2, 3, 4), patches_per_file=1000), tiny_root, check_sources=False)
+    for part in ("train", "val"):
+        files = built.manifest[part]["files"]
+        assert predicted[part]["patches"] == built.manifest[part]["patches"]
+        assert predicted[part]["files"] == len(files)
+        assert predicted[part]["bytes"] == sum(f["bytes"] for f in files)
+
+
+def test_every_transform_and_scale_is_present_for_every_image(built):
+    origin = rows_of(built.out / "train.txt", "origin")
+    images = len(built.manifest["sources"]["train"])
+    combos = {(i, t, s) for i, _, t, s, _, _ in origin.tolist()}
+    assert combos == {(i, t, s) for i in range(images) for t in range(8) for s in (2, 3, 4)}
+
+
+# --- content ---------------------------------------------------------------------------------------------
+
+def test_label_is_the_modcropped_hr_luminance_and_input_its_bicubic_round_trip(built, tiny_root):
+    data, label, origin = (rows_of(built.out / "train.txt", n) for n in ("data", "label", "origin"))
+    paths = source_paths(tiny_root, built.manifest, "train")
+    picks = np.random.RandomState(0).choice(len(origin), 60, replace=False)
+    for k in picks:
+        image, _, turn, scale, row, col = origin[k]
+        hr = modcrop(dihedral(luma(paths[image]), turn), scale).astype(np.float64) / 255
+        assert np.array_equal(label[k, 0], hr[row:row + 31, col:col + 31].astype(np.float32))
+        bicubic = imresize(imresize(hr, 1 / scale), output_shape=hr.shape)
+        assert np.array_equal(data[k, 0], bicubic[row:row + 31, col:col + 31].astype(np.float32))
+    # input and label agree where they should: a bicubic round trip stays within ~0.2 of the truth on average
+    assert float(np.mean(np.abs(data - label))) < 0.05
+    assert data.dtype == label.dtype == np.float32 and 0 <= label.min() and label.max() <= 1
+
+
+def test_downscaled_copies_are_matlab_bicubic_shrinks_of_the_rgb_image(tiny_root, tmp_path):
+    config = BuildConfig(train_sets=("T91",), val_set="", augment=False, downscales=(0.7,), shuffle=False)
+    result = build(config, tiny_root, tmp_path / "ds", workers=1, progress=False, check_sources=False)
+    label, origin = rows_of(result.out / "train.txt", "label"), rows_of(result.out / "train.txt", "origin")
+    paths = source_paths(tiny_root, result.manifest, "train")
+    shrunk = [k for k in range(len(origin)) if origin[k, 1] == 1]
+    assert shrunk and set(origin[:, 1].tolist()) == {0, 1} and not (result.out / "val.txt").exists()
+    for k in shrunk[::7]:
+        image, _, _, scale, row, col = origin[k]
+        small = rgb2ycbcr(imresize(read_image(paths[image]), 0.7))[:, :, 0]
+        hr = modcrop(small, scale).astype(np.float64) / 255
+        assert np.array_equal(label[k, 0], hr[row:row + 31, col:col + 31].astype(np.float32))
+
+
+def test_validation_set_is_the_unaugmented_set5_patches_in_order(built, tiny_root):
+    origin = rows_of(built.out / "val.txt", "origin")
+    height, width = read_image(tiny_root / "test/Set5/butterfly.png").shape[:2]
+    assert len(origin) == sum(patch_count(height, width, s, 31, 21) for s in (2, 3, 4))
+    assert set(origin[:, 2].tolist()) == {0}
+    assert origin[:, 3].tolist() == sorted(origin[:, 3].tolist())  # scale by scale, positions row-major
+
+
+# --- shuffle and reproducibility -------------------------------------------------------------------------
+
+def test_global_shuffle_is_a_seeded_permutation_independent_of_worker_count(built, tiny_root, tmp_path):
+    config = BuildConfig(scales=(2, 3, 4), patches_per_file=1000)
+    one_worker = build(config, tiny_root, tmp_path / "w1", workers=1, progress=False, check_sources=False)
+    checksums = [f["sha256"] for f in built.manifest["train"]["files"]]
+    assert [f["sha256"] for f in one_worker.manifest["train"]["files"]] == checksums
+    reseeded = build(BuildConfig(scales=(2, 3, 4), patches_per_file=1000, seed=7), tiny_root, tmp_path / "s7",
+                     workers=2, progress=False, check_sources=False)
+    ours, theirs = rows_of(built.out / "train.txt", "origin"), rows_of(reseeded.out / "train.txt", "origin")
+    assert not np.array_equal(ours, theirs)
+    assert sorted(map(tuple, ours.tolist())) == sorted(map(tuple, theirs.tolist()))  # same patches, once each
+    assert len(set(map(tuple, ours.tolist()))) == len(ours)
+    canonical = np.lexsort(ours[:, ::-1].T)  # unshuffled order would be sorted by origin columns
+    assert not np.array_equal(canonical, np.arange(len(ours)))
+
+
+def test_rebuilding_with_the_same_settings_is_a_no_op_and_damage_is_repaired(tiny_root, tmp_path):
+    config = BuildConfig(train_sets=("T91",), patches_per_file=500)
+    first = build(config, tiny_root, tmp_path / "x3", workers=1, progress=False, check_sources=False)
+    stamps = {p.name: p.stat().st_mtime_ns for p in first.out.iterdir()}
+    again = build(config, tiny_root, tmp_path / "x3", workers=1, progress=False, check_sources=False)
+    assert again.skipped and {p.name: p.stat().st_mtime_ns for p in again.out.iterdir()} == stamps
+    reseeded = BuildConfig(train_sets=("T91",), patches_per_file=500, seed=1)
+    changed = build(reseeded, tiny_root, tmp_path / "x3", workers=1, progress=False, check_sources=False)
+    assert not changed.skipped
+    damaged = changed.out / changed.manifest["train"]["files"][0]["name"]
+    with open(damaged, "r+b") as handle:
+        handle.seek(4000)
+        handle.write(b"\xff\xff")
+    repaired = build(reseeded, tiny_root, tmp_path / "x3", workers=1, progress=False, check_sources=False)
+    assert not repaired.skipped
+    assert [f["sha256"] for f in repaired.manifest["train"]["files"]] == [
+        f["sha256"] for f in changed.manifest["train"]["files"]]
+
+
+# --- bad input -------------------------------------------------------------------------------------------
+
+def test_an_unreadable_image_names_the_file_and_writes_nothing(tiny_root, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(tiny_root, root)
+    (root / "train/T91/t0.bmp").write_bytes(b"BM this is not a bitmap")
+    with pytest.raises(DataError, match="t0.bmp"):
+        build(BuildConfig(), root, tmp_path / "out", workers=1, progress=False, check_sources=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_partial_copy_of_a_published_set_is_refused_unless_asked(tiny_root, tmp_path):
+    with pytest.raises(DataError, match="not the published T91: 88 missing") as partial:
+        build(BuildConfig(), tiny_root, tmp_path / "out", progress=False)
+    assert "--skip-checksums" in partial.value.hint and not (tmp_path / "out").exists()
+
+
+def test_a_wrong_data_root_says_where_it_looked(tmp_path):
+    with pytest.raises(DataError, match="does not exist") as missing:
+        build(BuildConfig(), tmp_path / "nowhere", tmp_path / "out", progress=False, check_sources=False)
+    assert "--data-root" in missing.value.hint
+    (tmp_path / "empty" / "train").mkdir(parents=True)
+    with pytest.raises(DataError, match="'T91' not found"):
+        build(BuildConfig(), tmp_path / "empty", tmp_path / "out", progress=False, check_sources=False)
+
+
+def test_a_full_disk_leaves_no_set_that_looks_complete(tiny_root, tmp_path, monkeypatch):
+    config = BuildConfig(train_sets=("T91",), patches_per_file=100)
+    old = build(config, tiny_root, tmp_path / "x3", workers=1, progress=False, check_sources=False)
+    real_write = build_module.write_patch_file
+    calls = []
+
+    def write_then_fill_the_disk(path, *arrays):
+        calls.append(path)
+        if len(calls) >= 3:  # the disk fills up during the third file
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real_write(path, *arrays)
+
+    monkeypatch.setattr(build_module, "write_patch_file", write_then_fill_the_disk)
+    with pytest.raises(DataError, match="No space left on device") as failure:
+        build(config, tiny_root, tmp_path / "x3", workers=1, force=True, progress=False, check_sources=False)
+    assert "free disk space" in failure.value.hint
+    with pytest.raises(DataError, match="No space left"):
+        build(config, tiny_root, tmp_path / "fresh", workers=1, progress=False, check_sources=False)
+    assert not (tmp_path / "fresh").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x3"]  # no partial folders left behind
+    monkeypatch.setattr(build_module, "write_patch_file", real_write)
+    again = build(config, tiny_root, tmp_path / "x3", workers=1, progress=False, check_sources=False)
+    assert again.skipped  # the old set is intact
+    kept = json.loads((tmp_path / "x3/manifest.json").read_text())
+    assert kept["train"]["files"] == old.manifest["train"]["files"]
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(DataError, match="label size"):
+        BuildConfig(patch_size=21, label_size=31)
+    with pytest.raises(DataError, match="scales"):
+        BuildConfig(scales=(5,))
+
+
+# --- the reader ------------------------------------------------------------------------------------------
+
+def test_reader_serves_rows_in_list_order_across_files_with_wrap_around(built):
+    stream = rows_of(built.out / "train.txt", "data")
+    reader = CaffeHDF5Reader(built.out / "train.txt", batch_size=32)
+    batches_per_two_epochs = 2 * len(stream) // 32 + 1
+    for k in range(batches_per_two_epochs):
+        data, label = next(reader)
+        assert data.shape == (32, 1, 31, 31)
+        assert np.array_equal(data, stream[(32 * k + np.arange(32)) % len(stream)])
+
+
+def test_reader_ranks_split_rows_as_caffe_skip_does(built):
+    stream = rows_of(built.out / "train.txt", "label")
+    readers = [CaffeHDF5Reader(built.out / "train.txt", 32, rank=r, world_size=3) for r in range(3)]
+    for k in range(150):
+        for rank, reader in enumerate(readers):
+            _, label = next(reader)
+            rows = 3 * (32 * k + np.arange(32)) + rank
+            assert np.array_equal(label, stream[rows % len(stream)])
+
+
+def test_reader_shuffle_visits_every_row_of_each_file_once_per_pass(built):
+    files = read_list_file(built.out / "train.txt")
+    sizes = [h5py.File(str(p), "r")["origin"].shape[0] for p in files]
+    reader = CaffeHDF5Reader(built.out / "train.txt", batch_size=1, tops=("origin",), shuffle=True)
+    seen = np.concatenate([next(reader)[0] for _ in range(sum(sizes))])
+    in_order = rows_of(built.out / "train.txt", "origin")
+    assert sorted(map(tuple, seen.tolist())) == sorted(map(tuple, in_order.tolist()))
+    assert not np.array_equal(seen, in_order)
+
+
+@pytest.mark.skipif(ctypes.util.find_library("c") is None, reason="needs the C library")
+def test_shuffle_random_stream_is_glibc_rand():
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    if not hasattr(libc, "gnu_get_libc_version"):
+        pytest.skip("not glibc")
+    for seed in (1, 0, 12345):
+        libc.srand(seed)
+        ours = GlibcRand(seed)
+        assert [ours() for _ in range(2000)] == [libc.rand() for _ in range(2000)]
+
+
+def test_torch_batches_match_the_numpy_batches(built):
+    torch = pytest.importorskip("torch")
+    from glrl.data_prep.reader import torch_batches
+
+    plain = CaffeHDF5Reader(built.out / "train.txt", batch_size=32)
+    tensors = torch_batches(CaffeHDF5Reader(built.out / "train.txt", batch_size=32), device="cpu")
+    for _ in range(40):
+        data, label = next(tensors)
+        want_data, want_label = next(plain)
+        assert isinstance(data, torch.Tensor) and torch.equal(data, torch.from_numpy(want_data))
+        assert torch.equal(label, torch.from_numpy(want_label))
+    tensors.close()
+
+
+def test_reader_explains_a_missing_list_file(tmp_path):
+    with pytest.raises(DataError, match="list file"):
+        CaffeHDF5Reader(tmp_path / "train.txt", batch_size=32)
+
+
+# --- inspect and the command line ------------------------------------------------------------------------
+
+def test_inspect_reports_counts_shapes_ranges_and_draws_pairs(built, tmp_path):
+    report = inspect(built.out, tmp_path / "m.png", samples=8, verify=True)
+    patches = built.manifest["train"]["patches"]
+    assert re.search(rf"label +{patches} x 1x31x31 +float32 +min +0\.\d+ +max +0\.\d+", report)
+    assert "manifest: sizes and SHA-256 match" in report
+    from PIL import Image
+
+    mosaic = np.asarray(Image.open(tmp_path / "m.png"))
+    assert mosaic.ndim == 2 and mosaic.shape[0] > 31 * 4 and mosaic.shape[1] > 8 * 31 * 4 / 2
+
+
+def test_command_line_build_then_up_to_date_then_bad_root(tiny_root, tmp_path, capsys):
+    args = ["data", "build", "--data-root", str(tiny_root), "--out", str(tmp_path / "x3"),
+            "--train-sets", "T91", "--workers", "1", "--quiet", "--skip-checksums"]
+    assert cli.main(args) == 0
+    assert "train:" in capsys.readouterr().out
+    assert cli.main(args) == 0
+    assert "up to date" in capsys.readouterr().out
+    assert cli.main(["data", "build", "--data-root", str(tmp_path / "nowhere"), "--quiet"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert cli.main(["data", "inspect", str(tmp_path / "x3" / "train.txt"), "--no-mosaic"]) == 0
+    assert "train.txt: " in capsys.readouterr().out
