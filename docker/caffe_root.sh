@@ -25,8 +25,11 @@ ROOT_EXTRA_PACKAGES="python3-pytest"
 
 fail() { echo "caffe_root.sh: $*" >&2; exit 1; }
 
+# What the root holds is decided by install.sh and these settings: their hash names the recipe, and a root
+# built by another recipe is rebuilt. Bump ROOT_FORMAT when a change below alters what ends up in the root.
+ROOT_FORMAT=2
 recipe_hash() {
-    cat "$HERE/caffe_root.sh" "$HERE/install.sh" | sha256sum | cut -c1-16
+    { cat "$HERE/install.sh"; echo "$ROOT_FORMAT $SUITE $ROOT_EXTRA_PACKAGES"; } | sha256sum | cut -c1-16
 }
 
 RECIPE="$(recipe_hash)"
@@ -133,9 +136,12 @@ EOF
         echo "suite=$SUITE"
         echo "mirror=$MIRROR"
         echo "built=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-        run_in_root dpkg-query -W -f='package ${Package}=${Version}\n' \
+        run_in_root dpkg-query -W -f='${db:Status-Abbrev} package ${Package}=${Version}\n' \
             'python3-caffe*' 'libcaffe*' libopenblas0-pthread python3 python3-numpy python3-protobuf \
-            python3-h5py python3-pil python3-matplotlib python3-tqdm python3-pytest
+            python3-h5py python3-pil python3-matplotlib python3-tqdm python3-pytest \
+            | sed -n 's/^ii *//p'
+        echo "size=$(du -sh "$BUILD" | cut -f1)"
+        echo "build_seconds=$(( $(date +%s) - START ))"
     } >"$BUILD/$MARKER_REL.tmp"
     mv "$BUILD/$MARKER_REL.tmp" "$BUILD/$MARKER_REL"
 ) >"$LOG" 2>&1

@@ -26,6 +26,7 @@ import pytest
 
 from glrl import oracle
 from glrl.caffe import io as caffe_io
+from glrl.errors import GlrlError
 
 pytestmark = pytest.mark.oracle
 
@@ -200,9 +201,14 @@ class Comparison:
 
 
 @pytest.fixture(scope="module")
-def comparison(require, tmp_path_factory) -> Comparison:
+def built_root(require) -> Path:
     if not oracle.is_built():
         require(f"the real-Caffe root is not built at {oracle.caffe_root()}; {oracle.BUILD_HINT}")
+    return oracle.caffe_root()
+
+
+@pytest.fixture(scope="module")
+def comparison(built_root, tmp_path_factory) -> Comparison:
     import torch
 
     from glrl.backends.torch_net import TorchNet
@@ -363,3 +369,12 @@ def test_the_core_runs_on_python_39_in_the_root_with_the_same_results(comparison
     assert comparison.report["import_failures"] == {}
     assert np.array_equal(comparison.caffe["imresize/uint8_down"], comparison.ours_imresize["uint8_down"])
     assert np.max(np.abs(comparison.caffe["imresize/float_up"] - comparison.ours_imresize["float_up"])) <= 1e-12
+
+
+def test_a_failing_script_in_the_root_raises_with_its_error_and_leaves_nothing_behind(built_root):
+    before = set((built_root / "tmp").iterdir())
+    with pytest.raises(GlrlError, match="ZeroDivisionError") as raised:
+        with oracle.RootSession() as session:
+            session.run_python("import glrl.errors\n1 / 0\n")
+    assert "exit status 1" in raised.value.message
+    assert set((built_root / "tmp").iterdir()) == before
