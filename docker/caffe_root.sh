@@ -77,7 +77,7 @@ cleanup() {
     unmount_under "$BUILD"
     if [ -d "$BUILD" ]; then rm -rf --one-file-system "$BUILD"; fi
     if [ "$status" -ne 0 ]; then
-        echo "caffe_root.sh: building the Caffe root failed; the end of $LOG:" >&2
+        echo "caffe_root.sh: building the Caffe root failed (exit status $status); the end of $LOG:" >&2
         tail -n 40 "$LOG" >&2 || true
         echo "caffe_root.sh: fix the cause and run 'make caffe-root' again (nothing was left half-built)" >&2
     else

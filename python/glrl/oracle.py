@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 from glrl import settings
 from glrl.errors import GlrlError
@@ -70,7 +70,9 @@ class RootSession:
     """An exchange folder inside the root, and scripts run there with the current ``glrl`` importable.
 
     Use as a context manager; ``path`` is the folder as seen from here, ``inside`` as seen in the root, and
-    scripts run with it as their working directory, so they name exchanged files relatively::
+    scripts run with it as their working directory, so they name exchanged files relatively. The copied
+    package sits in ``<exchange>/python``, so the exchange folder is its repository root: ``include`` names
+    checkout folders (``models``, ``prototxt``) to copy beside it for code that looks for them there::
 
         with RootSession() as session:
             numpy.save(session.path / "x.npy", x)
@@ -78,9 +80,11 @@ class RootSession:
             y = numpy.load(session.path / "y.npy")
     """
 
-    def __init__(self, root: Optional[Union[str, Path]] = None, threads: int = 1) -> None:
+    def __init__(self, root: Optional[Union[str, Path]] = None, threads: int = 1,
+                 include: Sequence[str] = ()) -> None:
         self.root = caffe_root(root)
         self.threads = threads
+        self.include = tuple(include)
         self._path: Optional[Path] = None
 
     @property
@@ -98,6 +102,12 @@ class RootSession:
         self._path = Path(tempfile.mkdtemp(prefix="glrl-oracle-", dir=self.root / "tmp"))
         shutil.copytree(settings.PACKAGE_DIR, self._path / "python" / "glrl",
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        for name in self.include:
+            source = settings.REPO_ROOT / name
+            if not source.is_dir():
+                raise GlrlError(f"{source} is not a folder of this checkout",
+                                hint="include only checkout folders such as models or prototxt")
+            shutil.copytree(source, self._path / name)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -105,34 +115,40 @@ class RootSession:
             shutil.rmtree(self._path, ignore_errors=True)
             self._path = None
 
-    def run_python(self, script: str, timeout: float = 900.0) -> str:
-        """Run ``script`` with the root's Python 3.9 and real Caffe; return its standard output.
+    def run_python(self, script: str, env: Optional[Dict[str, str]] = None, timeout: float = 900.0) -> str:
+        """Run ``script`` with the root's Python 3.9 and real Caffe; return its standard output."""
+        (self.path / "_script.py").write_text(script)
+        return self.run(["python3", "_script.py"], env=env, timeout=timeout)
 
-        Caffe's own logging is limited to errors. A failing script raises :class:`GlrlError` with the end of
+    def run(self, argv: Sequence[str], env: Optional[Dict[str, str]] = None, timeout: float = 900.0) -> str:
+        """Run a command in the root (e.g. ``["python3", "-m", "glrl", "eval", ...]``) in the exchange folder,
+        with ``env`` added to a clean environment; return its standard output.
+
+        Caffe's own logging is limited to errors. A failing command raises :class:`GlrlError` with the end of
         its standard error.
         """
-        (self.path / "_script.py").write_text(script)
-        env = [
-            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "HOME=/root",
-            "LANG=C.UTF-8",
-            f"PYTHONPATH={self.inside}/python",
-            "PYTHONDONTWRITEBYTECODE=1",
-            "MPLBACKEND=Agg",
-            "GLOG_minloglevel=2",
-            f"OPENBLAS_NUM_THREADS={self.threads}",
-            f"OMP_NUM_THREADS={self.threads}",
-        ]
-        command = _chroot_prefix() + [str(self.root), "/usr/bin/env", "-i", "-C", self.inside, *env,
-                                      "python3", "_script.py"]
+        variables = {
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME": "/root",
+            "LANG": "C.UTF-8",
+            "PYTHONPATH": f"{self.inside}/python",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "MPLBACKEND": "Agg",
+            "GLOG_minloglevel": "2",
+            "OPENBLAS_NUM_THREADS": str(self.threads),
+            "OMP_NUM_THREADS": str(self.threads),
+        }
+        variables.update(env or {})
+        command = _chroot_prefix() + [str(self.root), "/usr/bin/env", "-i", "-C", self.inside,
+                                      *(f"{k}={v}" for k, v in variables.items()), *argv]
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
         except subprocess.TimeoutExpired as exc:
-            raise GlrlError(f"the script in the real-Caffe root ran past {timeout:.0f} s",
+            raise GlrlError(f"'{' '.join(argv)}' in the real-Caffe root ran past {timeout:.0f} s",
                             hint="make the comparison smaller or pass a larger timeout") from exc
         if done.returncode != 0:
             tail = "\n".join(done.stderr.strip().splitlines()[-30:])
-            raise GlrlError(f"the script in the real-Caffe root {self.root} failed "
+            raise GlrlError(f"'{' '.join(argv)}' in the real-Caffe root {self.root} failed "
                             f"(exit status {done.returncode}):\n{tail}",
                             hint=f"if the root itself is broken, remove {self.root} and run 'make caffe-root'")
         return done.stdout
