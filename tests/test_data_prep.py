@@ -314,6 +314,43 @@ def test_torch_batches_match_the_numpy_batches(built):
     tensors.close()
 
 
+CAFFE_BATCHES = """
+import numpy, caffe
+caffe.set_mode_cpu()
+LAYER = ('layer { name: "d" type: "HDF5Data" top: "data" top: "label" include { phase: TRAIN } '
+         'hdf5_data_param { source: "SOURCE" batch_size: 32 shuffle: %s } }')
+for shuffle in ("false", "true"):
+    with open("net.prototxt", "w") as net_file:
+        net_file.write(LAYER % shuffle)
+    net = caffe.Net("net.prototxt", caffe.TRAIN)
+    batches = []
+    for _ in range(40):
+        net.forward()
+        batches.append([net.blobs["data"].data.copy(), net.blobs["label"].data.copy()])
+    numpy.save("caffe_%s.npy" % shuffle, numpy.array(batches))
+"""
+
+
+@pytest.mark.oracle
+def test_real_caffe_hdf5data_returns_the_readers_batches_in_order_and_shuffled(tiny_root, tmp_path, require):
+    from glrl import oracle
+
+    if not oracle.is_built():
+        require(f"the real-Caffe root is not built at {oracle.caffe_root()}; {oracle.BUILD_HINT}")
+    with oracle.RootSession() as session:
+        # 360 patches in 4 files (100, 100, 100, 60): 40 batches of 32 wrap around three times
+        result = build(BuildConfig(train_sets=("T91",), val_set="", patches_per_file=100), tiny_root,
+                       session.path / "set", workers=1, progress=False, check_sources=False)
+        names = [f["name"] for f in result.manifest["train"]["files"]]
+        (session.path / "inside.txt").write_text("".join(f"{session.inside}/set/{n}\n" for n in names))
+        session.run_python(CAFFE_BATCHES.replace("SOURCE", f"{session.inside}/inside.txt"))
+        for shuffle in (False, True):
+            caffe = np.load(str(session.path / f"caffe_{str(shuffle).lower()}.npy"))
+            reader = CaffeHDF5Reader(result.out / "train.txt", batch_size=32, shuffle=shuffle)
+            ours = np.array([list(next(reader)) for _ in range(40)])
+            assert np.array_equal(ours, caffe), f"shuffle={shuffle}"
+
+
 def test_reader_explains_a_missing_list_file(tmp_path):
     with pytest.raises(DataError, match="list file"):
         CaffeHDF5Reader(tmp_path / "train.txt", batch_size=32)

@@ -143,14 +143,20 @@ def _cut_job_star(args: Tuple[Job, PartSpec]) -> np.ndarray:
 
 
 def cut_all(jobs: Sequence[Job], spec: PartSpec, workers: int) -> Iterator[Tuple[Job, np.ndarray]]:
-    """``(job, records)`` in job order, computed by ``workers`` processes (in-process when ``workers <= 1``)
-    with at most ``2 * workers`` jobs in flight."""
-    if workers <= 1:
+    """``(job, records)`` in job order, computed by ``workers`` processes (in-process when ``workers <= 1``
+    or where processes cannot be started) with at most ``2 * workers`` jobs in flight."""
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    try:
+        pool = multiprocessing.get_context(method).Pool(workers) if workers > 1 else None
+    except OSError as exc:  # e.g. no /dev/shm for the pool's semaphores in a bare chroot
+        print(f"warning: cannot start {workers} worker processes ({exc}); cutting in this process",
+              file=sys.stderr)
+        pool = None
+    if pool is None:
         for job in jobs:
             yield job, cut_job(job, spec)
         return
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    with multiprocessing.get_context(method).Pool(workers) as pool:
+    with pool:
         pending: Deque[Tuple[Job, Any]] = collections.deque()
         for job in jobs:
             pending.append((job, pool.apply_async(_cut_job_star, ((job, spec),))))
