@@ -1,0 +1,139 @@
+"""The benchmark protocol and runner, held to the Bicubic row of the paper's Table 2.
+
+Bicubic is the one method whose published figures we can reproduce without training, so it pins the
+whole chain: MATLAB-exact Y conversion, bicubic down/up, rounding, shaving, PSNR and SSIM.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from glrl.cli import main
+from glrl.errors import DataError, ModelError
+from glrl.eval import available_methods, create_method, evaluate, prepare, register_method, run_method
+from glrl.eval.report import SUMMARY_FIELDS, write_reports
+from glrl.published import published
+
+SCALES = (2, 3, 4)
+# Measured on the shared copies: these two cells are 0.00006 and 0.00012 below the published SSIM
+# (0.73844 vs 0.7385, 0.66738 vs 0.6675) although every other Set5/BSD100 digit matches; see docs/protocol.md.
+KNOWN_SSIM_GAPS = {("BSD100", 3), ("BSD100", 4)}
+
+
+@pytest.fixture(scope="module")
+def bicubic_table(data_root):
+    summaries, per_image = evaluate("bicubic", create_method("bicubic"), ["Set5", "Set14", "BSD100"], SCALES,
+                                    data_root, progress=False)
+    return {(s.dataset, s.scale): s for s in summaries}, per_image
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", ["Set5", "BSD100"])
+def test_bicubic_equals_the_published_psnr_and_ssim_digits_on_set5_and_bsd100(bicubic_table, dataset):
+    table, _ = bicubic_table
+    for scale in SCALES:
+        cell = table[(dataset, scale)]
+        assert round(cell.psnr, 2) == cell.published_psnr, (dataset, scale, cell.psnr)
+        if (dataset, scale) in KNOWN_SSIM_GAPS:
+            assert abs(cell.ssim - cell.published_ssim) < 2e-4, (dataset, scale, cell.ssim)
+        else:
+            assert round(cell.ssim, 4) == cell.published_ssim, (dataset, scale, cell.ssim)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="BSD100 x3/x4 SSIM differ from Table 2 in the 4th decimal (open)")
+@pytest.mark.parametrize("scale", [3, 4])
+def test_bicubic_bsd100_ssim_to_four_decimals(bicubic_table, scale):
+    cell = bicubic_table[0][("BSD100", scale)]
+    assert round(cell.ssim, 4) == cell.published_ssim
+
+
+@pytest.mark.slow
+def test_bicubic_is_within_a_hundredth_of_a_db_and_a_thousandth_of_ssim_on_set14(bicubic_table):
+    table, _ = bicubic_table
+    for scale in SCALES:
+        cell = table[("Set14", scale)]
+        assert abs(cell.psnr - cell.published_psnr) <= 0.01, (scale, cell.psnr)
+        assert abs(cell.ssim - cell.published_ssim) <= 0.001, (scale, cell.ssim)
+
+
+@pytest.mark.slow
+def test_per_image_results_average_to_the_table(bicubic_table):
+    table, per_image = bicubic_table
+    assert len(per_image) == (5 + 14 + 100) * len(SCALES)
+    bsd_x3 = [r.psnr for r in per_image if r.dataset == "BSD100" and r.scale == 3]
+    assert np.mean(bsd_x3) == pytest.approx(table[("BSD100", 3)].psnr, abs=1e-12)
+
+
+def test_protocol_input_is_bicubic_down_then_up_of_the_uint8_y(data_root):
+    from glrl.imageio import read_image
+    from glrl.matlab_compat import im2double, imresize, modcrop, rgb2ycbcr
+
+    hr = read_image(data_root / "test" / "Set5" / "bird.png")
+    image = prepare(hr, 3)
+    y = rgb2ycbcr(modcrop(hr, 3))[..., 0]
+    assert image.y_true.dtype == np.uint8 and np.array_equal(image.y_true, y)
+    np.testing.assert_array_equal(image.y_up, imresize(imresize(im2double(y), 1 / 3), 3))
+
+
+def test_grey_images_are_used_as_they_are():
+    grey = np.random.default_rng(0).integers(0, 256, (40, 41)).astype(np.uint8)
+    assert np.array_equal(prepare(grey, 2).y_true, grey[:40, :40])
+
+
+def test_images_smaller_than_the_scale_or_the_ssim_window_are_refused():
+    with pytest.raises(DataError, match="smaller than the scale factor 4"):
+        prepare(np.zeros((3, 50, 3), np.uint8), 4)
+    with pytest.raises(DataError, match="too small to evaluate"):
+        prepare(np.zeros((15, 50), np.uint8), 3)
+    with pytest.raises(DataError, match="integer of at least 2"):
+        prepare(np.zeros((50, 50), np.uint8), 1)
+
+
+def test_methods_that_return_a_wrong_shape_or_nan_are_refused():
+    image = prepare(np.random.default_rng(1).integers(0, 256, (30, 30)).astype(np.uint8), 2)
+    with pytest.raises(ModelError, match="returned shape"):
+        run_method(lambda y, s: y[:-1], image, "cropper")
+    with pytest.raises(ModelError, match="NaN"):
+        run_method(lambda y, s: y * np.nan, image, "broken")
+    assert run_method(lambda y, s: y * 0 + 2.0, image).max() == 255  # clipped, not wrapped
+
+
+def test_registered_methods_are_evaluated_and_compared_with_their_published_name(data_root):
+    register_method("test-sharpen", lambda **options: lambda y, s: y + 0.5 * (y - np.roll(y, 1, axis=0)))
+    assert "test-sharpen" in available_methods() and "bicubic" in available_methods()
+    summaries, _ = evaluate("test-sharpen", create_method("test-sharpen"), ["Set5"], [3], data_root, progress=False)
+    bicubic, _ = evaluate("bicubic", create_method("bicubic"), ["Set5"], [3], data_root, progress=False)
+    assert summaries[0].psnr != bicubic[0].psnr
+    assert summaries[0].published_psnr is None  # no published figure for an unknown method
+    assert bicubic[0].published_psnr == published("Set5", 3, "Bicubic").psnr == 30.39
+    with pytest.raises(ModelError, match="unknown method"):
+        create_method("no-such-method")
+
+
+def test_reports_share_one_json_format(data_root, tmp_path):
+    summaries, per_image = evaluate("bicubic", create_method("bicubic"), ["Set5"], [4], data_root, progress=False)
+    written = write_reports(tmp_path, "bicubic", summaries, per_image)
+    assert sorted(p.name for p in written) == sorted(
+        ["bicubic.md", "bicubic.csv", "bicubic.json", "bicubic_per_image.csv", "bicubic_per_image.json"]
+    )
+    records = json.loads((tmp_path / "bicubic.json").read_text())
+    assert [sorted(r) for r in records] == [sorted(SUMMARY_FIELDS)]
+    assert records[0]["published_psnr"] == 28.42 and records[0]["published_ssim"] == 0.8104
+    assert "| bicubic | Set5 | ×4 | 28.42 | 0.8104 | 28.42 | 0.8104 |" in (tmp_path / "bicubic.md").read_text()
+    assert len(json.loads((tmp_path / "bicubic_per_image.json").read_text())) == 5
+
+
+def test_glrl_eval_command_prints_and_writes_the_table(data_root, tmp_path, capsys):
+    code = main(["eval", "--method", "bicubic", "--datasets", "Set5", "--scales", "2", "--quiet",
+                 "--out", str(tmp_path), "--data-root", str(data_root)])
+    assert code == 0
+    assert "| bicubic | Set5 | ×2 | 33.66 | 0.9299 | 33.66 | 0.9299 |" in capsys.readouterr().out
+    assert (tmp_path / "bicubic.csv").read_text().splitlines()[0].startswith(",".join(SUMMARY_FIELDS))
+
+
+def test_glrl_eval_refuses_a_data_root_without_the_datasets(tmp_path, capsys):
+    assert main(["eval", "--method", "bicubic", "--data-root", str(tmp_path), "--out", str(tmp_path)]) == 2
+    assert "Set5: 5 missing" in capsys.readouterr().err
