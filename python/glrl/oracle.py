@@ -125,7 +125,7 @@ class RootSession:
         with ``env`` added to a clean environment; return its standard output.
 
         Caffe's own logging is limited to errors. A failing command raises :class:`GlrlError` with the end of
-        its standard error.
+        its standard error (of its standard output when it wrote no errors, as pytest).
         """
         variables = {
             "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -147,7 +147,7 @@ class RootSession:
             raise GlrlError(f"'{' '.join(argv)}' in the real-Caffe root ran past {timeout:.0f} s",
                             hint="make the comparison smaller or pass a larger timeout") from exc
         if done.returncode != 0:
-            tail = "\n".join(done.stderr.strip().splitlines()[-30:])
+            tail = "\n".join((done.stderr.strip() or done.stdout.strip()).splitlines()[-30:])
             raise GlrlError(f"'{' '.join(argv)}' in the real-Caffe root {self.root} failed "
                             f"(exit status {done.returncode}):\n{tail}",
                             hint=f"if the root itself is broken, remove {self.root} and run 'make caffe-root'")
