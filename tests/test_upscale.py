@@ -3,6 +3,8 @@ back as the same kind, bigger; bad inputs and outputs fail clearly and do not st
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -146,6 +148,12 @@ def test_outputs_that_cannot_be_written_fail_before_any_work(tmp_path):
         write_picture(tmp_path / "out.xyz", Picture(np.zeros((2, 2, 1))))
     with pytest.raises(DataError, match="alpha"):
         write_picture(tmp_path / "out.jpg", Picture(np.zeros((2, 2, 4))))
+
+
+def test_glrl_upscale_is_reachable_without_importing_torch():
+    code = ("import sys, glrl; f = glrl.upscale; import glrl.upscaling; "
+            "assert glrl.upscale is f and callable(f); assert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 # -------------------------------------------------------------------------------- with a model
