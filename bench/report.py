@@ -69,9 +69,10 @@ def settings_table(records: List[Record]) -> List[str]:
             shown = "" if diff is None else f"{diff:.1e}"
             lines.append(f"| {r['net']} | {r['case']} | {r['tool']} | {r['setting']} | "
                          f"{_ms(r['median_s'])} | {len(r['runs_s'])} | {shown} |")
-        elif "error" in r:
+        elif "error" in r or ("skipped" in r and "setting" in r):
+            what = f"failed: {_clean(r['error'])}" if "error" in r else f"not run: {_clean(r['skipped'])}"
             lines.append(f"| {r['net']} | {r.get('case', '')} | {r['tool']} | {r.get('setting', '')} | "
-                         f"failed: {_clean(r['error'])} | | |")
+                         f"{what} | | |")
     return lines
 
 
