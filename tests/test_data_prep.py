@@ -250,6 +250,15 @@ def test_a_full_disk_leaves_no_set_that_looks_complete(tiny_root, tmp_path, monk
     assert kept["train"]["files"] == old.manifest["train"]["files"]
 
 
+def test_an_output_folder_that_is_not_a_patch_set_is_never_replaced(tiny_root, tmp_path):
+    (tmp_path / "thesis").mkdir()
+    (tmp_path / "thesis" / "chapter1.tex").write_text("precious")
+    with pytest.raises(DataError, match="not a patch set built by glrl"):
+        build(BuildConfig(train_sets=("T91",)), tiny_root, tmp_path / "thesis", progress=False,
+              check_sources=False)
+    assert (tmp_path / "thesis" / "chapter1.tex").read_text() == "precious"
+
+
 def test_bad_settings_are_refused():
     with pytest.raises(DataError, match="label size"):
         BuildConfig(patch_size=21, label_size=31)

@@ -207,16 +207,17 @@ def write_part(
     with _progress(total, f"{spec.name}: writing", progress) as bar:
         for k, spill_path in enumerate(spill_paths):
             records = np.fromfile(str(spill_path), dtype=spec.record_dtype())
-            records = records[np.argsort(records["position"])]
+            order = np.argsort(records["position"])
             expected = np.arange(k * per_file, min((k + 1) * per_file, total))
-            if not np.array_equal(records["position"], expected):
+            if not np.array_equal(records["position"][order], expected):
                 raise AssertionError(f"spill file {spill_path} does not hold exactly positions of file {k}")
             path = folder / f"{spec.name}_{k:03d}.h5"
-            write_patch_file(path, records["data"], records["label"], records["origin"])
+            columns = (np.take(records[name], order, axis=0) for name in ("data", "label", "origin"))
+            write_patch_file(path, *columns)
             files.append(manifest_io.file_record(path, len(records)))
             spill_path.unlink()
             bar.update(len(records))
-            del records
+            del records, order
     spill.rmdir()
     list_path = folder / f"{spec.name}.txt"
     atomic_write_text(list_path, "".join(f"{final_folder / f['name']}\n" for f in files))
@@ -291,6 +292,9 @@ def build(
     """Build the patch set of ``config`` from the images under ``data_root`` into the folder ``out``
     (registered image sets must match their published checksums unless ``check_sources`` is off)."""
     out = Path(out).resolve()
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and manifest_io.load(out) is None)):
+        raise DataError(f"{out} exists and is not a patch set built by glrl; refusing to replace it",
+                        hint="choose another --out, or delete it yourself if it is an old, damaged set")
     workers = workers if workers is not None else len(os.sched_getaffinity(0))
     specs = part_specs(config)
     sources = {spec.name: list_sources(data_root, config.train_sets if spec.name == "train" else
