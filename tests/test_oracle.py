@@ -8,7 +8,8 @@ and two weighted losses. With the same fixed weights and inputs:
 - a caffemodel written by glrl loads into real Caffe, and one written by real Caffe loads into glrl, with
   identical blobs;
 - the pycaffe backend reshapes to a new input size and refuses weights that do not fit, naming the layer;
-- glrl's core imports and gives the same MATLAB-exact bicubic result on Python 3.9 inside the root.
+- glrl's core imports and gives the same MATLAB-exact bicubic result on Python 3.9 inside the root, and the
+  core's own test files pass there.
 
 Everything real Caffe computes comes from one run inside the root (a chroot start costs seconds).
 The relative error of a blob is max|ours - caffe| / max|caffe|.
@@ -17,14 +18,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
 import pytest
-
-from glrl import oracle
+from glrl import oracle, settings
 from glrl.caffe import io as caffe_io
 from glrl.errors import GlrlError
 
@@ -210,7 +211,6 @@ def built_root(require) -> Path:
 @pytest.fixture(scope="module")
 def comparison(built_root, tmp_path_factory) -> Comparison:
     import torch
-
     from glrl.backends.torch_net import TorchNet
     from glrl.matlab_compat import imresize
     from glrl.train.settings import SolverSettings
@@ -373,8 +373,25 @@ def test_the_core_runs_on_python_39_in_the_root_with_the_same_results(comparison
 
 def test_a_failing_script_in_the_root_raises_with_its_error_and_leaves_nothing_behind(built_root):
     before = set((built_root / "tmp").iterdir())
-    with pytest.raises(GlrlError, match="ZeroDivisionError") as raised:
-        with oracle.RootSession() as session:
-            session.run_python("import glrl.errors\n1 / 0\n")
+    with pytest.raises(GlrlError, match="ZeroDivisionError") as raised, oracle.RootSession() as session:
+        session.run_python("import glrl.errors\n1 / 0\n")
     assert "exit status 1" in raised.value.message
     assert set((built_root / "tmp").iterdir()) == before
+
+
+# The tests of the torch-free core: formats, MATLAB-compatible ops, metrics, evaluation.
+CORE_TEST_FILES = ("test_caffe_formats.py", "test_matlab_compat.py", "test_metrics.py", "test_eval_bicubic.py")
+
+
+def test_the_core_test_suites_pass_on_python_39_with_bullseye_packages(built_root):
+    tests = settings.REPO_ROOT / "tests"
+    with oracle.RootSession() as session:
+        (session.path / "tests").mkdir()
+        for name in ("conftest.py", *CORE_TEST_FILES):
+            shutil.copy(tests / name, session.path / "tests" / name)
+        shutil.copy(settings.REPO_ROOT / "pyproject.toml", session.path)
+        # Datasets are not visible in the root, so tests that need them skip there (CI is not set inside).
+        output = session.run(["python3", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not oracle",
+                              *(f"tests/{name}" for name in CORE_TEST_FILES)], timeout=600)
+    summary = output.strip().splitlines()[-1]
+    assert " passed" in summary and "failed" not in summary and "error" not in summary, output[-2000:]

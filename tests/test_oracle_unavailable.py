@@ -7,7 +7,6 @@ from __future__ import annotations
 import sys
 
 import pytest
-
 from glrl import oracle
 from glrl.backends.pycaffe_net import PycaffeNet, PycaffeSolver
 from glrl.errors import GlrlError, ModelError
@@ -16,9 +15,8 @@ from glrl.errors import GlrlError, ModelError
 def test_a_missing_root_is_refused_with_the_command_that_builds_it(tmp_path):
     missing = tmp_path / "no-root"
     assert not oracle.is_built(missing)
-    with pytest.raises(GlrlError) as raised:
-        with oracle.RootSession(missing):
-            pass
+    with pytest.raises(GlrlError) as raised, oracle.RootSession(missing):
+        pass
     assert str(missing) in raised.value.message and "make caffe-root" in raised.value.hint
 
 
