@@ -23,8 +23,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stride", type=int, default=None, help="patch stride (layout default)")
     parser.add_argument("--no-augment", action="store_true", help="skip the 8 rotations/flips")
     parser.add_argument("--downscales", type=split_list, default=[],
-                        help="extra down-scaled copies of each image, e.g. 0.9,0.8,0.7,0.6 (VDSR); "
-                             "default none")
+                        help="extra down-scaled copies of each image: factors like 0.9,0.8 or 'vdsr' "
+                             "(0.9,0.8,0.7,0.6); default none")
     parser.add_argument("--seed", type=int, default=0, help="seed of the global shuffle (default 0)")
     parser.add_argument("--no-shuffle", action="store_true", help="keep patches in image order")
     parser.add_argument("--patches-per-file", type=int, default=16384,
@@ -34,7 +34,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="processes cutting patches (default: all cores)")
     parser.add_argument("--force", action="store_true", help="rebuild even if the folder is up to date")
     parser.add_argument("--skip-checksums", action="store_true",
-                        help="use the images as found, T91/BSD200/Set5 differ from the published sets")
+                        help="use the images as found, even if not the published T91/BSD200/Set5")
     parser.add_argument("--dry-run", action="store_true",
                         help="only count the patches and the bytes they will take; write nothing")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -43,14 +43,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from glrl import settings
     from glrl.data_prep.build import build, plan
-    from glrl.data_prep.config import BuildConfig, parse_scales, scale_name
+    from glrl.data_prep.config import VDSR_DOWNSCALES, BuildConfig, parse_scales, scale_name
     from glrl.errors import DataError
 
     scales = parse_scales(args.scale)
     try:
-        downscales = tuple(float(v) for v in args.downscales)
+        vdsr = args.downscales == ["vdsr"]
+        downscales = VDSR_DOWNSCALES if vdsr else tuple(float(v) for v in args.downscales)
     except ValueError as exc:
-        raise DataError(f"--downscales takes numbers like 0.9,0.8, not {','.join(args.downscales)}") from exc
+        raise DataError(f"--downscales takes numbers like 0.9,0.8 or 'vdsr', not {','.join(args.downscales)}",
+                        hint="e.g. --downscales vdsr") from exc
     config = BuildConfig.for_layout(
         args.layout, scales=scales, train_sets=tuple(args.train_sets),
         val_set="" if args.val_set.lower() == "none" else args.val_set, patch_size=args.patch_size,
