@@ -11,12 +11,29 @@ HELP = "evaluate SR methods (PSNR/SSIM on Y) against the published Table 1/2 fig
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", default=None, help="method name(s), comma-separated (e.g. bicubic)")
-    parser.add_argument("--all", action="store_true", help="every available method")
+    parser.add_argument("--all", action="store_true",
+                        help="Table 1 and 2: Bicubic and every released model, with the figures (make eval)")
     parser.add_argument("--datasets", default="Set5,Set14,BSD100", help="comma-separated (default: %(default)s)")
     parser.add_argument("--scales", default="2,3,4", help="comma-separated (default: %(default)s)")
     parser.add_argument("--out", default=None, help="output folder (default: <work>/eval)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_data_root_argument(parser)
+    models = parser.add_argument_group("Caffe models (glrl.eval.command)")
+    models.add_argument("--model", default=None, help="released model name(s) from models/, comma-separated")
+    models.add_argument("--prototxt", default=None, help="deploy prototxt of an external SR net (with --weights)")
+    models.add_argument("--weights", default=None, help="its .caffemodel")
+    models.add_argument("--name", default=None, help="row name for --prototxt (default: the weights' stem)")
+    models.add_argument("--residual-outside", action="store_true",
+                        help="the net predicts the residual: add its input to its output")
+    models.add_argument("--transposed", action="store_true",
+                        help="trained on MATLAB-written HDF5 (patches transposed): run on the transposed image")
+    models.add_argument("--backend", choices=("torch", "caffe"), default="torch",
+                        help="torch (default) or caffe (real Caffe via pycaffe, CPU)")
+    models.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    models.add_argument("--models-dir", default=None, help="folder of released models (default: models/)")
+    models.add_argument("--publish", default=None, metavar="DIR",
+                        help="with --all: also write the committed copies to DIR and README.md's results block")
+    models.add_argument("--readme", default=None, help="README to update with --publish (default: README.md)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,14 +43,18 @@ def run(args: argparse.Namespace) -> int:
     from glrl.eval.report import markdown_table, write_reports
     from glrl.eval.runner import evaluate
 
-    if args.all == bool(args.method):
-        raise GlrlError("give --method NAME or --all", hint=f"methods: {', '.join(available_methods())}")
-    methods = available_methods() if args.all else split_list(args.method)
     try:
         scales = [int(value) for value in split_list(args.scales)]
     except ValueError:
         raise GlrlError(f"--scales must be integers, not {args.scales!r}", hint="e.g. --scales 2,3,4") from None
     datasets = split_list(args.datasets)
+    if args.all or args.model or args.prototxt or args.weights or _names_released_nets(args.method):
+        from glrl.eval.command import run_command
+
+        return run_command(args, scales, datasets)
+    if not args.method:
+        raise GlrlError("give --method NAME or --all", hint=f"methods: {', '.join(available_methods())}")
+    methods = split_list(args.method)
     root = settings.data_root(args.data_root)
     out_dir = settings.work_dir(args.out) if args.out else settings.work_dir() / "eval"
     for name in methods:
@@ -45,3 +66,9 @@ def run(args: argparse.Namespace) -> int:
         written = write_reports(out_dir, name, summaries, per_image)
         print(f"{name}: {len(per_image)} image evaluations in {elapsed:.1f} s; wrote {', '.join(str(p) for p in written[:3])}")
     return 0
+
+
+def _names_released_nets(methods) -> bool:
+    from glrl.eval.models import NET_METHOD_NAMES
+
+    return any(name.lower() in NET_METHOD_NAMES for name in split_list(methods or ""))

@@ -1,0 +1,136 @@
+"""SR methods backed by Caffe nets: a released model, every released model of a net, or any external model.
+
+A deploy net maps the protocol's bicubic-upsampled Y (blob of shape 1×1×H×W, float in [0, 1]) to the SR Y;
+:class:`NetMethod` loads it once and runs each whole image through it (no tiling: test images are small,
+and whole images give exactly the figures of the training-time Set5 probe). Two options adapt models
+trained elsewhere:
+
+* ``residual_outside``: the net predicts only the residual; the input is added to its output here;
+* ``transposed``: the net was trained on HDF5 patches written by MATLAB, which stores arrays column-major,
+  so every patch the net saw was transposed; such a net is run on the transposed image and its output is
+  transposed back.
+
+Torch is imported only when a net is opened, so this module is safe to import from the core. On CUDA the
+net runs in true fp32 (TF32 off), as the released models' recorded Set5 PSNR was measured.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from glrl import model_zoo
+from glrl.errors import ModelError
+
+# The row names of the published tables for the nets the paper reports (other nets use the model's name).
+NET_METHOD_NAMES: Dict[str, str] = {"srcnn": "SRCNN", "glrl-2lrb": "GLRL-2LRB", "glrl": "GLRL"}
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """Where a net's files are and how its input and output relate to the protocol's Y."""
+
+    deploy: Path
+    weights: Path
+    residual_outside: bool = False
+    transposed: bool = False
+
+
+def resolve_device(device: str, backend: str) -> str:
+    """``auto`` -> ``cuda`` when the torch backend sees a GPU, else ``cpu`` (real Caffe here is CPU only)."""
+    from glrl.upscaling import resolve_device as resolve
+
+    return resolve(device, backend)
+
+
+class NetMethod:
+    """An SR method (``sr(y_up, scale) -> y_sr``) that runs one Caffe deploy net on whole images."""
+
+    def __init__(self, spec: NetSpec, *, backend: str = "torch", device: str = "auto") -> None:
+        from glrl.backends import open_net
+
+        for path, what in ((spec.deploy, "deploy prototxt"), (spec.weights, "weights")):
+            if not Path(path).is_file():
+                raise ModelError(f"{what} {path} not found", hint="check the path")
+        self.spec = spec
+        self.backend = backend
+        self.device = resolve_device(device, backend)
+        if backend == "torch" and self.device.startswith("cuda"):
+            import torch
+
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
+        self.net = open_net(str(spec.deploy), str(spec.weights), backend=backend, device=self.device)
+        if len(self.net.input_names) != 1 or not self.net.output_names:
+            raise ModelError(f"{spec.deploy} has inputs {list(self.net.input_names)} and outputs "
+                             f"{list(self.net.output_names)}; an SR deploy net has one input and an output",
+                             hint="give the deploy (Input layer) prototxt, not the train/test net")
+        self.input_name = self.net.input_names[0]
+        self.output_name = self.net.output_names[-1]
+
+    def __call__(self, y_up: np.ndarray, scale: int) -> np.ndarray:
+        image = y_up.T if self.spec.transposed else y_up
+        batch = np.ascontiguousarray(image, dtype=np.float32)[None, None]
+        output = self.net.run({self.input_name: batch})[self.output_name]
+        if output.shape != batch.shape:
+            raise ModelError(
+                f"{self.spec.deploy} turned a {batch.shape} input into {output.shape}; "
+                "evaluation needs a net that keeps the image size",
+                hint="pad its convolutions (pad = (kernel - 1) / 2), as the generated deploy nets do",
+            )
+        result = output[0, 0].astype(np.float64)
+        if self.spec.residual_outside:
+            result = result + image
+        return result.T if self.spec.transposed else result
+
+
+def model_method(model: model_zoo.ReleasedModel, *, backend: str = "torch", device: str = "auto") -> NetMethod:
+    """The method of one released model, after checking its checksum."""
+    model.verify()
+    return NetMethod(NetSpec(model.deploy, model.weights), backend=backend, device=device)
+
+
+@dataclass
+class MethodPlan:
+    """One row group of the results: a display name and, per scale, the released model to run (or why not)."""
+
+    name: str
+    models: Dict[int, model_zoo.ReleasedModel]
+    missing: Dict[int, str]  # scale -> note for the table
+
+
+def plan_for_net(net: str, scales: List[int], models_dir: Optional[Path] = None) -> MethodPlan:
+    """Per scale, the released model of ``net`` (``model_zoo.model_for_scale``); a missing one is a note."""
+    plan = MethodPlan(NET_METHOD_NAMES.get(net, net), {}, {})
+    for scale in scales:
+        try:
+            plan.models[scale] = model_zoo.model_for_scale(scale, net=net, models_dir=models_dir)
+        except ModelError:
+            plan.missing[scale] = f"no released {net} model for x{scale}"
+    return plan
+
+
+def plan_for_model(name: str, scales: List[int], models_dir: Optional[Path] = None) -> MethodPlan:
+    """The released model ``name`` at those of ``scales`` it was trained for."""
+    model = model_zoo.get_model(name, models_dir)
+    plan = MethodPlan(model.name, {}, {})
+    for scale in scales:
+        if scale in model.scales:
+            plan.models[scale] = model
+        else:
+            plan.missing[scale] = f"{model.name} is for x{','.join(map(str, model.scales))} only"
+    return plan
+
+
+def plans_for_all(scales: List[int], models_dir: Optional[Path] = None) -> List[MethodPlan]:
+    """What ``glrl eval --all`` runs besides Bicubic: SRCNN, GLRL-2LRB and GLRL (the released model per
+    scale, as the paper's rows), then every other released model under its own name (e.g. a multi-scale
+    GLRL beside the single-scale ones, or nets the paper does not report)."""
+    plans = [plan_for_net(net, scales, models_dir) for net in NET_METHOD_NAMES]
+    used = {model.name for plan in plans for model in plan.models.values()}
+    for model in model_zoo.released_models(models_dir):
+        if model.name not in used and any(scale in model.scales for scale in scales):
+            plans.append(plan_for_model(model.name, scales, models_dir))
+    return plans
