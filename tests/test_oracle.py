@@ -21,7 +21,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import numpy as np
 import pytest
@@ -32,6 +32,7 @@ from glrl.errors import GlrlError
 pytestmark = pytest.mark.oracle
 
 ITERATIONS = 20
+RESUMED = 5  # iterations after resuming from a snapshot (the lr steps down during them, at iteration 24)
 BATCH, HEIGHT, WIDTH = 2, 9, 9
 RESIZED = (1, 11, 13)  # batch, height, width of a second forward pass (odd: the stride-2 pair restores it)
 
@@ -90,13 +91,14 @@ stepsize: 6
 momentum: 0.9
 weight_decay: 0.01
 clip_gradients: 1.0
-max_iter: {ITERATIONS}
+max_iter: {ITERATIONS + RESUMED}
 display: 0
+snapshot_prefix: "snap/oracle"
 """
 
 # Runs inside the root: Python 3.9, bullseye's numpy/protobuf, real Caffe, glrl from this checkout.
 ROOT_SCRIPT = f"""
-import json, pkgutil, sys, traceback
+import json, os, pkgutil, sys, traceback
 import numpy as np
 import caffe, google.protobuf, h5py, PIL
 import glrl
@@ -131,6 +133,17 @@ solver.step({ITERATIONS})
 report["solver_iteration"] = solver.iteration
 out.update({{"solved/%s/%d" % (layer, i): a for layer, arrays in solver.net.params.items()
             for i, a in enumerate(arrays)}})
+os.makedirs("snap")
+report["snapshot"] = str(solver.snapshot())
+for name, state in (("caffe_resumed", "snap/oracle_iter_{ITERATIONS}.solverstate"),
+                    ("glrl_resumed", "glrl_state.solverstate")):
+    resumed = PycaffeSolver("solver.prototxt")
+    resumed.restore(state)
+    report[name + "_iteration"] = resumed.iteration
+    resumed.net.set_inputs(inputs)
+    resumed.step({RESUMED})
+    out.update({{"%s/%s/%d" % (name, layer, i): a for layer, arrays in resumed.net.params.items()
+                for i, a in enumerate(arrays)}})
 
 image = np.load("image.npy")
 out["imresize/uint8_down"] = imresize(image, 1 / 3)
@@ -193,6 +206,10 @@ class Comparison:
     ours_gradients: Dict[str, np.ndarray]  # "layer/index" of each learnable (owner) blob
     ours_resized: Dict[str, np.ndarray]
     ours_solved: Dict[str, List[np.ndarray]]
+    ours_state: Tuple[int, List[np.ndarray]]  # current_step and momentum history after ITERATIONS
+    ours_continued: Dict[str, List[np.ndarray]]  # after RESUMED more iterations, without a snapshot
+    ours_resumed_from_caffe: Dict[str, List[np.ndarray]]  # RESUMED iterations from Caffe's snapshot
+    caffe_state: object  # Caffe's SolverState after ITERATIONS, read by glrl
     clipped_iterations: int
     ours_imresize: Dict[str, np.ndarray]
     caffe: Dict[str, np.ndarray]
@@ -257,12 +274,18 @@ def comparison(built_root, tmp_path_factory) -> Comparison:
     feed = {k: torch.from_numpy(v) for k, v in inputs.items()}
     solver.step(itertools.repeat(feed), ITERATIONS)
     ours_solved = as_arrays(trained.layer_blobs())
+    trained.save_caffemodel(work / "glrl_solved.caffemodel")
+    caffe_io.write_solverstate(solver.state_proto("glrl_solved.caffemodel"), work / "glrl_state.solverstate")
+    ours_state = (solver.current_step, solver.history_arrays())
+    solver.step(itertools.repeat(feed), RESUMED)
+    ours_continued = as_arrays(trained.layer_blobs())
 
     ours_imresize = {"uint8_down": imresize(image, 1 / 3),
                      "float_up": imresize(image.astype(np.float64) / 255.0, 3)}
 
     with oracle.RootSession() as session:
-        for name in ("net.prototxt", "solver.prototxt", "glrl_written.caffemodel", "misfit.caffemodel"):
+        for name in ("net.prototxt", "solver.prototxt", "glrl_written.caffemodel", "misfit.caffemodel",
+                     "glrl_solved.caffemodel", "glrl_state.solverstate"):
             (session.path / name).write_bytes((work / name).read_bytes())
         np.savez(session.path / "inputs.npz", **inputs)
         np.savez(session.path / "resized_inputs.npz", **resized)
@@ -273,8 +296,19 @@ def comparison(built_root, tmp_path_factory) -> Comparison:
         report = json.loads((session.path / "report.json").read_text())
         caffe_written = work / "caffe_written.caffemodel"
         caffe_written.write_bytes((session.path / "caffe_written.caffemodel").read_bytes())
+        snapshot = Path(report["snapshot"])
+        for path in (snapshot, snapshot.with_suffix(".solverstate")):
+            (work / path.name).write_bytes((session.path / path).read_bytes())
 
-    return Comparison(weights, ours_blobs, gradients, ours_resized, ours_solved,
+    caffe_state = caffe_io.read_solverstate(work / snapshot.with_suffix(".solverstate").name)
+    resumed_net = TorchNet(net_path, "TRAIN")
+    resumed_net.load_weights(work / snapshot.name)
+    resumed = CaffeSolver(SolverSettings.from_proto(caffe_io.read_solver(work / "solver.prototxt")), resumed_net)
+    resumed.restore_state(caffe_state)
+    resumed.step(itertools.repeat(feed), RESUMED)
+
+    return Comparison(weights, ours_blobs, gradients, ours_resized, ours_solved, ours_state, ours_continued,
+                      as_arrays(resumed_net.layer_blobs()), caffe_state,
                       sum("Gradient clipping" in m for m in clip_messages),
                       {k: np.asarray(v) for k, v in ours_imresize.items()}, caffe, report, caffe_written,
                       net_path)
@@ -395,3 +429,35 @@ def test_the_core_test_suites_pass_on_python_39_with_bullseye_packages(built_roo
                               *(f"tests/{name}" for name in CORE_TEST_FILES)], timeout=600)
     summary = output.strip().splitlines()[-1]
     assert " passed" in summary and "failed" not in summary and "error" not in summary, output[-2000:]
+
+
+def layer_errors(ours: Dict[str, List[np.ndarray]], caffe: Dict[str, List[np.ndarray]]) -> Dict[str, float]:
+    assert set(ours) == set(caffe)
+    return {f"{layer}/{index}": relative_error(array, caffe[layer][index])
+            for layer, arrays in ours.items() for index, array in enumerate(arrays)}
+
+
+def test_a_solverstate_written_by_real_caffe_holds_our_iteration_lr_step_and_momentum_history(comparison):
+    state = comparison.caffe_state
+    current_step, history = comparison.ours_state
+    assert comparison.report["snapshot"] == f"snap/oracle_iter_{ITERATIONS}.caffemodel"
+    assert state.iter == ITERATIONS and state.current_step == current_step == ITERATIONS // 6
+    assert state.learned_net == comparison.report["snapshot"]
+    assert len(state.history) == len(history)
+    errors = [relative_error(ours, caffe_io.blob_to_array(blob).reshape(ours.shape))
+              for ours, blob in zip(history, state.history)]
+    assert max(errors) <= 1e-4, errors
+
+
+def test_training_resumed_from_either_sides_snapshot_goes_on_as_in_real_caffe(comparison):
+    assert comparison.report["caffe_resumed_iteration"] == ITERATIONS
+    assert comparison.report["glrl_resumed_iteration"] == ITERATIONS
+    # Caffe's snapshot resumed by glrl, and glrl's snapshot resumed by Caffe, RESUMED more iterations each.
+    from_caffe = layer_errors(comparison.ours_resumed_from_caffe,
+                              caffe_layer_arrays(comparison.caffe, "caffe_resumed"))
+    from_glrl = layer_errors(comparison.ours_continued, caffe_layer_arrays(comparison.caffe, "glrl_resumed"))
+    assert max(from_caffe.values()) <= 1e-4, from_caffe
+    assert max(from_glrl.values()) <= 1e-4, from_glrl
+    moved = [not np.array_equal(a, b) for layer in comparison.ours_continued
+             for a, b in zip(comparison.ours_continued[layer], comparison.ours_solved[layer])]
+    assert sum(moved) >= len(moved) - 1  # every learnable blob moved on (the frozen Bias did not)
