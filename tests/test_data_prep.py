@@ -250,6 +250,17 @@ def test_a_full_disk_leaves_no_set_that_looks_complete(tiny_root, tmp_path, monk
     assert kept["train"]["files"] == old.manifest["train"]["files"]
 
 
+def test_an_interrupted_build_leaves_nothing_that_looks_complete(tiny_root, tmp_path, monkeypatch):
+    def interrupt(path, *arrays):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(build_module, "write_patch_file", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        build(BuildConfig(train_sets=("T91",)), tiny_root, tmp_path / "x3", progress=False,
+              check_sources=False)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_output_folder_that_is_not_a_patch_set_is_never_replaced(tiny_root, tmp_path):
     (tmp_path / "thesis").mkdir()
     (tmp_path / "thesis" / "chapter1.tex").write_text("precious")
