@@ -27,6 +27,7 @@ COMMANDS: Dict[str, str] = {
     "upscale": "upscale",
     "caffe": "caffe",
     "bench": "bench",
+    "models": "models",
 }
 
 GROUP_HELP = {"data": "datasets (verify, download) and HDF5 patch sets (build, inspect)"}
