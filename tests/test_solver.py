@@ -33,7 +33,8 @@ def test_step_uses_integer_division_of_iter_by_stepsize():
 def test_exp_inv_poly_sigmoid_follow_caffes_formulas():
     base, gamma, power = to_float32(0.01), to_float32(0.999), to_float32(0.75)
     for it in (0, 1, 10, 999):
-        assert LrPolicy("exp", 0.01, gamma=0.999).rate(it, 0)[0] == pytest.approx(base * gamma ** it, rel=1e-7)
+        assert LrPolicy("exp", 0.01, gamma=0.999).rate(it, 0)[0] == pytest.approx(
+            base * gamma ** it, rel=1e-7)
         assert LrPolicy("inv", 0.01, gamma=0.999, power=0.75).rate(it, 0)[0] == pytest.approx(
             base * (1 + gamma * it) ** -power, rel=1e-6)
         # Caffe forms 1 - iter/max_iter in float: 1 - 0.999f is 0.00100005, 5e-5 off 0.001
@@ -47,12 +48,14 @@ def test_multistep_advances_current_step_once_per_call_at_each_stepvalue():
     policy = LrPolicy("multistep", 1.0, gamma=0.1, stepvalue=[2, 4])
     rates = policy.schedule(6)
     gamma = to_float32(0.1)  # pow(float gamma, int step) in double, the product rounded to float
-    assert rates == [1.0, 1.0, to_float32(gamma), to_float32(gamma), to_float32(gamma ** 2), to_float32(gamma ** 2)]
+    once, twice = to_float32(gamma), to_float32(gamma ** 2)
+    assert rates == [1.0, 1.0, once, once, twice, twice]
     # resuming at iteration 5 with the stored current_step 2 keeps the rate
     assert policy.rate(5, 2) == (to_float32(gamma ** 2), 2)
 
 
-@pytest.mark.parametrize("policy,kwargs", [("cosine", {}), ("step", {"stepsize": 0}), ("poly", {"max_iter": 0})])
+@pytest.mark.parametrize("policy,kwargs",
+                         [("cosine", {}), ("step", {"stepsize": 0}), ("poly", {"max_iter": 0})])
 def test_bad_policies_are_clear_errors(policy, kwargs):
     with pytest.raises(TrainingError) as info:
         LrPolicy(policy, 0.1, **kwargs)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from string import Template
 
 import numpy as np
 import pytest
@@ -23,14 +24,14 @@ from glrl.train.snapshot import latest_snapshot, sidecar_path  # noqa: E402
 
 TINY_NET = '''name: "tiny"
 layer { name: "train_data" type: "HDF5Data" top: "data" top: "label" include { phase: TRAIN }
-  hdf5_data_param { source: "train.txt" batch_size: BATCH shuffle: SHUFFLE } }
+  hdf5_data_param { source: "train.txt" batch_size: $batch shuffle: $shuffle } }
 layer { name: "test_data" type: "HDF5Data" top: "data" top: "label" include { phase: TEST }
   hdf5_data_param { source: "val.txt" batch_size: 4 } }
 layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
-  convolution_param { num_output: WIDTH kernel_size: 3 pad: 1 weight_filler { type: "msra" } } }
+  convolution_param { num_output: $width kernel_size: 3 pad: 1 weight_filler { type: "msra" } } }
 layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
 layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2"
-  convolution_param { num_output: WIDTH kernel_size: 3 pad: 1 weight_filler { type: "msra" } } }
+  convolution_param { num_output: $width kernel_size: 3 pad: 1 weight_filler { type: "msra" } } }
 layer { name: "relu2" type: "ReLU" bottom: "conv2" top: "conv2" }
 layer { name: "conv3" type: "Convolution" bottom: "conv2" top: "residual"
   param { lr_mult: 1 } param { lr_mult: 0.1 decay_mult: 0 }
@@ -40,9 +41,10 @@ layer { name: "loss" type: "EuclideanLoss" bottom: "prediction" bottom: "label" 
 '''
 
 SOLVER = '''net: "net.prototxt"
-base_lr: BASE_LR lr_policy: "step" gamma: 0.5 stepsize: 6 momentum: 0.9 weight_decay: 0.0001
-clip_gradients: CLIP max_iter: MAX_ITER display: 2 average_loss: 3 snapshot: SNAPSHOT snapshot_prefix: "snap/tiny"
-test_iter: 1 test_interval: 8 random_seed: 5 iter_size: ITER_SIZE type: "TYPE"
+base_lr: $base_lr lr_policy: "step" gamma: 0.5 stepsize: 6 momentum: 0.9 weight_decay: 0.0001
+clip_gradients: $clip max_iter: $max_iter display: 2 average_loss: 3
+snapshot: $snapshot snapshot_prefix: "snap/tiny"
+test_iter: 1 test_interval: 8 random_seed: 5 iter_size: $iter_size type: "$solver_type"
 '''
 
 
@@ -52,8 +54,8 @@ def write_patches(folder: Path, name: str, label: np.ndarray, data: np.ndarray) 
         handle["label"] = label.astype(np.float32)
 
 
-def make_run(folder: Path, *, batch=8, shuffle=False, width=4, base_lr=0.05, clip=0.1, max_iter=24, snapshot=6,
-             iter_size=2, solver_type="SGD") -> Path:
+def make_run(folder: Path, *, batch=8, shuffle=False, width=4, base_lr=0.05, clip=0.1, max_iter=24,
+             snapshot=6, iter_size=2, solver_type="SGD") -> Path:
     """A tiny residual net on smooth synthetic patches split over two HDF5 files (rows wrap across them)."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -62,10 +64,10 @@ def make_run(folder: Path, *, batch=8, shuffle=False, width=4, base_lr=0.05, cli
         write_patches(folder, name, label, label + 0.1 * rng.standard_normal(label.shape))
     (folder / "train.txt").write_text("a.h5\nb.h5\n")
     (folder / "val.txt").write_text("val.h5\n")
-    net = TINY_NET.replace("BATCH", str(batch)).replace("SHUFFLE", str(shuffle).lower()).replace("WIDTH", str(width))
+    net = Template(TINY_NET).substitute(batch=batch, shuffle=str(shuffle).lower(), width=width)
     (folder / "net.prototxt").write_text(net)
-    solver = (SOLVER.replace("BASE_LR", str(base_lr)).replace("CLIP", str(clip)).replace("MAX_ITER", str(max_iter))
-              .replace("SNAPSHOT", str(snapshot)).replace("ITER_SIZE", str(iter_size)).replace("TYPE", solver_type))
+    solver = Template(SOLVER).substitute(base_lr=base_lr, clip=clip, max_iter=max_iter, snapshot=snapshot,
+                                         iter_size=iter_size, solver_type=solver_type)
     (folder / "solver.prototxt").write_text(solver)
     return folder / "solver.prototxt"
 
@@ -86,7 +88,8 @@ def finish(process: subprocess.Popen) -> str:
 
 def final_weights(run_dir: Path, iteration: int) -> dict:
     model = read_caffemodel(run_dir / "snap" / f"tiny_iter_{iteration}.caffemodel")
-    return {f"{layer.name}/{i}": np.asarray(blob.data) for layer in model.layer for i, blob in enumerate(layer.blobs)}
+    return {f"{layer.name}/{i}": np.asarray(blob.data)
+            for layer in model.layer for i, blob in enumerate(layer.blobs)}
 
 
 def assert_identical(a: dict, b: dict) -> None:
@@ -174,13 +177,12 @@ def test_two_gloo_processes_equal_one_process_at_the_same_global_batch(tmp_path)
     script = tmp_path / "job.py"
     script.write_text(DISTRIBUTED_SCRIPT)
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    single = subprocess.run([sys.executable, str(script), str(solver), str(tmp_path / "one")], cwd=str(tmp_path),
-                            env=env, capture_output=True, text=True, timeout=240)
+    single = subprocess.run([sys.executable, str(script), str(solver), str(tmp_path / "one")],
+                            cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=240)
     assert single.returncode == 0, single.stderr
     double = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                             "--standalone", str(script), str(solver),
-                             str(tmp_path / "two")], cwd=str(tmp_path), env=env, capture_output=True, text=True,
-                            timeout=240)
+                             "--standalone", str(script), str(solver), str(tmp_path / "two")],
+                            cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=240)
     assert double.returncode == 0, double.stderr[-3000:]
     one, two = final_weights(tmp_path / "one", 12), final_weights(tmp_path / "two", 12)
     assert one.keys() == two.keys()
@@ -190,7 +192,8 @@ def test_two_gloo_processes_equal_one_process_at_the_same_global_batch(tmp_path)
     assert any(not np.array_equal(one[key], halfway[key]) for key in one)  # the weights did move
 
 
-def cut_training_patches(folder: Path, image_folder: Path, scale: int, size: int = 24, images: int = 8) -> int:
+def cut_training_patches(folder: Path, image_folder: Path, scale: int, size: int = 24,
+                         images: int = 8) -> int:
     """Bicubic-degraded Y patches (input) and their originals (label) from a few training images."""
     from glrl.matlab_compat import im2double, imresize, modcrop, rgb2ycbcr
     from PIL import Image
@@ -218,11 +221,11 @@ def test_a_tiny_run_on_real_images_lowers_the_loss_and_beats_bicubic_on_set5(tmp
     patches = cut_training_patches(tmp_path, data_root / "train" / "T91", scale=3)
     assert patches > 100
     (tmp_path / "net.prototxt").write_text(
-        TINY_NET.replace("BATCH", "16").replace("SHUFFLE", "true").replace("WIDTH", "16"))
+        Template(TINY_NET).substitute(batch=16, shuffle="true", width=16))
     (tmp_path / "solver.prototxt").write_text(
         'net: "net.prototxt" type: "Adam" base_lr: 0.001 lr_policy: "fixed" momentum: 0.9 momentum2: 0.999 '
-        'max_iter: 300 display: 50 average_loss: 20 test_iter: 1 test_interval: 150 test_initialization: true '
-        'snapshot: 0 snapshot_prefix: "snap/tiny" random_seed: 1')
+        'max_iter: 300 display: 50 average_loss: 20 test_iter: 1 test_interval: 150 '
+        'test_initialization: true snapshot: 0 snapshot_prefix: "snap/tiny" random_seed: 1')
     probe = Set5Probe(data_root / "test" / "Set5", 3)
     result = train(RunOptions(solver=tmp_path / "solver.prototxt", run_dir=tmp_path / "run", device="cpu",
                               psnr_probe=probe, bicubic_psnr=probe.bicubic, progress=False, tensorboard=False,

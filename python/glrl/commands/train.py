@@ -24,12 +24,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     parser.add_argument("--backend", choices=("torch", "caffe"), default="torch",
                         help="torch (default) or caffe (real Caffe through pycaffe, where it is installed)")
-    parser.add_argument("--run-dir", default=None, help="run folder (default: <work>/runs/<net>-x<scale>-<schedule>)")
+    parser.add_argument("--run-dir", default=None,
+                        help="run folder (default: <work>/runs/<net>-x<scale>-<schedule>)")
     parser.add_argument("--solver", default=None, help="train this solver.prototxt instead of generating one")
     parser.add_argument("--resume", nargs="?", const="auto", default=None,
                         help="continue from a .solverstate (glrl's or Caffe's); without a path, the run "
                              "folder's newest snapshot")
-    parser.add_argument("--weights", default=None, help="initial weights (.caffemodel), as caffe train --weights")
+    parser.add_argument("--weights", default=None,
+                        help="initial weights (.caffemodel), as caffe train --weights")
     parser.add_argument("--precision", choices=("fp32", "tf32", "bf16"), default="fp32",
                         help="fp32 (default, Caffe's arithmetic), tf32 or bf16 (faster on recent GPUs)")
     parser.add_argument("--adjustable-clip", type=float, default=None, metavar="THETA",
@@ -132,7 +134,8 @@ def _prepare_run(args: argparse.Namespace, scales, run_dir: Path) -> Path:
                          data_dir, progress=not args.no_progress).manifest
     train_list, val_list = data_dir / "train.txt", data_dir / "val.txt"
     if not train_list.is_file():
-        raise DataError(f"{train_list} is missing", hint=f"rebuild: glrl data build --scale {args.scale} --force")
+        raise DataError(f"{train_list} is missing",
+                        hint=f"rebuild: glrl data build --scale {args.scale} --force")
     solver_path = run_dir / "solver.prototxt"
     if args.resume is not None and solver_path.is_file():
         return solver_path

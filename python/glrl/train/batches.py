@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Sequence
 
 import numpy as np
-
 from glrl.data_prep.reader import GlibcRand, load_file
 from glrl.errors import DataError, TrainingError
 
@@ -58,7 +57,9 @@ def hdf5_inputs(net_param: Any, phase: str = "TRAIN") -> List[HDF5Input]:
 def resolve_source(source: str, relative_to: Sequence[Path]) -> Path:
     """Find an HDF5 list file (or a file it names): as given, else under each of ``relative_to``."""
     path = Path(source).expanduser()
-    candidates = [path] if path.is_absolute() else [Path.cwd() / path] + [Path(base) / path for base in relative_to]
+    candidates = [path]
+    if not path.is_absolute():
+        candidates = [Path.cwd() / path] + [Path(base) / path for base in relative_to]
     for candidate in candidates:
         if candidate.is_file():
             return candidate.resolve()

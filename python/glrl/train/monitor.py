@@ -34,8 +34,9 @@ class MetricRow:
     set5_psnr: Optional[float] = None
 
     def cells(self) -> List[str]:
+        values = (self.iteration, self.lr, self.loss, self.seconds, self.test_loss, self.set5_psnr)
         return ["" if value is None else (str(value) if isinstance(value, int) else f"{value:.9g}")
-                for value in (self.iteration, self.lr, self.loss, self.seconds, self.test_loss, self.set5_psnr)]
+                for value in values]
 
 
 def _optional_float(text: str) -> Optional[float]:

@@ -186,7 +186,8 @@ class Trainer:
         self.run_dir = Path(options.run_dir)
         solver_path = Path(options.solver)
         self.settings = SolverSettings.from_proto(read_solver(solver_path))
-        wants_cuda = options.device.startswith("cuda") or (options.device == "auto" and torch.cuda.is_available())
+        wants_cuda = options.device.startswith("cuda") or (
+            options.device == "auto" and torch.cuda.is_available())
         self.dist = dist_mod.from_environment(wants_cuda)
         self.device = resolve_device(options.device, self.dist.local_rank)
         autocast = precision_context(options.precision, self.device)
@@ -275,7 +276,8 @@ class Trainer:
                         window_start, window_iter = now, iteration
                         if not solver.weights_finite():
                             self._diverged(f"the weights hold NaN/Inf after iteration {iteration}")
-                        self.monitor.record(MetricRow(iteration, solver.rate, smoothed, self._seconds(started)))
+                        row = MetricRow(iteration, solver.rate, smoothed, self._seconds(started))
+                        self.monitor.record(row)
                     self.monitor.advance(solver.iter, smoothed, solver.rate)
                     if settings.snapshot and solver.iter % settings.snapshot == 0:
                         self._snapshot(started)
@@ -283,7 +285,8 @@ class Trainer:
                         stopped = True
                         self._log("Stop requested (signal): snapshotting and stopping.")
                         break
-            if settings.snapshot_after_train and (not settings.snapshot or solver.iter % settings.snapshot != 0):
+            on_schedule = bool(settings.snapshot) and solver.iter % settings.snapshot == 0
+            if settings.snapshot_after_train and not on_schedule:
                 self._snapshot(started)
             if stopped:
                 self._log("Optimization stopped early.")
@@ -324,11 +327,12 @@ class Trainer:
         psnr = None
         if self.options.psnr_probe is not None:
             psnr = float(self.options.psnr_probe(self.predict))
-            self._log(f"    Set5 PSNR = {psnr:.4f} dB" + (
-                f" (bicubic {self.options.bicubic_psnr:.4f} dB)" if self.options.bicubic_psnr is not None else ""))
+            bicubic = self.options.bicubic_psnr
+            baseline = f" (bicubic {bicubic:.4f} dB)" if bicubic is not None else ""
+            self._log(f"    Set5 PSNR = {psnr:.4f} dB{baseline}")
         if test_loss is not None or psnr is not None:
-            self.monitor.record(MetricRow(self.solver.iter, seconds=self._seconds(started), test_loss=test_loss,
-                                          set5_psnr=psnr))
+            self.monitor.record(MetricRow(self.solver.iter, seconds=self._seconds(started),
+                                          test_loss=test_loss, set5_psnr=psnr))
             self.monitor.plot(self.options.bicubic_psnr)
         return psnr
 
@@ -366,7 +370,8 @@ class Trainer:
             "seed": self.seed,
             "world": self.dist.world,
         }
-        write_snapshot(paths, self.net.to_net_parameter(), self.solver.state_proto(paths.learned_net), sidecar)
+        state = self.solver.state_proto(paths.learned_net)
+        write_snapshot(paths, self.net.to_net_parameter(), state, sidecar)
         self._log(f"Snapshotting solver state to binary proto file {paths.solverstate}")
         self.last_snapshot = paths
 
@@ -381,12 +386,13 @@ class Trainer:
         if sidecar is None:
             rows = self.solver.iter * self.settings.iter_size * self.train_input.batch_size
             self.batches.skip_rows(rows)
-            self.resume_note = (f"Resuming from {solverstate} at iteration {self.solver.iter} (no glrl sidecar: "
-                                f"a Caffe state; the data reader skips {rows} rows)")
+            self.resume_note = (f"Resuming from {solverstate} at iteration {self.solver.iter} "
+                                f"(no glrl sidecar: a Caffe state; the data reader skips {rows} rows)")
             return
         if int(sidecar["iter"]) != self.solver.iter:
-            raise TrainingError(f"the sidecar of {solverstate} is for iteration {sidecar['iter']}, the state for "
-                                f"{self.solver.iter}", hint="resume from a snapshot written in one piece")
+            raise TrainingError(f"the sidecar of {solverstate} is for iteration {sidecar['iter']}, "
+                                f"the state for {self.solver.iter}",
+                                hint="resume from a snapshot written in one piece")
         self.batches.set_state(sidecar["data"])
         rng = np.frombuffer(base64.b64decode(sidecar["torch_rng"]), dtype=np.uint8).copy()
         torch.set_rng_state(torch.from_numpy(rng))

@@ -74,10 +74,12 @@ class SolverSettings:
         if param.HasField("solver_type") and not param.HasField("type"):
             solver_type = _LEGACY_SOLVER_TYPES.get(param.solver_type, str(param.solver_type))
         if not param.HasField("lr_policy"):
-            raise TrainingError("the solver has no lr_policy", hint="add e.g. lr_policy: \"step\" to solver.prototxt")
+            raise TrainingError("the solver has no lr_policy",
+                                hint="add e.g. lr_policy: \"step\" to solver.prototxt")
         if any(param.HasField(name) for name in ("train_net", "train_net_param", "net_param")):
-            raise TrainingError("the solver names its net in a way glrl does not read (train_net/net_param)",
-                                hint="name the train/test net file in the `net:` field, as glrl's generators do")
+            raise TrainingError(
+                "the solver names its net in a way glrl does not read (train_net/net_param)",
+                hint="name the train/test net file in the `net:` field, as glrl's generators do")
         return cls(
             net=param.net,
             type=solver_type,

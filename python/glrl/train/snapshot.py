@@ -88,8 +88,9 @@ def load_sidecar(solverstate: Path) -> Optional[Dict[str, Any]]:
     try:
         document = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise TrainingError(f"cannot read the snapshot sidecar {path}: {exc}",
-                            hint="delete it to resume as from a Caffe state, or resume an older snapshot") from exc
+        raise TrainingError(
+            f"cannot read the snapshot sidecar {path}: {exc}",
+            hint="delete it to resume as from a Caffe state, or resume an older snapshot") from exc
     if document.get("format") != SIDECAR_FORMAT or document.get("version") != SIDECAR_VERSION:
         raise TrainingError(f"{path} is not a glrl sidecar of version {SIDECAR_VERSION}",
                             hint="resume with the glrl version that wrote it")

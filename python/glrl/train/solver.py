@@ -44,7 +44,8 @@ class CaffeSolver:
     ``net`` needs ``forward(inputs) -> blobs``, ``loss(blobs) -> scalar tensor`` and
     ``learnable_params()`` (objects with ``param``, ``lr_mult``, ``decay_mult``, ``key``), as TorchNet has.
     ``adjustable_clip`` (theta) replaces ``clip_gradients`` by ``theta / rate`` (DRRN's adjustable clipping).
-    ``gradient_reducer``/``loss_reducer`` make several processes act as one (see :mod:`glrl.train.distributed`).
+    ``gradient_reducer``/``loss_reducer`` make several processes act as one
+    (see :mod:`glrl.train.distributed`).
     ``autocast`` is a context factory wrapped around each forward pass (mixed precision; off by default).
     """
 
