@@ -36,7 +36,8 @@ def _skip_reason(records: List[Record], tool_prefix: str) -> str:
 
 
 def cpu_inference_table(records: List[Record]) -> List[str]:
-    lines = ["| net | image | ours, best setting | ours median | cv2.dnn | Caffe | cv2.dnn / ours "
+    lines = ["Each tool's best setting (threads, layout) at that size; ratios are their median / ours.", "",
+             "| net | image | ours, best setting | ours median | cv2.dnn | Caffe | cv2.dnn / ours "
              "| Caffe / ours |", "|---|---|---|---|---|---|---|---|"]
     nets = sorted({r["net"] for r in records}, key=lambda n: ["glrl", "vdsr", "srcnn"].index(n)
                   if n in ("glrl", "vdsr", "srcnn") else 9)
@@ -46,8 +47,8 @@ def cpu_inference_table(records: List[Record]) -> List[str]:
             at = [r for r in _ok(mine) if r["case"] == case]
             ours = [r for r in at if r["tool"].startswith("ours")]
             best = min(ours, key=lambda r: r["median_s"]) if ours else None
-            cv = next((r["median_s"] for r in at if r["tool"] == "cv2.dnn"), None)
-            caffe = next((r["median_s"] for r in at if r["tool"].startswith("Caffe")), None)
+            cv = min((r["median_s"] for r in at if r["tool"] == "cv2.dnn"), default=None)
+            caffe = min((r["median_s"] for r in at if r["tool"].startswith("Caffe")), default=None)
             ours_s = best["median_s"] if best else None
             setting = best["setting"] if best else "–"
             lines.append(f"| {net} | {case} | {setting} | {_ms(ours_s)} | {_ms(cv)} | "
@@ -77,16 +78,20 @@ def settings_table(records: List[Record]) -> List[str]:
 
 
 def training_table(records: List[Record]) -> List[str]:
-    lines = ["| net | case | ours iter/s | Caffe iter/s | ours / Caffe |", "|---|---|---|---|---|"]
+    lines = ["| net | case | ours iter/s (threads) | Caffe iter/s (threads) | ours / Caffe |",
+             "|---|---|---|---|---|"]
     for net in sorted({r["net"] for r in records}):
         mine = [r for r in records if r["net"] == net]
-        ours = next((r for r in _ok(mine) if r["tool"].startswith("ours")), None)
-        caffe = next((r for r in _ok(mine) if r["tool"].startswith("Caffe")), None)
+        ours = min((r for r in _ok(mine) if r["tool"].startswith("ours")), key=lambda r: r["median_s"],
+                   default=None)
+        caffe = min((r for r in _ok(mine) if r["tool"].startswith("Caffe")), key=lambda r: r["median_s"],
+                    default=None)
         ratio = _ratio(caffe["median_s"] if caffe else None, ours["median_s"] if ours else None,
                        GOALS["train_caffe"])
-        lines.append(f"| {net} | {mine[0]['case']} | {ours['iters_per_s']:.3f} | "
+        lines.append(f"| {net} | {mine[0]['case']} | {ours['iters_per_s']:.3f} ({ours['setting']}) | "
                      if ours else f"| {net} | {mine[0]['case']} | – | ")
-        lines[-1] += (f"{caffe['iters_per_s']:.3f} | " if caffe else "– | ") + f"{ratio} |"
+        theirs = f"{caffe['iters_per_s']:.3f} ({caffe['setting']}) | " if caffe else "– | "
+        lines[-1] += theirs + f"{ratio} |"
         for r in mine:
             if "skipped" in r or "error" in r:
                 reason = _clean(r.get("skipped") or r.get("error"))

@@ -38,6 +38,7 @@ def _parse(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--sections", default=",".join(SECTIONS),
                         help=f"comma-separated, of {', '.join(SECTIONS)}")
     parser.add_argument("--nets", default="glrl,vdsr,srcnn", help="deploy nets to time (default all three)")
+    parser.add_argument("--train-nets", default="glrl", help="nets whose training speed is measured")
     parser.add_argument("--sizes", default="256,512", help="CPU inference image sides")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median reported)")
     parser.add_argument("--tools", default="ours,cv2.dnn,caffe", help="CPU inference tools to run")
@@ -88,7 +89,8 @@ def main(argv: List[str]) -> int:
         def training() -> List[Dict[str, Any]]:
             import training as section
 
-            return section.run_section(work, [n for n in net_names if n != "srcnn"], max(3, args.repeats))
+            train_nets = [n.strip() for n in args.train_nets.split(",") if n.strip()]
+            return section.run_section(work, train_nets, args.repeats)
 
         def data_build() -> List[Dict[str, Any]]:
             import data_speed

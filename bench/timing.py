@@ -12,12 +12,15 @@ import time
 from typing import Any, Callable, Dict, List
 
 
-def measure(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> Dict[str, Any]:
-    """Run ``fn`` ``warmup`` times untimed, then ``repeats`` times; the median and every run, in seconds."""
+def measure(fn: Callable[[], Any], repeats: int, warmup: int = 1, budget_s: float = 40.0) -> Dict[str, Any]:
+    """Run ``fn`` ``warmup`` times untimed, then time it ``repeats`` times — fewer (but at least 3) when
+    that would take longer than ``budget_s`` by the warm-up's duration. The median and every run, in s."""
+    started = time.perf_counter()
     for _ in range(warmup):
         fn()
+    per_run = (time.perf_counter() - started) / max(1, warmup)
     runs: List[float] = []
-    for _ in range(repeats):
+    for _ in range(max(3, min(repeats, int(budget_s / per_run))) if per_run > 0 else repeats):
         start = time.perf_counter()
         fn()
         runs.append(time.perf_counter() - start)
