@@ -80,8 +80,12 @@ def machine_description() -> Dict[str, Any]:
         from glrl import oracle
 
         packages = oracle.root_info() if oracle.is_built() else {}
-        info["caffe"] = packages.get("package caffe-cpu") or packages.get("package python3-caffe-cpu") or (
-            "Debian bullseye root" if packages else None)
+        if packages:
+            info["caffe"] = (f"Debian {packages.get('suite', '?')} python3-caffe "
+                             f"{packages.get('package python3-caffe', '?')}, OpenBLAS "
+                             f"{packages.get('package libopenblas0-pthread', '?')} (oracle root)")
+        else:
+            info["caffe"] = None
     except Exception as exc:  # the root is optional for a benchmark run
         info["caffe"] = f"unavailable ({exc})"
     return info
