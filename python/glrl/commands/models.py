@@ -1,0 +1,95 @@
+"""``glrl models``: the released models in ``models/`` — list them, verify them, release new weights."""
+from __future__ import annotations
+
+import argparse
+
+HELP = "released models: list, verify (checksums, metadata, Set5 PSNR), release trained weights"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    from glrl.cli import add_data_root_argument
+
+    actions = parser.add_subparsers(dest="models_action", metavar="ACTION")
+    actions.required = True
+    listing = actions.add_parser("list", help="the released models and their Set5 PSNR")
+    verify = actions.add_parser("verify", help="checksums and metadata of every released model")
+    verify.add_argument("--measure", action="store_true",
+                        help="also run each model on Set5 and compare with its recorded PSNR (0.01 dB)")
+    verify.add_argument("--device", default="cpu", help="torch device for --measure (default cpu)")
+    add_data_root_argument(verify)
+    rel = actions.add_parser("release", help="copy trained weights into models/ with their metadata")
+    rel.add_argument("source", help="a glrl train run folder (its newest snapshot) or a .caffemodel")
+    rel.add_argument("--name", required=True, help="model name, also the file stem (e.g. glrl_x3)")
+    rel.add_argument("--net", required=True, help="the generated net the weights are for (glrl nets list)")
+    rel.add_argument("--scales", required=True, help="scale(s) it was trained for, comma-separated (e.g. 3)")
+    rel.add_argument("--schedule", default=None, help="schedule name when the run folder's name does not say")
+    rel.add_argument("--hardware", default=None, help="what it was trained on (default: this machine)")
+    rel.add_argument("--device", default="cpu", help="torch device for the Set5 measurement (default cpu)")
+    rel.add_argument("--force", action="store_true", help="replace a model of the same name")
+    add_data_root_argument(rel)
+    for sub in (listing, verify, rel):
+        sub.add_argument("--models-dir", default=None, help="folder of released models (default: models/)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    models_dir = Path(args.models_dir) if args.models_dir else None
+    if args.models_action == "list":
+        return _list(models_dir)
+    if args.models_action == "verify":
+        return _verify(args, models_dir)
+    return _release(args, models_dir)
+
+
+def _list(models_dir) -> int:
+    from glrl.model_zoo import released_models
+
+    models = released_models(models_dir)
+    if not models:
+        print("no released models (glrl models release RUN --name NAME --net NET --scales S)")
+        return 0
+    print("| Model | Net | Scales | Set5 PSNR | Schedule | Iterations | Weights |")
+    print("|---|---|---|---|---|---|---|")
+    for m in models:
+        psnr = ", ".join(f"x{s} {m.set5_psnr[s]:.2f}" for s in m.scales if s in m.set5_psnr)
+        size = f"{m.weights.stat().st_size / 1e6:.1f} MB" if m.weights.is_file() else "missing"
+        print(f"| {m.name} | {m.net} | {','.join(map(str, m.scales))} | {psnr} | "
+              f"{m.metadata.get('schedule')} | {m.metadata.get('iterations')} | {size} |")
+    return 0
+
+
+def _verify(args: argparse.Namespace, models_dir) -> int:
+    from glrl import release, settings
+    from glrl.model_zoo import released_models
+
+    models = released_models(models_dir)
+    found = [f"{path} has no metadata (.json) beside it" for path in release.orphans(models_dir)]
+    for model in models:
+        problems = release.problems(model)
+        if not problems and args.measure:
+            problems = release.remeasure(model, settings.data_root(args.data_root), device=args.device)
+        print(f"{model.name}: {'ok' if not problems else 'FAILED'}")
+        found.extend(problems)
+    for problem in found:
+        print(f"problem: {problem}")
+    print(f"{len(models)} model(s), {len(found)} problem(s)")
+    return 1 if found else 0
+
+
+def _release(args: argparse.Namespace, models_dir) -> int:
+    from glrl import release, settings
+    from glrl.cli import split_list
+    from glrl.errors import ModelError
+
+    try:
+        scales = [int(s) for s in split_list(args.scales)]
+    except ValueError:
+        raise ModelError(f"--scales must be integers, not {args.scales!r}", hint="e.g. --scales 3") from None
+    model = release.release(args.source, args.name, args.net, scales, root=settings.data_root(args.data_root),
+                            models_dir=models_dir, schedule=args.schedule, hardware=args.hardware,
+                            device=args.device, force=args.force, progress=True)
+    psnr = ", ".join(f"x{s} {model.set5_psnr[s]:.4f} dB" for s in model.scales)
+    print(f"released {model.name} ({model.net}, {model.metadata['iterations']} iterations): {model.weights}, "
+          f"{model.weights.with_suffix('.json')}; Set5 PSNR {psnr}")
+    return 0

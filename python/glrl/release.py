@@ -1,0 +1,269 @@
+"""Releasing trained weights into ``models/`` (``glrl models release``) and checking what is there.
+
+A release copies a ``.caffemodel`` (given directly, or the newest complete snapshot of a ``glrl train``
+run folder) to ``models/<name>.caffemodel`` and writes ``models/<name>.json`` in the layout of
+:mod:`glrl.model_zoo`. What it records comes from the run where the run kept it:
+
+* iterations and wall time: the snapshot's sidecar (``<prefix>_iter_N.glrl.json``: ``iter``,
+  ``elapsed_seconds``), else the ``_iter_N`` in the file name;
+* batch size: the train net's HDF5Data ``batch_size`` × the solver's ``iter_size``;
+* the patch set: SHA-256 of the ``manifest.json`` beside the train net's HDF5 list file;
+* the schedule: the run folder's name (``<net>-x<scale>-<schedule>``, as ``glrl train`` names it) or
+  ``--schedule``;
+* hardware: ``--hardware``, else a description of this machine (the run folder does not record it).
+
+Set5 PSNR (and SSIM) per scale is measured here, with the benchmark protocol on the PyTorch backend in fp32,
+and is what ``tests/test_released_models.py`` later asserts. The weights are written first and the metadata
+last, each atomically, so an interrupted release never lists a model.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from glrl import model_zoo, settings
+from glrl.errors import DataError, ModelError
+from glrl.fsutil import atomic_write_bytes, atomic_write_text, sha256_file
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+PSNR_TOLERANCE_DB = 0.01
+
+
+@dataclass
+class RunRecord:
+    """What a training run tells about the weights it produced (None: it does not say)."""
+
+    weights: Path
+    iterations: Optional[int] = None
+    wall_time_s: Optional[float] = None
+    batch_size: Optional[int] = None
+    data_manifest_sha256: Optional[str] = None
+    schedule: Optional[str] = None
+    run_dir: Optional[Path] = None
+
+
+def _run_folder_of(weights: Path) -> Optional[Path]:
+    """The run folder of a snapshot: the first of its folder and that folder's parent with a solver."""
+    for folder in (weights.parent, weights.parent.parent):
+        if (folder / "solver.prototxt").is_file():
+            return folder
+    return None
+
+
+def _schedule_from_folder(run_dir: Path) -> Optional[str]:
+    from glrl.nets.solver import SCHEDULES
+
+    for name in SCHEDULES:
+        if run_dir.name.endswith("-" + name):
+            return name
+    return None
+
+
+def _training_data(run_dir: Path, record: RunRecord) -> None:
+    """Batch size and patch-set manifest hash from the run's solver and train net."""
+    from glrl.caffe.io import read_net, read_solver
+    from glrl.train.batches import resolve_source
+
+    solver = read_solver(run_dir / "solver.prototxt")
+    net_name = solver.train_net or solver.net
+    if not net_name:
+        return
+    net_path = Path(net_name) if Path(net_name).is_absolute() else run_dir / net_name
+    if not net_path.is_file():
+        return
+    for layer in read_net(net_path).layer:
+        in_train = not len(layer.include) or any(rule.phase == 0 for rule in layer.include)
+        if layer.type == "HDF5Data" and in_train:
+            record.batch_size = int(layer.hdf5_data_param.batch_size) * max(1, int(solver.iter_size))
+            try:
+                source = resolve_source(layer.hdf5_data_param.source, [run_dir, net_path.parent])
+            except DataError:
+                return
+            manifest = source.parent / "manifest.json"
+            if manifest.is_file():
+                record.data_manifest_sha256 = sha256_file(manifest)
+            return
+
+
+def read_run(source: Path) -> RunRecord:
+    """The weights to release and what the run recorded about them; ``source`` is a run folder or a
+    ``.caffemodel`` (a snapshot of a run, or any file)."""
+    from glrl.train.snapshot import latest_snapshot, load_sidecar, snapshot_iteration
+
+    source = Path(source)
+    if source.is_dir():
+        state = latest_snapshot(source)
+        if state is None:
+            raise ModelError(f"{source} holds no complete snapshot (caffemodel, solverstate and sidecar)",
+                             hint="give a .caffemodel, or let the run write a snapshot first")
+        weights = state.with_name(state.name[: -len(".solverstate")] + ".caffemodel")
+    elif source.is_file():
+        if source.suffix != ".caffemodel":
+            raise ModelError(f"{source} is not a .caffemodel", hint="give a glrl train run folder or a .caffemodel")
+        weights = source
+        state = source.with_name(source.name[: -len(".caffemodel")] + ".solverstate")
+    else:
+        raise ModelError(f"{source} not found", hint="give a glrl train run folder or a .caffemodel")
+    if not weights.is_file():
+        raise ModelError(f"the snapshot's weights {weights} are missing", hint="give the .caffemodel directly")
+    record = RunRecord(weights)
+    iteration = snapshot_iteration(state)
+    record.iterations = iteration if iteration >= 0 else None
+    sidecar = load_sidecar(state)
+    if sidecar:
+        record.iterations = int(sidecar.get("iter", record.iterations or 0))
+        if sidecar.get("elapsed_seconds") is not None:
+            record.wall_time_s = round(float(sidecar["elapsed_seconds"]), 1)
+    run_dir = source if source.is_dir() else _run_folder_of(weights)
+    if run_dir is not None:
+        record.run_dir = run_dir
+        record.schedule = _schedule_from_folder(run_dir)
+        _training_data(run_dir, record)
+    return record
+
+
+def describe_hardware() -> str:
+    """This machine: CPU model and count, and the CUDA GPUs PyTorch sees."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    text = f"{cpu}, {os.cpu_count()} CPUs"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+            text += f"; GPU: {', '.join(gpus)}"
+    except ImportError:
+        pass
+    return text
+
+
+def check_weights_fit(deploy: Path, weights: Path) -> None:
+    """Every layer of ``deploy`` with parameters must get them from ``weights`` (same shapes): a model that
+    left a layer at its initial values is not one to release."""
+    from glrl.backends.torch_net import TorchNet
+    from glrl.caffe.io import layer_blobs, read_caffemodel
+
+    stored = layer_blobs(read_caffemodel(weights))
+    net = TorchNet(str(deploy), "TEST", device="cpu")
+    missing = [name for name in net.layer_blobs() if name not in stored]
+    if missing:
+        raise ModelError(f"{weights} has no weights for layer(s) {', '.join(missing)} of {deploy}",
+                         hint="release weights trained for this net (check --net)")
+    net.load_weights(weights)  # raises FormatError naming a layer whose shapes differ
+
+
+def measure_set5(deploy: Path, weights: Path, scales: Sequence[int], root: Path,
+                 device: str = "cpu", progress: bool = False) -> Dict[int, Dict[str, float]]:
+    """Set5 PSNR/SSIM per scale (benchmark protocol, PyTorch backend, fp32)."""
+    from glrl.eval.models import NetMethod, NetSpec
+    from glrl.eval.suite import Entry, run_suite
+
+    method = NetMethod(NetSpec(deploy, weights), backend="torch", device=device)
+    entry = Entry("model", {int(scale): (lambda: method) for scale in scales})
+    result = run_suite([entry], ["Set5"], [int(s) for s in scales], root, None, progress=progress)
+    return {s.scale: {"psnr": s.psnr, "ssim": s.ssim} for s in result.summaries}
+
+
+def release(
+    source: Path,
+    name: str,
+    net: str,
+    scales: Sequence[int],
+    *,
+    root: Path,
+    models_dir: Optional[Path] = None,
+    schedule: Optional[str] = None,
+    hardware: Optional[str] = None,
+    device: str = "cpu",
+    force: bool = False,
+    progress: bool = False,
+) -> model_zoo.ReleasedModel:
+    """Copy the weights into ``models_dir`` and write their metadata; the released model."""
+    if not NAME_PATTERN.match(name):
+        raise ModelError(f"model name {name!r} is not a plain file name",
+                         hint="use letters, digits, '.', '_' and '-' (e.g. glrl_x3)")
+    if not scales or any(int(s) < 2 for s in scales):
+        raise ModelError(f"scales {list(scales)} are not scale factors", hint="e.g. --scales 3 or --scales 2,3,4")
+    folder = Path(models_dir) if models_dir else settings.MODELS_DIR
+    repo_root = folder.resolve().parent
+    deploy = repo_root / "prototxt" / net / "deploy.prototxt"
+    if not deploy.is_file():
+        raise ModelError(f"{deploy} does not exist (is {net!r} a net of `glrl nets list`?)",
+                         hint="generate the committed nets with `make prototxt`")
+    weights_out, meta_out = folder / f"{name}.caffemodel", folder / f"{name}.json"
+    if (weights_out.exists() or meta_out.exists()) and not force:
+        raise ModelError(f"a model named {name} is already in {folder}", hint="choose another name, or --force")
+    record = read_run(Path(source))
+    if schedule is not None:
+        from glrl.nets.solver import get_schedule
+
+        get_schedule(schedule)
+        record.schedule = schedule
+    check_weights_fit(deploy, record.weights)
+    figures = measure_set5(deploy, record.weights, scales, root, device=device, progress=progress)
+    data = record.weights.read_bytes()
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(weights_out, data)
+    metadata = {
+        "name": name,
+        "net": net,
+        "deploy": deploy.relative_to(repo_root).as_posix(),
+        "scales": sorted(int(s) for s in scales),
+        "schedule": record.schedule or "unknown",
+        "iterations": record.iterations,
+        "batch_size": record.batch_size,
+        "data_manifest_sha256": record.data_manifest_sha256,
+        "hardware": hardware or describe_hardware(),
+        "wall_time_s": record.wall_time_s,
+        "set5_psnr": {str(s): round(v["psnr"], 4) for s, v in sorted(figures.items())},
+        "set5_ssim": {str(s): round(v["ssim"], 6) for s, v in sorted(figures.items())},
+        "set5_measured_with": "benchmark protocol, PyTorch backend, fp32, whole images",
+        "sha256": sha256_file(weights_out),
+        "source": record.weights.name,
+        "released": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    atomic_write_text(meta_out, json.dumps(metadata, indent=1) + "\n")
+    return model_zoo.get_model(name, folder)
+
+
+def problems(model: model_zoo.ReleasedModel) -> List[str]:
+    """What is wrong with a released model's files and metadata (empty when nothing)."""
+    found = []
+    try:
+        model.verify()
+    except ModelError as exc:
+        found.append(exc.message)
+    if not model.scales:
+        found.append(f"{model.name}: no scales")
+    lacking = [s for s in model.scales if s not in model.set5_psnr]
+    if lacking:
+        found.append(f"{model.name}: no Set5 PSNR for x{', x'.join(map(str, lacking))}")
+    if model.weights.stem != model.name:
+        found.append(f"{model.name}: metadata name differs from its file name {model.weights.stem}")
+    return found
+
+
+def orphans(models_dir: Optional[Path] = None) -> List[Path]:
+    """Weights in ``models_dir`` without metadata (never listed, so never evaluated or tested)."""
+    folder = Path(models_dir) if models_dir else settings.MODELS_DIR
+    return sorted(p for p in folder.glob("*.caffemodel") if not p.with_suffix(".json").is_file())
+
+
+def remeasure(model: model_zoo.ReleasedModel, root: Path, device: str = "cpu") -> List[str]:
+    """Set5 PSNR per scale measured again; a problem for each scale off the metadata by 0.01 dB or more."""
+    figures = measure_set5(model.deploy, model.weights, model.scales, root, device=device)
+    return [f"{model.name}: Set5 x{s} PSNR {figures[s]['psnr']:.4f} dB, metadata {model.set5_psnr[s]:.4f} dB"
+            for s in model.scales if abs(figures[s]["psnr"] - model.set5_psnr[s]) >= PSNR_TOLERANCE_DB]

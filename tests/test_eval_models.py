@@ -1,0 +1,319 @@
+"""``glrl eval`` with Caffe models and ``glrl models``, on tiny nets made in a temporary checkout layout
+(``<tmp>/prototxt/<net>/deploy.prototxt``, ``<tmp>/models``): a net whose residual is zero must score exactly
+what Bicubic scores; the external-model options (residual outside, transposed) do what they say; a release
+records what the run recorded and the Set5 PSNR the training probe measured; ``--all --publish`` writes
+one table with every published cell and a README block that is a function of ``results.json``."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from string import Template
+from typing import Dict, List
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+h5py = pytest.importorskip("h5py")
+
+from glrl import oracle  # noqa: E402
+from glrl.backends.torch_net import TorchNet  # noqa: E402
+from glrl.cli import main  # noqa: E402
+from glrl.eval import table  # noqa: E402
+
+# A VDSR-like deploy net: two 3×3 convs predict a residual that an Eltwise layer adds to the input.
+DEPLOY = '''name: "tiny"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 1 dim: 32 dim: 32 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "residual"
+  convolution_param { num_output: 1 kernel_size: 3 pad: 1 } }
+$sum'''
+SUM = 'layer { name: "sum" type: "Eltwise" bottom: "data" bottom: "residual" top: "prediction" }\n'
+
+TRAIN = '''name: "tiny"
+layer { name: "train_data" type: "HDF5Data" top: "data" top: "label" include { phase: TRAIN }
+  hdf5_data_param { source: "data/train.txt" batch_size: 4 } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param { num_output: 4 kernel_size: 3 pad: 1 weight_filler { type: "msra" } } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "residual"
+  convolution_param { num_output: 1 kernel_size: 3 pad: 1 weight_filler { type: "gaussian" std: 0.01 } } }
+layer { name: "sum" type: "Eltwise" bottom: "data" bottom: "residual" top: "prediction" }
+layer { name: "loss" type: "EuclideanLoss" bottom: "prediction" bottom: "label" top: "loss" }
+'''
+SOLVER = '''net: "train_test.prototxt" type: "Adam" base_lr: 0.001 lr_policy: "fixed" momentum: 0.9
+momentum2: 0.999 max_iter: 6 display: 2 iter_size: 2 snapshot: 3 snapshot_prefix: "snapshots/tiny_x3"
+random_seed: 3
+'''
+
+
+def write_deploy(folder: Path, net: str, with_sum: bool = True) -> Path:
+    path = folder / "prototxt" / net / "deploy.prototxt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(Template(DEPLOY).substitute(sum=SUM if with_sum else ""))
+    return path
+
+
+def write_weights(deploy: Path, path: Path, blobs: Dict[str, List[np.ndarray]]) -> Path:
+    """A caffemodel for ``deploy`` with the given layer blobs."""
+    net = TorchNet(str(deploy), "TEST", device="cpu")
+    current = net.layer_blobs()
+    with torch.no_grad():
+        for name, arrays in blobs.items():
+            for target, value in zip(current[name], arrays):
+                target.copy_(torch.from_numpy(np.asarray(value, dtype=np.float32)).reshape(target.shape))
+    net.save_caffemodel(path)
+    return path
+
+
+def random_blobs(seed: int, residual_scale: float) -> Dict[str, List[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return {"conv1": [rng.normal(0, 0.5, (4, 1, 3, 3)), rng.normal(0, 0.1, 4)],
+            "conv2": [residual_scale * rng.normal(0, 1, (1, 4, 3, 3)), np.zeros(1)]}
+
+
+def transposed_kernels(blobs: Dict[str, List[np.ndarray]]) -> Dict[str, List[np.ndarray]]:
+    return {name: [np.swapaxes(w, 2, 3), b] for name, (w, b) in blobs.items()}
+
+
+def evaluate(out: Path, data_root: Path, *options: str) -> List[dict]:
+    """Run ``glrl eval`` on Set5 ×3 and return its ``results.json`` records."""
+    argv = ["eval", "--datasets", "Set5", "--scales", "3", "--quiet", "--device", "cpu",
+            "--data-root", str(data_root), "--out", str(out), *options]
+    assert main(argv) == 0
+    return json.loads((out / "results.json").read_text())
+
+
+def per_image(out: Path, method: str) -> Dict[str, float]:
+    return {row["image"]: row["psnr"] for row in json.loads((out / f"{method}_per_image.json").read_text())}
+
+
+@pytest.fixture(scope="module")
+def bicubic_run(tmp_path_factory, data_root) -> Path:
+    out = tmp_path_factory.mktemp("bicubic")
+    assert main(["eval", "--method", "bicubic", "--datasets", "Set5", "--scales", "3", "--quiet",
+                 "--data-root", str(data_root), "--out", str(out)]) == 0
+    return out
+
+
+def test_a_net_whose_residual_is_zero_scores_exactly_what_bicubic_scores(tmp_path, data_root, bicubic_run):
+    deploy = write_deploy(tmp_path, "tiny")
+    blobs = random_blobs(1, residual_scale=0.0)
+    weights = write_weights(deploy, tmp_path / "zero.caffemodel", blobs)
+    evaluate(tmp_path / "out", data_root, "--prototxt", str(deploy), "--weights", str(weights))
+    assert per_image(tmp_path / "out", "zero") == per_image(bicubic_run, "bicubic")
+    # and a residual that is not zero changes the figures (so the comparison above can fail)
+    noisy = write_weights(deploy, tmp_path / "noisy.caffemodel", random_blobs(1, residual_scale=0.05))
+    evaluate(tmp_path / "noisy", data_root, "--prototxt", str(deploy), "--weights", str(noisy))
+    assert per_image(tmp_path / "noisy", "noisy") != per_image(bicubic_run, "bicubic")
+
+
+def test_residual_outside_adds_the_input_to_the_nets_output(tmp_path, data_root, bicubic_run):
+    deploy = write_deploy(tmp_path, "residual-only", with_sum=False)
+    weights = write_weights(deploy, tmp_path / "res.caffemodel", random_blobs(2, residual_scale=0.0))
+    records = evaluate(tmp_path / "inside", data_root, "--prototxt", str(deploy), "--weights", str(weights))
+    assert records[0]["psnr"] < 10.0  # the net alone outputs zeros: a black image
+    evaluate(tmp_path / "outside", data_root, "--prototxt", str(deploy), "--weights", str(weights),
+             "--residual-outside")
+    assert per_image(tmp_path / "outside", "res") == per_image(bicubic_run, "bicubic")
+
+
+def test_transposed_runs_the_net_on_the_transposed_image(tmp_path, data_root):
+    """Convolving the transposed image with K and transposing back is convolving with K transposed."""
+    deploy = write_deploy(tmp_path, "tiny")
+    blobs = random_blobs(3, residual_scale=0.05)
+    plain = write_weights(deploy, tmp_path / "k.caffemodel", blobs)
+    flipped = write_weights(deploy, tmp_path / "kt.caffemodel", transposed_kernels(blobs))
+    evaluate(tmp_path / "a", data_root, "--prototxt", str(deploy), "--weights", str(plain), "--transposed")
+    evaluate(tmp_path / "b", data_root, "--prototxt", str(deploy), "--weights", str(flipped))
+    evaluate(tmp_path / "c", data_root, "--prototxt", str(deploy), "--weights", str(plain))
+    a, b, c = per_image(tmp_path / "a", "k"), per_image(tmp_path / "b", "kt"), per_image(tmp_path / "c", "k")
+    assert a.keys() == b.keys() == c.keys() and len(a) == 5
+    for name in a:
+        assert a[name] == pytest.approx(b[name], abs=1e-3)
+    assert max(abs(a[name] - c[name]) for name in a) > 0.01  # the option matters for these kernels
+
+
+def test_external_models_must_keep_the_image_size(tmp_path, data_root, capsys):
+    deploy = tmp_path / "valid.prototxt"  # SRCNN's original deploy: no padding, the output shrinks
+    deploy.write_text(Template(DEPLOY).substitute(sum="").replace("pad: 1", "pad: 0"))
+    weights = write_weights(deploy, tmp_path / "valid.caffemodel", random_blobs(4, 0.01))
+    argv = ["eval", "--datasets", "Set5", "--scales", "3", "--quiet", "--device", "cpu", "--data-root",
+            str(data_root), "--out", str(tmp_path / "out"), "--prototxt", str(deploy), "--weights", str(weights)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "keeps the image size" in err and "pad" in err
+
+
+# ----------------------------------------------------------------------------------------- releases
+def write_patch_set(folder: Path) -> Path:
+    """A tiny patch set with a manifest (its hash is what a release records)."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    label = rng.random((24, 1, 12, 12))
+    with h5py.File(folder / "a.h5", "w") as handle:
+        handle["data"] = (label + 0.05 * rng.standard_normal(label.shape)).astype(np.float32)
+        handle["label"] = label.astype(np.float32)
+    (folder / "train.txt").write_text(f"{folder / 'a.h5'}\n")
+    (folder / "manifest.json").write_text(json.dumps({"format": "glrl-caffe-hdf5-patches/1", "note": "tiny"}))
+    return folder / "manifest.json"
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, data_root):
+    """A real (tiny) glrl training run in a folder named as `glrl train` names them, with the Set5 probe."""
+    from glrl.train.run import RunOptions, train
+    from glrl.train.set5 import Set5Probe
+
+    base = tmp_path_factory.mktemp("release")
+    run_dir = base / "runs" / "tiny-x3-smoke"
+    run_dir.mkdir(parents=True)
+    manifest = write_patch_set(run_dir / "data")
+    (run_dir / "train_test.prototxt").write_text(TRAIN)
+    (run_dir / "solver.prototxt").write_text(SOLVER)
+    probe = Set5Probe(data_root / "test" / "Set5", 3)
+    result = train(RunOptions(solver=run_dir / "solver.prototxt", run_dir=run_dir, device="cpu", progress=False,
+                              tensorboard=False, echo=False))
+    return {"base": base, "run_dir": run_dir, "manifest": manifest, "result": result,
+            "probe_psnr": probe(lambda batch: _predict(result.caffemodel, run_dir, batch))}
+
+
+def _predict(weights: Path, run_dir: Path, batch: np.ndarray) -> np.ndarray:
+    deploy = run_dir / "deploy.prototxt"
+    if not deploy.is_file():
+        deploy.write_text(Template(DEPLOY).substitute(sum=SUM))
+    net = TorchNet(str(deploy), "TEST", device="cpu")
+    net.load_weights(weights)
+    return net.run({"data": batch.astype(np.float32)})["prediction"]
+
+
+def release(base: Path, source: Path, name: str, net: str, *extra: str, data_root: Path) -> int:
+    return main(["models", "release", str(source), "--name", name, "--net", net, "--scales", "3",
+                 "--models-dir", str(base / "models"), "--data-root", str(data_root), *extra])
+
+
+def test_release_records_the_run_and_the_set5_psnr_the_training_probe_measures(trained_run, data_root):
+    base, run_dir = trained_run["base"], trained_run["run_dir"]
+    write_deploy(base, "tiny")
+    assert release(base, run_dir, "tiny_x3", "tiny", data_root=data_root) == 0
+    meta = json.loads((base / "models" / "tiny_x3.json").read_text())
+    weights = base / "models" / "tiny_x3.caffemodel"
+    assert weights.read_bytes() == trained_run["result"].caffemodel.read_bytes()
+    assert meta["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert meta["iterations"] == 6 and meta["schedule"] == "smoke"
+    assert meta["batch_size"] == 8  # 4 per pass × iter_size 2
+    assert meta["data_manifest_sha256"] == hashlib.sha256(trained_run["manifest"].read_bytes()).hexdigest()
+    assert meta["wall_time_s"] > 0 and meta["hardware"]
+    assert meta["deploy"] == "prototxt/tiny/deploy.prototxt" and meta["scales"] == [3]
+    assert meta["set5_psnr"]["3"] == pytest.approx(trained_run["probe_psnr"], abs=1e-3)
+    # the same figure from glrl eval --model
+    records = evaluate(base / "eval", data_root, "--model", "tiny_x3", "--models-dir", str(base / "models"))
+    assert [(r["method"], r["model"]) for r in records] == [("tiny_x3", "tiny_x3")]
+    assert records[0]["psnr"] == pytest.approx(meta["set5_psnr"]["3"], abs=1e-4)
+    # a second release under the same name needs --force
+    assert release(base, run_dir, "tiny_x3", "tiny", data_root=data_root) == 2
+
+
+def test_models_verify_finds_corrupt_weights_and_orphans(trained_run, data_root, tmp_path, capsys):
+    base = trained_run["base"]
+    write_deploy(tmp_path, "tiny")
+    source = trained_run["result"].caffemodel
+    assert release(tmp_path, source, "copy", "tiny", "--schedule", "cpu-short", data_root=data_root) == 0
+    models = str(tmp_path / "models")
+    assert main(["models", "verify", "--measure", "--models-dir", models, "--data-root", str(data_root)]) == 0
+    assert main(["models", "list", "--models-dir", models]) == 0
+    assert "| copy | tiny | 3 |" in capsys.readouterr().out
+    weights = tmp_path / "models" / "copy.caffemodel"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    (tmp_path / "models" / "stray.caffemodel").write_bytes(b"")
+    assert main(["models", "verify", "--models-dir", models]) == 1
+    out = capsys.readouterr().out
+    assert "SHA-256" in out and "stray.caffemodel has no metadata" in out
+    assert base.is_dir()
+
+
+def test_eval_by_net_skips_a_scale_without_a_released_model_with_a_note(trained_run, data_root, tmp_path):
+    write_deploy(tmp_path, "glrl")  # the tiny net stands in for GLRL in this temporary checkout
+    assert release(tmp_path, trained_run["result"].caffemodel, "glrl_x3", "glrl", data_root=data_root) == 0
+    records = evaluate(tmp_path / "out", data_root, "--method", "glrl", "--scales", "2,3",
+                       "--models-dir", str(tmp_path / "models"))
+    by_scale = {r["scale"]: r for r in records if r["method"] == "GLRL"}
+    assert by_scale[3]["model"] == "glrl_x3" and by_scale[3]["published_psnr"] == 33.09
+    assert by_scale[2]["psnr"] is None and by_scale[2]["note"] == "no released glrl model for x2"
+
+
+def test_all_writes_every_published_cell_the_figures_and_the_readme_block(trained_run, data_root, tmp_path):
+    write_deploy(tmp_path, "glrl")
+    assert release(tmp_path, trained_run["result"].caffemodel, "glrl_x3", "glrl", data_root=data_root) == 0
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\nbefore\n{table.README_BEGIN}\nold\n{table.README_END}\nafter\n")
+    out, docs = tmp_path / "out", tmp_path / "docs" / "results"
+    assert main(["eval", "--all", "--datasets", "Set5", "--quiet", "--device", "cpu", "--data-root",
+                 str(data_root), "--out", str(out), "--models-dir", str(tmp_path / "models"),
+                 "--publish", str(docs), "--readme", str(readme)]) == 0
+    records = table.load_records(docs / "results.json")
+    cells = {(r["table"], r["scale"], r["method"]): r for r in records}
+    # every Set5 cell the paper prints (5 methods × 3 scales of Table 2, 2 of Table 1), in its order
+    assert [(r["table"], r["scale"], r["method"]) for r in records][:17] == (
+        [(2, s, m) for s in (2, 3, 4) for m in ("Bicubic", "SelfEx", "MFTV", "SRCNN", "GLRL")]
+        + [(1, 3, "GLRL-2LRB"), (1, 3, "GLRL-3LRB")])
+    assert cells[(2, 3, "Bicubic")]["psnr"] == pytest.approx(30.39, abs=0.005)
+    assert cells[(2, 3, "SelfEx")]["psnr"] is None and cells[(2, 3, "SelfEx")]["note"] == "published only"
+    assert cells[(2, 3, "GLRL")]["model"] == "glrl_x3"
+    assert cells[(1, 3, "GLRL-3LRB")]["psnr"] == cells[(2, 3, "GLRL")]["psnr"]
+    assert cells[(1, 3, "GLRL-2LRB")]["note"] == "no released glrl-2lrb model for x3"
+    assert cells[(2, 4, "GLRL")]["note"] == "no released glrl model for x4"
+    # CSV and Markdown carry the same rows; the README block is a function of results.json
+    assert len((out / "results.csv").read_text().splitlines()) == len(records) + 1
+    assert table.markdown_from_records(records) in (docs / "table.md").read_text()
+    images = [("PSNR per method and set", "docs/results/psnr.png"),
+              ("Set5 x3 crops (Figure 6)", "docs/results/figure6.png")]
+    text = readme.read_text()
+    assert table.readme_block(readme) == table.readme_block_text(records, images)
+    assert text.startswith("# x\n\nbefore\n") and text.endswith(f"{table.README_END}\nafter\n")
+    from PIL import Image
+
+    for name in ("psnr.png", "figure6.png"):
+        assert Image.open(docs / name).size[0] > 300
+    assert (out / "images" / "GLRL" / "Set5" / "x3" / "baby.png").is_file()
+
+
+def test_publish_needs_the_readme_markers(tmp_path, data_root, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers\n")
+    argv = ["eval", "--all", "--datasets", "Set5", "--scales", "3", "--quiet", "--data-root", str(data_root),
+            "--out", str(tmp_path / "out"), "--models-dir", str(tmp_path / "models"),
+            "--publish", str(tmp_path / "docs"), "--readme", str(readme)]
+    assert main(argv) == 2
+    assert "results:begin" in capsys.readouterr().err and readme.read_text() == "# no markers\n"
+
+
+@pytest.mark.oracle
+def test_real_caffe_gives_the_same_set5_figures_as_the_torch_backend(tmp_path, data_root, require):
+    if not oracle.is_built():
+        require(f"the real-Caffe root is not built at {oracle.caffe_root()}; {oracle.BUILD_HINT}")
+    deploy = write_deploy(tmp_path, "tiny")
+    weights = write_weights(deploy, tmp_path / "w.caffemodel", random_blobs(5, residual_scale=0.05))
+    ours = evaluate(tmp_path / "out", data_root, "--prototxt", str(deploy), "--weights", str(weights))[0]
+    with oracle.RootSession() as session:
+        set5 = session.path / "data" / "test" / "Set5"
+        set5.mkdir(parents=True)
+        for image in (data_root / "test" / "Set5").iterdir():
+            (set5 / image.name).write_bytes(image.read_bytes())
+        (session.path / "deploy.prototxt").write_bytes(deploy.read_bytes())
+        (session.path / "w.caffemodel").write_bytes(weights.read_bytes())
+        session.run_python(
+            "import json\nfrom pathlib import Path\n"
+            "from glrl.eval.models import NetMethod, NetSpec\nfrom glrl.eval.suite import Entry, run_suite\n"
+            "method = NetMethod(NetSpec(Path('deploy.prototxt'), Path('w.caffemodel')), backend='caffe')\n"
+            "result = run_suite([Entry('caffe', {3: lambda: method})], ['Set5'], [3], Path('data'), None, False)\n"
+            "s = result.summaries[0]\n"
+            "Path('result.json').write_text(json.dumps({'psnr': s.psnr, 'ssim': s.ssim}))\n")
+        caffe = json.loads((session.path / "result.json").read_text())
+    assert caffe["psnr"] == pytest.approx(ours["psnr"], abs=0.01)
+    assert caffe["ssim"] == pytest.approx(ours["ssim"], abs=1e-4)
