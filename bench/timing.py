@@ -14,13 +14,17 @@ from typing import Any, Callable, Dict, List
 
 def measure(fn: Callable[[], Any], repeats: int, warmup: int = 1, budget_s: float = 40.0) -> Dict[str, Any]:
     """Run ``fn`` ``warmup`` times untimed, then time it ``repeats`` times — fewer (but at least 3) when
-    that would take longer than ``budget_s`` by the warm-up's duration. The median and every run, in s."""
+    that would take longer than ``budget_s`` by the warm-up's duration (with ``warmup=0``, exactly
+    ``repeats`` times). The median and every run, in seconds."""
     started = time.perf_counter()
     for _ in range(warmup):
         fn()
-    per_run = (time.perf_counter() - started) / max(1, warmup)
     runs: List[float] = []
-    for _ in range(max(3, min(repeats, int(budget_s / per_run))) if per_run > 0 else repeats):
+    count = repeats
+    if warmup:
+        per_run = (time.perf_counter() - started) / warmup
+        count = max(3, min(repeats, int(budget_s / per_run))) if per_run > 0 else repeats
+    for _ in range(count):
         start = time.perf_counter()
         fn()
         runs.append(time.perf_counter() - start)
