@@ -274,3 +274,33 @@ def test_each_process_takes_its_contiguous_slice_of_the_global_batch(tmp_path):
         np.testing.assert_array_equal(joined, next(whole)["data"])
     with pytest.raises(TrainingError, match="split evenly"):
         HDF5Batches(tmp_path / "train.txt", ["data"], 8, world=3)
+
+
+# ------------------------------------------------------------------------------------------- real Caffe
+@pytest.mark.oracle
+@pytest.mark.parametrize("solver_type", ["SGD", "Nesterov", "Adam"])
+def test_backend_caffe_and_backend_torch_end_with_the_same_weights(tmp_path, require, solver_type):
+    """20 iterations (step lr, clipping, weight decay, lr/decay mults, iter_size 2, shuffled batches over two
+    files) from the same initial weights: real Caffe 1.0 and the PyTorch backend agree to 1e-5."""
+    from glrl import oracle
+    from glrl.backends.torch_net import TorchNet
+
+    if not oracle.is_built():
+        require(f"the real-Caffe root is not built at {oracle.caffe_root()}; {oracle.BUILD_HINT}")
+    torch.set_num_threads(1)
+    with oracle.RootSession() as session:
+        folder = session.path / "job"
+        make_run(folder, shuffle=True, max_iter=20, snapshot=10, solver_type=solver_type, width=8)
+        TorchNet(folder / "net.prototxt", phase="TRAIN", seed=11).save_caffemodel(folder / "init.caffemodel")
+        session.run(["python3", "-m", "glrl", "train", "--backend", "caffe", "--solver", "job/solver.prototxt",
+                     "--run-dir", "job/caffe", "--weights", "job/init.caffemodel", "--device", "cpu"])
+        train(RunOptions(solver=folder / "solver.prototxt", run_dir=folder / "torch", device="cpu",
+                         weights=folder / "init.caffemodel", progress=False, tensorboard=False, echo=False))
+        caffe_weights, torch_weights = final_weights(folder / "caffe", 20), final_weights(folder / "torch", 20)
+        initial = {f"{layer.name}/{i}": np.asarray(blob.data) for layer in
+                   read_caffemodel(folder / "init.caffemodel").layer for i, blob in enumerate(layer.blobs)}
+    assert caffe_weights.keys() == torch_weights.keys() == initial.keys()
+    for key, expected in caffe_weights.items():
+        assert not np.array_equal(expected, initial[key])
+        scale = np.abs(expected).max()
+        assert np.abs(torch_weights[key] - expected).max() <= 1e-5 * scale, key

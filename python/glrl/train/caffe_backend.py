@@ -1,8 +1,9 @@
 """``glrl train --backend caffe``: the same ``solver.prototxt`` solved by real Caffe through pycaffe.
 
 Caffe resolves the solver's relative paths (``net``, ``snapshot_prefix``, the HDF5 list files) from its
-working directory, so the solve runs with the run folder as working directory, exactly as
-``cd <run> && caffe train --solver solver.prototxt [--snapshot S | --weights W]`` would. Caffe logs
+working directory, so the solve runs in the solver's folder, as ``caffe train --solver solver.prototxt
+[--snapshot S | --weights W]`` run beside it would, from a copy of the solver (``solver.caffe.prototxt`` in
+the run folder) whose snapshots go to the run folder like the PyTorch backend's. Caffe logs
 through glog to stderr (``GLOG_minloglevel`` is lowered to show its iteration lines).
 """
 from __future__ import annotations
@@ -33,18 +34,13 @@ def train_in_caffe(solver_path: Path, run_dir: Path, *, device: str = "auto", re
         caffe.set_mode_cpu()
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    solver_file = str(Path(solver_path).resolve())
+    solver_file = _solver_for_run(Path(solver_path).resolve(), run_dir)
     resume_file = str(Path(resume).resolve()) if resume else None
     weights_file = str(Path(weights).resolve()) if weights else None
-    from glrl.caffe.io import read_solver
-
-    prefix = read_solver(solver_file).snapshot_prefix
-    if prefix:  # Caffe does not create the snapshot folder
-        (run_dir / prefix).parent.mkdir(parents=True, exist_ok=True)
     previous = Path.cwd()
-    os.chdir(run_dir)
+    os.chdir(Path(solver_path).resolve().parent)
     try:
-        solver = caffe.get_solver(solver_file)
+        solver = caffe.get_solver(str(solver_file))
         if weights_file:
             solver.net.copy_from(weights_file)
         if resume_file:
@@ -53,3 +49,20 @@ def train_in_caffe(solver_path: Path, run_dir: Path, *, device: str = "auto", re
     finally:
         os.chdir(previous)
     return 0
+
+
+def _solver_for_run(solver_path: Path, run_dir: Path) -> Path:
+    """A copy of the solver in ``run_dir`` with an absolute ``net`` and its snapshots under ``run_dir``
+    (a relative ``snapshot_prefix`` is taken relative to the run folder, as the PyTorch backend does)."""
+    from glrl.caffe.io import read_solver, write_solver
+
+    solver = read_solver(solver_path)
+    if solver.net and not Path(solver.net).is_absolute():
+        solver.net = str((solver_path.parent / solver.net).resolve())
+    prefix = Path(solver.snapshot_prefix or Path(solver.net).stem)
+    prefix = prefix if prefix.is_absolute() else run_dir / prefix
+    prefix.parent.mkdir(parents=True, exist_ok=True)  # Caffe does not create the snapshot folder
+    solver.snapshot_prefix = str(prefix)
+    target = run_dir / "solver.caffe.prototxt"
+    write_solver(solver, target)
+    return target
