@@ -292,11 +292,12 @@ def test_backend_caffe_and_backend_torch_end_with_the_same_weights(tmp_path, req
         folder = session.path / "job"
         make_run(folder, shuffle=True, max_iter=20, snapshot=10, solver_type=solver_type, width=8)
         TorchNet(folder / "net.prototxt", phase="TRAIN", seed=11).save_caffemodel(folder / "init.caffemodel")
-        session.run(["python3", "-m", "glrl", "train", "--backend", "caffe", "--solver", "job/solver.prototxt",
-                     "--run-dir", "job/caffe", "--weights", "job/init.caffemodel", "--device", "cpu"])
+        session.run(["python3", "-m", "glrl", "train", "--backend", "caffe",
+                     "--solver", "job/solver.prototxt", "--run-dir", "job/caffe", "--weights", "job/init.caffemodel", "--device", "cpu"])
         train(RunOptions(solver=folder / "solver.prototxt", run_dir=folder / "torch", device="cpu",
                          weights=folder / "init.caffemodel", progress=False, tensorboard=False, echo=False))
-        caffe_weights, torch_weights = final_weights(folder / "caffe", 20), final_weights(folder / "torch", 20)
+        caffe_weights = final_weights(folder / "caffe", 20)
+        torch_weights = final_weights(folder / "torch", 20)
         initial = {f"{layer.name}/{i}": np.asarray(blob.data) for layer in
                    read_caffemodel(folder / "init.caffemodel").layer for i, blob in enumerate(layer.blobs)}
     assert caffe_weights.keys() == torch_weights.keys() == initial.keys()
