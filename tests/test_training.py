@@ -293,7 +293,8 @@ def test_backend_caffe_and_backend_torch_end_with_the_same_weights(tmp_path, req
         make_run(folder, shuffle=True, max_iter=20, snapshot=10, solver_type=solver_type, width=8)
         TorchNet(folder / "net.prototxt", phase="TRAIN", seed=11).save_caffemodel(folder / "init.caffemodel")
         session.run(["python3", "-m", "glrl", "train", "--backend", "caffe",
-                     "--solver", "job/solver.prototxt", "--run-dir", "job/caffe", "--weights", "job/init.caffemodel", "--device", "cpu"])
+                     "--solver", "job/solver.prototxt", "--run-dir", "job/caffe",
+                     "--weights", "job/init.caffemodel", "--device", "cpu"])
         train(RunOptions(solver=folder / "solver.prototxt", run_dir=folder / "torch", device="cpu",
                          weights=folder / "init.caffemodel", progress=False, tensorboard=False, echo=False))
         caffe_weights = final_weights(folder / "caffe", 20)
