@@ -35,10 +35,18 @@ def _skip_reason(records: List[Record], tool_prefix: str) -> str:
     return ""
 
 
+def _fastest(records: List[Record], key: str) -> Optional[float]:
+    return min((r[key] for r in records if r.get(key) is not None), default=None)
+
+
 def cpu_inference_table(records: List[Record]) -> List[str]:
-    lines = ["Each tool's best setting (threads, layout) at that size; ratios are their median / ours.", "",
+    lines = ["Each tool's best setting (threads, layout) at that size; ratios are their median / ours. "
+             "The CPU-time ratios compare the least processor time (all threads) any setting of each tool "
+             "used: on a shared, loaded machine they show the work each tool does when wall-clock times "
+             "are disturbed.", "",
              "| net | image | ours, best setting | ours median | cv2.dnn | Caffe | cv2.dnn / ours "
-             "| Caffe / ours |", "|---|---|---|---|---|---|---|---|"]
+             "| Caffe / ours | CPU time: cv2.dnn / ours | CPU time: Caffe / ours |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     nets = sorted({r["net"] for r in records}, key=lambda n: ["glrl", "vdsr", "srcnn"].index(n)
                   if n in ("glrl", "vdsr", "srcnn") else 9)
     for net in nets:
@@ -46,34 +54,39 @@ def cpu_inference_table(records: List[Record]) -> List[str]:
         for case in sorted({r["case"] for r in _ok(mine)}, key=lambda c: int(c.split("x")[0])):
             at = [r for r in _ok(mine) if r["case"] == case]
             ours = [r for r in at if r["tool"].startswith("ours")]
+            cvs = [r for r in at if r["tool"] == "cv2.dnn"]
+            caffes = [r for r in at if r["tool"].startswith("Caffe")]
             best = min(ours, key=lambda r: r["median_s"]) if ours else None
-            cv = min((r["median_s"] for r in at if r["tool"] == "cv2.dnn"), default=None)
-            caffe = min((r["median_s"] for r in at if r["tool"].startswith("Caffe")), default=None)
-            ours_s = best["median_s"] if best else None
+            ours_s, cv = _fastest(ours, "median_s"), _fastest(cvs, "median_s")
+            caffe = _fastest(caffes, "median_s")
+            ours_cpu = _fastest(ours, "median_cpu_s")
             setting = best["setting"] if best else "–"
             lines.append(f"| {net} | {case} | {setting} | {_ms(ours_s)} | {_ms(cv)} | "
                          f"{_ms(caffe)} | {_ratio(cv, ours_s, GOALS['cv2.dnn'])} | "
-                         f"{_ratio(caffe, ours_s, GOALS['caffe'])} |")
+                         f"{_ratio(caffe, ours_s, GOALS['caffe'])} | "
+                         f"{_ratio(_fastest(cvs, 'median_cpu_s'), ours_cpu, GOALS['cv2.dnn'])} | "
+                         f"{_ratio(_fastest(caffes, 'median_cpu_s'), ours_cpu, GOALS['caffe'])} |")
         for prefix in ("Caffe", "caffe", "cv2"):
             reason = _skip_reason(mine, prefix)
             if reason:
-                lines.append(f"| {net} | | {prefix} not measured: {reason} | | | | | |")
+                lines.append(f"| {net} | | {prefix} not measured: {reason} | | | | | | | |")
     return lines
 
 
 def settings_table(records: List[Record]) -> List[str]:
-    lines = ["| net | image | tool | setting | median | runs | max abs diff vs ours |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| net | image | tool | setting | median | CPU time | runs | max abs diff vs ours |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in records:
         if "median_s" in r:
             diff = r.get("max_abs_diff_vs_ours")
             shown = "" if diff is None else f"{diff:.1e}"
             lines.append(f"| {r['net']} | {r['case']} | {r['tool']} | {r['setting']} | "
-                         f"{_ms(r['median_s'])} | {len(r['runs_s'])} | {shown} |")
+                         f"{_ms(r['median_s'])} | {_ms(r.get('median_cpu_s'))} | {len(r['runs_s'])} | "
+                         f"{shown} |")
         elif "error" in r or ("skipped" in r and "setting" in r):
             what = f"failed: {_clean(r['error'])}" if "error" in r else f"not run: {_clean(r['skipped'])}"
             lines.append(f"| {r['net']} | {r.get('case', '')} | {r['tool']} | {r.get('setting', '')} | "
-                         f"{what} | | |")
+                         f"{what} | | | |")
     return lines
 
 

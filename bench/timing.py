@@ -15,7 +15,8 @@ from typing import Any, Callable, Dict, List
 def measure(fn: Callable[[], Any], repeats: int, warmup: int = 1, budget_s: float = 40.0) -> Dict[str, Any]:
     """Run ``fn`` ``warmup`` times untimed, then time it ``repeats`` times — fewer (but at least 3) when
     that would take longer than ``budget_s`` by the warm-up's duration (with ``warmup=0``, exactly
-    ``repeats`` times). The median and every run, in seconds."""
+    ``repeats`` times). The median and every run (wall clock), in seconds, and the median process CPU
+    time: on a shared machine, wall ≫ CPU × threads shows that other work took the cores."""
     started = time.perf_counter()
     for _ in range(warmup):
         fn()
@@ -24,11 +25,14 @@ def measure(fn: Callable[[], Any], repeats: int, warmup: int = 1, budget_s: floa
     if warmup:
         per_run = (time.perf_counter() - started) / warmup
         count = max(3, min(repeats, int(budget_s / per_run))) if per_run > 0 else repeats
+    cpu: List[float] = []
     for _ in range(count):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         runs.append(time.perf_counter() - start)
-    return {"median_s": statistics.median(runs), "runs_s": [round(r, 6) for r in runs]}
+        cpu.append(time.process_time() - start_cpu)
+    return {"median_s": statistics.median(runs), "runs_s": [round(r, 6) for r in runs],
+            "median_cpu_s": statistics.median(cpu)}
 
 
 def _cpu_model() -> str:
