@@ -37,8 +37,8 @@ from glrl import __version__
 from glrl.data_prep import manifest as manifest_io
 from glrl.data_prep.config import BuildConfig
 from glrl.data_prep.h5file import write_patch_file
-from glrl.data_prep.patches import cut_patches, dihedral, interpolated_pair, patch_count
-from glrl.data_prep.sources import SourceImage, downscaled_shape, list_sources, scaled_luminance
+from glrl.data_prep.patches import cut_patches, interpolated_pair, patch_count
+from glrl.data_prep.sources import SourceImage, augmented_luminances, downscaled_shape, list_sources
 from glrl.errors import DataError
 from glrl.fsutil import atomic_write_text
 
@@ -115,14 +115,14 @@ def plan_jobs(sources: Sequence[SourceImage], spec: PartSpec) -> List[Job]:
 
 def cut_job(job: Job, spec: PartSpec) -> np.ndarray:
     """All patches of ``job`` as records in global-index order (``position`` not yet filled in)."""
-    y = scaled_luminance(job.path, job.factor)
-    if y.shape != (job.height, job.width):
-        raise DataError(f"{job.path} changed size while the patch set was being built",
-                        hint="do not modify the data root during a build; run it again")
     records = np.empty(job.count, dtype=spec.record_dtype())
     filled = 0
-    for transform in spec.transforms:
-        turned = dihedral(y, transform)
+    turned_images = augmented_luminances(job.path, spec.transforms, job.factor)
+    for transform, turned in zip(spec.transforms, turned_images):
+        planned = (job.height, job.width) if transform % 2 == 0 else (job.width, job.height)
+        if turned.shape != planned:
+            raise DataError(f"{job.path} changed size while the patch set was being built",
+                            hint="do not modify the data root during a build; run it again")
         for scale in spec.scales:
             inputs, labels, starts = cut_patches(*interpolated_pair(turned, scale), spec.patch_size,
                                                  spec.label_size, spec.stride)

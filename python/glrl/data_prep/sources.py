@@ -9,10 +9,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
 
+from glrl.data_prep.patches import dihedral
 from glrl.errors import DataError
 from glrl.fsutil import sha256_file
 from glrl.matlab_compat import imresize, rgb2ycbcr
@@ -119,10 +120,15 @@ def downscaled_shape(height: int, width: int, factor: float) -> Tuple[int, int]:
     return int(math.ceil(round(factor * height, 9))), int(math.ceil(round(factor * width, 9)))
 
 
-def scaled_luminance(path: Path, factor: float) -> np.ndarray:
-    """Luminance of the image at ``path``, first shrunk by ``factor`` (MATLAB bicubic on the uint8 RGB,
-    as VDSR's down-scaled copies) when ``factor`` is not 1."""
+def augmented_luminances(path: Path, transforms: Sequence[int], factor: float) -> Iterator[np.ndarray]:
+    """The luminance of each dihedral ``transforms`` of the image at ``path``, shrunk by ``factor`` (MATLAB
+    bicubic on the uint8 RGB after the flip and turn, the order of the VDSR-lineage MATLAB scripts) when
+    ``factor`` is not 1. Without shrinking, Y of the turned image is the turned Y (rgb2ycbcr is per pixel)."""
     img = read_source(path)
-    if factor != 1.0:
-        img = imresize(img, factor)
-    return luminance(img)
+    if factor == 1.0:
+        y = luminance(img)
+        for transform in transforms:
+            yield dihedral(y, transform)
+    else:
+        for transform in transforms:
+            yield luminance(imresize(dihedral(img, transform), factor))
