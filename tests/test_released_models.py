@@ -1,0 +1,59 @@
+"""The released models in ``models/`` and the published results in ``docs/results``, as committed.
+
+Every released model: its weights match the recorded SHA-256, its metadata is complete, its deploy prototxt
+exists, and run on Set5 at each of its scales (benchmark protocol, PyTorch backend, fp32) it scores the
+PSNR its metadata records, to 0.01 dB — so a broken loader, backend or evaluation is caught. No weights may
+sit in ``models/`` without metadata. The README's results block is the one ``make eval`` published: it is
+regenerated here from ``docs/results/results.json`` and must be identical, as must ``table.md``'s table.
+"""
+from __future__ import annotations
+
+import pytest
+
+from glrl import model_zoo, release, settings
+from glrl.eval import table
+
+RESULTS = settings.REPO_ROOT / "docs" / "results"
+README = settings.REPO_ROOT / "README.md"
+FIGURES = (("PSNR per method and set", "psnr.png"), ("Set5 x3 crops (Figure 6)", "figure6.png"))
+
+
+def test_models_folder_holds_only_complete_releases():
+    models = model_zoo.released_models()  # raises ModelError on unreadable or incomplete metadata
+    assert release.orphans() == []
+    names = {m.name for m in models}
+    for path in settings.MODELS_DIR.glob("*"):
+        assert path.name in ("README.md", ".gitkeep") or (
+            path.suffix in (".json", ".caffemodel") and path.stem in names), f"stray file {path}"
+    for model in models:
+        assert release.problems(model) == []
+        assert model.deploy.is_file() and model.deploy.is_relative_to(settings.PROTOTXT_DIR)
+        for key in ("batch_size", "data_manifest_sha256", "hardware", "wall_time_s"):
+            assert key in model.metadata, f"{model.name}: metadata lacks {key}"
+
+
+@pytest.mark.slow
+def test_every_released_model_scores_its_recorded_set5_psnr(data_root):
+    for model in model_zoo.released_models():
+        figures = release.measure_set5(model.deploy, model.weights, model.scales, data_root, device="cpu")
+        for scale in model.scales:
+            assert figures[scale]["psnr"] == pytest.approx(model.set5_psnr[scale], abs=release.PSNR_TOLERANCE_DB), (
+                f"{model.name} x{scale}")
+
+
+def test_the_readme_shows_the_table_make_eval_published():
+    records = table.load_records(RESULTS / "results.json")
+    assert table.markdown_from_records(records) in (RESULTS / "table.md").read_text(encoding="utf-8")
+    images = [(alt, f"docs/results/{name}") for alt, name in FIGURES if (RESULTS / name).is_file()]
+    assert table.readme_block(README) == table.readme_block_text(records, images)
+
+
+def test_the_published_results_cover_every_cell_of_table_1_and_table_2():
+    from glrl.published import published_figures
+
+    records = table.load_records(RESULTS / "results.json")
+    cells = {(r["table"], r["dataset"], r["scale"], r["method"]) for r in records}
+    for figure in published_figures():
+        assert (figure.table, figure.dataset, figure.scale, figure.method) in cells
+    for record in records:
+        assert record["psnr"] is not None or record["note"], record
