@@ -24,7 +24,11 @@ MethodFactory = Callable[..., SRMethod]
 
 _FACTORIES: Dict[str, MethodFactory] = {"bicubic": lambda **options: bicubic}
 # name -> "module:factory", imported on first use
-LAZY_METHODS: Dict[str, str] = {}
+LAZY_METHODS: Dict[str, str] = {
+    "glrl": "glrl.eval.models:glrl_method",  # the released models of a net, per scale (glrl.model_zoo)
+    "glrl-2lrb": "glrl.eval.models:glrl_2lrb_method",
+    "srcnn": "glrl.eval.models:srcnn_method",
+}
 
 
 def register_method(name: str, factory: MethodFactory) -> None:

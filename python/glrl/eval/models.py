@@ -134,3 +134,31 @@ def plans_for_all(scales: List[int], models_dir: Optional[Path] = None) -> List[
         if model.name not in used and any(scale in model.scales for scale in scales):
             plans.append(plan_for_model(model.name, scales, models_dir))
     return plans
+
+
+class ReleasedNetMethod:
+    """The released models of one net as a single method (``create_method("glrl")``): each scale runs the
+    model ``model_zoo.model_for_scale`` picks, loaded on first use and shared by the scales it serves."""
+
+    def __init__(self, net: str, *, backend: str = "torch", device: str = "auto",
+                 models_dir: Optional[Path] = None) -> None:
+        self.net, self.backend, self.device, self.models_dir = net, backend, device, models_dir
+        self._loaded: Dict[str, NetMethod] = {}
+
+    def __call__(self, y_up: np.ndarray, scale: int) -> np.ndarray:
+        model = model_zoo.model_for_scale(scale, net=self.net, models_dir=self.models_dir)
+        if model.name not in self._loaded:
+            self._loaded[model.name] = model_method(model, backend=self.backend, device=self.device)
+        return self._loaded[model.name](y_up, scale)
+
+
+def glrl_method(**options) -> ReleasedNetMethod:
+    return ReleasedNetMethod("glrl", **options)
+
+
+def glrl_2lrb_method(**options) -> ReleasedNetMethod:
+    return ReleasedNetMethod("glrl-2lrb", **options)
+
+
+def srcnn_method(**options) -> ReleasedNetMethod:
+    return ReleasedNetMethod("srcnn", **options)
