@@ -79,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
                   f"{len(entry['files'])} files, {size / 1e9:.2f} GB -> {result.out / entry['list']['name']}")
     stats = manifest["build"]
     peak = stats["peak_rss_mib"]
+    in_workers = f", {peak['workers']:.0f} MiB (largest worker)" if peak["workers"] is not None else ""
     print(f"built in {stats['seconds']} s with {stats['workers']} workers; peak memory "
-          f"{peak['main']:.0f} MiB (main), {peak['workers']:.0f} MiB (workers)")
+          f"{peak['main']:.0f} MiB (main){in_workers}")
     return 0

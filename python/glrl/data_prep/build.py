@@ -226,11 +226,13 @@ def write_part(
             "shuffled": spec.shuffle}
 
 
-def _peak_rss_mib() -> Dict[str, float]:
-    """Peak resident memory of this process and of the largest finished child process (the workers)."""
+def _peak_rss_mib(workers: int) -> Dict[str, Optional[float]]:
+    """Peak resident memory (MiB) of this process and, when there were workers, of the largest finished
+    child process (a forked worker's count includes the pages it shares with this process)."""
     to_mib = 1 / 1024 if sys.platform != "darwin" else 1 / (1024 * 1024)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * to_mib if workers > 1 else None
     return {"main": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * to_mib, 1),
-            "workers": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * to_mib, 1)}
+            "workers": None if children is None else round(children, 1)}
 
 
 def _remove_stale_partials(out: Path) -> None:
@@ -323,7 +325,7 @@ def build(
         for spec in specs:
             manifest[spec.name] = write_part(sources[spec.name], spec, partial, out, workers, progress)
         manifest["build"] = {"seconds": round(time.time() - started, 1), "workers": workers,
-                             "peak_rss_mib": _peak_rss_mib(),
+                             "peak_rss_mib": _peak_rss_mib(workers),
                              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         manifest_io.save(partial, manifest)
         _swap_into_place(partial, out)
