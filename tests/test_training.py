@@ -306,3 +306,15 @@ def test_backend_caffe_and_backend_torch_end_with_the_same_weights(tmp_path, req
         assert not np.array_equal(expected, initial[key])
         scale = np.abs(expected).max()
         assert np.abs(torch_weights[key] - expected).max() <= 1e-5 * scale, key
+
+
+def test_a_new_run_refuses_a_run_folder_that_holds_snapshots(tmp_path, capsys):
+    from glrl.cli import main
+
+    solver = make_run(tmp_path)
+    (tmp_path / "run" / "snap").mkdir(parents=True)
+    for suffix in (".caffemodel", ".solverstate", ".glrl.json"):
+        (tmp_path / "run" / "snap" / f"tiny_iter_6{suffix}").write_text("")
+    status = main(["train", "--solver", str(solver), "--run-dir", str(tmp_path / "run"), "--no-set5"])
+    assert status == 2
+    assert "already holds snapshots" in capsys.readouterr().err

@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir) if args.run_dir else (
         settings.work_dir() / "runs" / f"{args.net}-x{args.scale}-{args.schedule}")
     run_dir = run_dir.resolve()
+    _refuse_to_overwrite(args.resume, run_dir)
     if args.solver:
         solver_path = Path(args.solver).resolve()
         if not solver_path.is_file():
@@ -93,6 +94,18 @@ def _parse_scales(text: str):
     if not text.isdigit() or any(c not in "234" for c in text) or len(set(text)) != len(text):
         raise TrainingError(f"--scale {text!r} is not one of 2, 3, 4, 234", hint="e.g. --scale 3")
     return tuple(int(c) for c in text)
+
+
+def _refuse_to_overwrite(resume, run_dir: Path) -> None:
+    """A new run must not overwrite the snapshots of an earlier run in the same folder."""
+    from glrl.errors import TrainingError
+    from glrl.train.snapshot import latest_snapshot
+
+    if resume is None and run_dir.is_dir():
+        found = latest_snapshot(run_dir)
+        if found is not None:
+            raise TrainingError(f"the run folder {run_dir} already holds snapshots (newest: {found.name})",
+                                hint="continue that run with --resume, or start a new one with another --run-dir")
 
 
 def _resume_path(resume, run_dir: Path):
