@@ -104,8 +104,9 @@ def _refuse_to_overwrite(resume, run_dir: Path) -> None:
     if resume is None and run_dir.is_dir():
         found = latest_snapshot(run_dir)
         if found is not None:
-            raise TrainingError(f"the run folder {run_dir} already holds snapshots (newest: {found.name})",
-                                hint="continue that run with --resume, or start a new one with another --run-dir")
+            raise TrainingError(
+                f"the run folder {run_dir} already holds snapshots (newest: {found.name})",
+                hint="continue that run with --resume, or start a new one with another --run-dir")
 
 
 def _resume_path(resume, run_dir: Path):
