@@ -142,7 +142,8 @@ def test_external_models_must_keep_the_image_size(tmp_path, data_root, capsys):
     deploy.write_text(Template(DEPLOY).substitute(sum="").replace("pad: 1", "pad: 0"))
     weights = write_weights(deploy, tmp_path / "valid.caffemodel", random_blobs(4, 0.01))
     argv = ["eval", "--datasets", "Set5", "--scales", "3", "--quiet", "--device", "cpu", "--data-root",
-            str(data_root), "--out", str(tmp_path / "out"), "--prototxt", str(deploy), "--weights", str(weights)]
+            str(data_root), "--out", str(tmp_path / "out"),
+            "--prototxt", str(deploy), "--weights", str(weights)]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "keeps the image size" in err and "pad" in err
@@ -175,8 +176,8 @@ def trained_run(tmp_path_factory, data_root):
     (run_dir / "train_test.prototxt").write_text(TRAIN)
     (run_dir / "solver.prototxt").write_text(SOLVER)
     probe = Set5Probe(data_root / "test" / "Set5", 3)
-    result = train(RunOptions(solver=run_dir / "solver.prototxt", run_dir=run_dir, device="cpu", progress=False,
-                              tensorboard=False, echo=False))
+    result = train(RunOptions(solver=run_dir / "solver.prototxt", run_dir=run_dir, device="cpu",
+                              progress=False, tensorboard=False, echo=False))
     return {"base": base, "run_dir": run_dir, "manifest": manifest, "result": result,
             "probe_psnr": probe(lambda batch: _predict(result.caffemodel, run_dir, batch))}
 
@@ -271,8 +272,7 @@ def test_all_writes_every_published_cell_the_figures_and_the_readme_block(traine
     # CSV and Markdown carry the same rows; the README block is a function of results.json
     assert len((out / "results.csv").read_text().splitlines()) == len(records) + 1
     assert table.markdown_from_records(records) in (docs / "table.md").read_text()
-    images = [("PSNR per method and set", "docs/results/psnr.png"),
-              ("Set5 x3 crops (Figure 6)", "docs/results/figure6.png")]
+    images = [(alt, f"docs/results/{name}") for alt, name in table.PUBLISHED_FIGURES]
     text = readme.read_text()
     assert table.readme_block(readme) == table.readme_block_text(records, images)
     assert text.startswith("# x\n\nbefore\n") and text.endswith(f"{table.README_END}\nafter\n")
@@ -311,7 +311,8 @@ def test_real_caffe_gives_the_same_set5_figures_as_the_torch_backend(tmp_path, d
             "import json\nfrom pathlib import Path\n"
             "from glrl.eval.models import NetMethod, NetSpec\nfrom glrl.eval.suite import Entry, run_suite\n"
             "method = NetMethod(NetSpec(Path('deploy.prototxt'), Path('w.caffemodel')), backend='caffe')\n"
-            "result = run_suite([Entry('caffe', {3: lambda: method})], ['Set5'], [3], Path('data'), None, False)\n"
+            "entry = Entry('caffe', {3: lambda: method})\n"
+            "result = run_suite([entry], ['Set5'], [3], Path('data'), None, False)\n"
             "s = result.summaries[0]\n"
             "Path('result.json').write_text(json.dumps({'psnr': s.psnr, 'ssim': s.ssim}))\n")
         caffe = json.loads((session.path / "result.json").read_text())

@@ -9,13 +9,11 @@ regenerated here from ``docs/results/results.json`` and must be identical, as mu
 from __future__ import annotations
 
 import pytest
-
 from glrl import model_zoo, release, settings
 from glrl.eval import table
 
 RESULTS = settings.REPO_ROOT / "docs" / "results"
 README = settings.REPO_ROOT / "README.md"
-FIGURES = (("PSNR per method and set", "psnr.png"), ("Set5 x3 crops (Figure 6)", "figure6.png"))
 
 
 def test_models_folder_holds_only_complete_releases():
@@ -37,14 +35,16 @@ def test_every_released_model_scores_its_recorded_set5_psnr(data_root):
     for model in model_zoo.released_models():
         figures = release.measure_set5(model.deploy, model.weights, model.scales, data_root, device="cpu")
         for scale in model.scales:
-            assert figures[scale]["psnr"] == pytest.approx(model.set5_psnr[scale], abs=release.PSNR_TOLERANCE_DB), (
+            recorded = model.set5_psnr[scale]
+            assert figures[scale]["psnr"] == pytest.approx(recorded, abs=release.PSNR_TOLERANCE_DB), (
                 f"{model.name} x{scale}")
 
 
 def test_the_readme_shows_the_table_make_eval_published():
     records = table.load_records(RESULTS / "results.json")
     assert table.markdown_from_records(records) in (RESULTS / "table.md").read_text(encoding="utf-8")
-    images = [(alt, f"docs/results/{name}") for alt, name in FIGURES if (RESULTS / name).is_file()]
+    images = [(alt, f"docs/results/{name}") for alt, name in table.PUBLISHED_FIGURES
+              if (RESULTS / name).is_file()]
     assert table.readme_block(README) == table.readme_block_text(records, images)
 
 

@@ -105,13 +105,15 @@ def read_run(source: Path) -> RunRecord:
         weights = state.with_name(state.name[: -len(".solverstate")] + ".caffemodel")
     elif source.is_file():
         if source.suffix != ".caffemodel":
-            raise ModelError(f"{source} is not a .caffemodel", hint="give a glrl train run folder or a .caffemodel")
+            raise ModelError(f"{source} is not a .caffemodel",
+                             hint="give a glrl train run folder or a .caffemodel")
         weights = source
         state = source.with_name(source.name[: -len(".caffemodel")] + ".solverstate")
     else:
         raise ModelError(f"{source} not found", hint="give a glrl train run folder or a .caffemodel")
     if not weights.is_file():
-        raise ModelError(f"the snapshot's weights {weights} are missing", hint="give the .caffemodel directly")
+        raise ModelError(f"the snapshot's weights {weights} are missing",
+                         hint="give the .caffemodel directly")
     record = RunRecord(weights)
     iteration = snapshot_iteration(state)
     record.iterations = iteration if iteration >= 0 else None
@@ -196,7 +198,8 @@ def release(
         raise ModelError(f"model name {name!r} is not a plain file name",
                          hint="use letters, digits, '.', '_' and '-' (e.g. glrl_x3)")
     if not scales or any(int(s) < 2 for s in scales):
-        raise ModelError(f"scales {list(scales)} are not scale factors", hint="e.g. --scales 3 or --scales 2,3,4")
+        raise ModelError(f"scales {list(scales)} are not scale factors",
+                         hint="e.g. --scales 3 or --scales 2,3,4")
     folder = Path(models_dir) if models_dir else settings.MODELS_DIR
     repo_root = folder.resolve().parent
     deploy = repo_root / "prototxt" / net / "deploy.prototxt"
@@ -205,7 +208,8 @@ def release(
                          hint="generate the committed nets with `make prototxt`")
     weights_out, meta_out = folder / f"{name}.caffemodel", folder / f"{name}.json"
     if (weights_out.exists() or meta_out.exists()) and not force:
-        raise ModelError(f"a model named {name} is already in {folder}", hint="choose another name, or --force")
+        raise ModelError(f"a model named {name} is already in {folder}",
+                         hint="choose another name, or --force")
     record = read_run(Path(source))
     if schedule is not None:
         from glrl.nets.solver import get_schedule

@@ -1,7 +1,7 @@
 """What ``glrl eval`` does with released models, external Caffe models and ``--all``.
 
-* ``--method glrl|glrl-2lrb|srcnn``: per scale, the released model of that net (``model_zoo.model_for_scale``);
-  a scale without one is skipped with a note in the table;
+* ``--method glrl|glrl-2lrb|srcnn``: per scale, the released model of that net
+  (``model_zoo.model_for_scale``); a scale without one is skipped with a note in the table;
 * ``--model NAME``: that released model at the scales it was trained for;
 * ``--prototxt P --weights W [--residual-outside] [--transposed]``: any Caffe SR net;
 * ``--all`` (``make eval``): Bicubic, then SRCNN, GLRL-2LRB, GLRL and every other released model, in one
@@ -53,14 +53,16 @@ def _once(factory: Callable[[], SRMethod]) -> Callable[[], SRMethod]:
     return build
 
 
-def entry_for_plan(plan: MethodPlan, backend: str, device: str, cache: Dict[str, Callable[[], SRMethod]]) -> Entry:
+def entry_for_plan(plan: MethodPlan, backend: str, device: str,
+                   cache: Dict[str, Callable[[], SRMethod]]) -> Entry:
     """An entry whose scales share one loaded net per released model."""
     factories = {}
     for scale, model in plan.models.items():
         if model.name not in cache:
             cache[model.name] = _once(lambda model=model: model_method(model, backend=backend, device=device))
         factories[scale] = cache[model.name]
-    return Entry(plan.name, factories, {s: m.name for s, m in plan.models.items()}, dict(plan.missing))
+    models = {s: m.name for s, m in plan.models.items()}
+    return Entry(plan.name, factories, models, dict(plan.missing), runs_nets=True)
 
 
 def _registered_entry(name: str, scales: Sequence[int]) -> Entry:
@@ -76,11 +78,13 @@ def build_entries(args: argparse.Namespace, scales: List[int], models_dir: Optio
     backend, device = args.backend, args.device
     if args.all:
         plans = plans_for_all(scales, models_dir)
-        return [_registered_entry("bicubic", scales)] + [entry_for_plan(p, backend, device, cache) for p in plans]
+        nets = [entry_for_plan(plan, backend, device, cache) for plan in plans]
+        return [_registered_entry("bicubic", scales)] + nets
     entries: List[Entry] = []
     for name in split_list(args.method or ""):
         if name.lower() in NET_METHOD_NAMES:
-            entries.append(entry_for_plan(plan_for_net(name.lower(), scales, models_dir), backend, device, cache))
+            plan = plan_for_net(name.lower(), scales, models_dir)
+            entries.append(entry_for_plan(plan, backend, device, cache))
         else:
             entries.append(_registered_entry(name, scales))
     for name in split_list(args.model or ""):
@@ -91,7 +95,8 @@ def build_entries(args: argparse.Namespace, scales: List[int], models_dir: Optio
                             hint="give the deploy prototxt and its .caffemodel")
         spec = NetSpec(Path(args.prototxt), Path(args.weights), args.residual_outside, args.transposed)
         build = _once(lambda: NetMethod(spec, backend=backend, device=device))
-        entries.append(Entry(args.name or Path(args.weights).stem, {scale: build for scale in scales}))
+        name = args.name or Path(args.weights).stem
+        entries.append(Entry(name, {scale: build for scale in scales}, runs_nets=True))
     elif args.residual_outside or args.transposed:
         raise GlrlError("--residual-outside and --transposed apply to --prototxt/--weights models only")
     if not entries:
@@ -101,11 +106,12 @@ def build_entries(args: argparse.Namespace, scales: List[int], models_dir: Optio
 
 
 def _measured(result: SuiteResult) -> List[table_mod.Measured]:
-    return [table_mod.Measured(s, result.models.get((s.method, s.dataset, s.scale))) for s in result.summaries]
+    return [table_mod.Measured(s, result.models.get((s.method, s.dataset, s.scale)))
+            for s in result.summaries]
 
 
-def write_outputs(out_dir: Path, entries: Sequence[Entry], result: SuiteResult, cells: Sequence[table_mod.Cell],
-                  root: Path, with_figures: bool) -> List[Path]:
+def write_outputs(out_dir: Path, entries: Sequence[Entry], result: SuiteResult,
+                  cells: Sequence[table_mod.Cell], root: Path, with_figures: bool, where: str) -> List[Path]:
     """Per-method reports, the combined table (md/csv/json) and, for ``--all``, the figures."""
     written: List[Path] = []
     for entry in entries:
@@ -114,7 +120,7 @@ def write_outputs(out_dir: Path, entries: Sequence[Entry], result: SuiteResult, 
             per_image = [r for r in result.per_image if r.method == entry.name]
             written.extend(write_reports(out_dir, entry.name, summaries, per_image))
     records = [cell.record() for cell in cells]
-    atomic_write_text(out_dir / "results.md", results_markdown(records, provenance(result)))
+    atomic_write_text(out_dir / "results.md", results_markdown(records, provenance(result, where)))
     atomic_write_text(out_dir / "results.csv", table_mod.records_csv(records))
     atomic_write_text(out_dir / "results.json", table_mod.records_json(cells))
     written.extend(out_dir / name for name in ("results.md", "results.csv", "results.json"))
@@ -126,10 +132,26 @@ def write_outputs(out_dir: Path, entries: Sequence[Entry], result: SuiteResult, 
     return written
 
 
-def provenance(result: SuiteResult) -> str:
+def provenance(result: SuiteResult, where: str) -> str:
+    """One line: the total time, where the nets ran, and the time per method."""
     per_method = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result.seconds.items() if seconds)
-    return (f"Measured by `glrl eval` in {result.total_seconds:.1f} s on {platform.node() or 'this machine'} "
-            f"({platform.machine()}, {os.cpu_count()} CPUs){'; ' + per_method if per_method else ''}.")
+    return (f"Measured by `glrl eval` in {result.total_seconds:.1f} s on {where}"
+            f"{'; ' + per_method if per_method else ''}.")
+
+
+def describe_where(entries: Sequence[Entry], backend: str, device: str) -> str:
+    """The machine, and the backend and device the nets ran on (when any did)."""
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs"
+    if not any(entry.runs_nets and entry.factories for entry in entries):
+        return machine
+    from glrl.eval.models import resolve_device
+
+    resolved = resolve_device(device, backend)
+    if resolved.startswith("cuda"):
+        import torch
+
+        resolved += f" ({torch.cuda.get_device_name(torch.device(resolved))})"
+    return f"{machine}; nets on the {backend} backend, {resolved}"
 
 
 def results_markdown(records: Sequence[Dict[str, object]], note: str) -> str:
@@ -148,8 +170,7 @@ def publish(out_dir: Path, target: Path, readme: Path) -> List[Path]:
             atomic_write_bytes(target / name, source.read_bytes())
             written.append(target / name)
     relative = os.path.relpath(target, readme.parent)
-    images = [(alt, f"{relative}/{name}") for alt, name in
-              (("PSNR per method and set", "psnr.png"), ("Set5 x3 crops (Figure 6)", "figure6.png"))
+    images = [(alt, f"{relative}/{name}") for alt, name in table_mod.PUBLISHED_FIGURES
               if (target / name).is_file()]
     block = table_mod.readme_block_text(records, images)
     text = readme.read_text(encoding="utf-8")
@@ -164,15 +185,16 @@ def run_command(args: argparse.Namespace, scales: List[int], datasets: List[str]
     models_dir = Path(args.models_dir) if args.models_dir else None
     out_dir = settings.work_dir(args.out) if args.out else settings.work_dir() / "eval"
     if args.publish and not args.all:
-        raise GlrlError("--publish goes with --all", hint="make eval; or glrl eval --all --publish docs/results")
+        raise GlrlError("--publish goes with --all", hint="glrl eval --all --publish docs/results")
     entries = build_entries(args, scales, models_dir)
     result = run_suite(entries, datasets, scales, root, out_dir, progress=not args.quiet)
     methods = None if args.all else [e.name for e in entries]
     cells = table_mod.build_cells(_measured(result), result.notes, datasets, scales, methods)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = write_outputs(out_dir, entries, result, cells, root, with_figures=args.all)
+    where = describe_where(entries, args.backend, args.device)
+    written = write_outputs(out_dir, entries, result, cells, root, args.all, where)
     print(table_mod.markdown_from_records([cell.record() for cell in cells]))
-    print(provenance(result))
+    print(provenance(result, where))
     print(f"wrote {len(written)} files to {out_dir} (SR images in {out_dir / 'images'})")
     if args.publish:
         target = Path(args.publish)

@@ -92,12 +92,15 @@ def _colour(y: np.ndarray, hr: np.ndarray, scale: int) -> np.ndarray:
     return np.clip(np.floor(rgb * 255.0 + 0.5), 0, 255).astype(np.uint8)
 
 
-def figure6(out_dir: Path, set5_dir: Path, path: Path, methods: Sequence[str] = FIGURE6_METHODS) -> Optional[Path]:
+def figure6(out_dir: Path, set5_dir: Path, path: Path,
+            methods: Sequence[str] = FIGURE6_METHODS) -> Optional[Path]:
     """The qualitative comparison from the SR images under ``out_dir``; None when no method's images exist."""
     plt = _pyplot()
     scale = FIGURE6_SCALE
-    available = [m for m in methods
-                 if all((image_folder(out_dir, m, "Set5", scale) / f"{n}.png").is_file() for n in FIGURE6_IMAGES)]
+    def sr_path(method: str, name: str) -> Path:
+        return image_folder(out_dir, method, "Set5", scale) / f"{name}.png"
+
+    available = [m for m in methods if all(sr_path(m, n).is_file() for n in FIGURE6_IMAGES)]
     if not available:
         return None
     columns = ["Ground truth"] + available
@@ -107,8 +110,7 @@ def figure6(out_dir: Path, set5_dir: Path, path: Path, methods: Sequence[str] = 
         hr = read_image(Path(set5_dir) / f"{name}.png")
         truth = modcrop(hr, scale)
         truth = truth if truth.ndim == 3 else np.repeat(truth[..., None], 3, axis=2)
-        panels = [truth] + [_colour(read_image(image_folder(out_dir, m, "Set5", scale) / f"{name}.png"), hr, scale)
-                            for m in available]
+        panels = [truth] + [_colour(read_image(sr_path(m, name)), hr, scale) for m in available]
         top, left, size = FIGURE6_CROPS[name]
         for column, (title, panel) in enumerate(zip(columns, panels)):
             axis = axes[row][column]

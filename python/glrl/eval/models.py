@@ -86,7 +86,8 @@ class NetMethod:
         return result.T if self.spec.transposed else result
 
 
-def model_method(model: model_zoo.ReleasedModel, *, backend: str = "torch", device: str = "auto") -> NetMethod:
+def model_method(model: model_zoo.ReleasedModel, *, backend: str = "torch",
+                 device: str = "auto") -> NetMethod:
     """The method of one released model, after checking its checksum."""
     model.verify()
     return NetMethod(NetSpec(model.deploy, model.weights), backend=backend, device=device)

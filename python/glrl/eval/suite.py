@@ -33,6 +33,7 @@ class Entry:
     factories: Dict[int, Callable[[], SRMethod]]
     models: Dict[int, Optional[str]] = field(default_factory=dict)  # the released model behind a scale
     missing: Dict[int, str] = field(default_factory=dict)
+    runs_nets: bool = False  # its methods run Caffe nets (on a backend and device)
 
 
 @dataclass
@@ -96,7 +97,8 @@ def run_suite(
                     value_psnr, value_ssim = protocol.score(image.y_true, y_sr, scale)
                     cell.append(ImageResult(dataset.name, scale, entry.name, name, value_psnr, value_ssim))
                     if out_dir is not None:
-                        write_image(image_folder(out_dir, entry.name, dataset.name, scale) / f"{name}.png", y_sr)
+                        folder = image_folder(out_dir, entry.name, dataset.name, scale)
+                        write_image(folder / f"{name}.png", y_sr)
                 result.seconds[entry.name] += time.perf_counter() - began
                 result.per_image.extend(cell)
                 result.summaries.append(_summary(dataset.name, scale, entry.name, cell))

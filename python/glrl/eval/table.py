@@ -30,6 +30,8 @@ PUBLISHED_ONLY = ("SelfEx", "MFTV")
 TABLE1_ALIASES = {"GLRL-3LRB": "GLRL"}
 README_BEGIN = "<!-- results:begin -->"
 README_END = "<!-- results:end -->"
+# The figures --publish copies beside the table, as (alt text, file name).
+PUBLISHED_FIGURES = (("PSNR per method and set", "psnr.png"), ("Set5 x3 crops (cf. Figure 6)", "figure6.png"))
 RECORD_FIELDS = ["table", "dataset", "scale", "method", "model", "psnr", "ssim", "published_psnr",
                  "published_ssim", "note"]
 
@@ -138,7 +140,8 @@ def markdown_from_records(records: Sequence[Dict[str, object]]) -> str:
 def records_csv(records: Sequence[Dict[str, object]]) -> str:
     """The records as CSV, with the differences (4 and 6 decimals) as extra columns."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=RECORD_FIELDS + ["delta_psnr", "delta_ssim"], lineterminator="\n")
+    fields = RECORD_FIELDS + ["delta_psnr", "delta_ssim"]
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for r in records:
         row = {key: ("" if r.get(key) is None else r.get(key)) for key in RECORD_FIELDS}
@@ -187,4 +190,6 @@ def readme_block_text(records: Sequence[Dict[str, object]], figures: Sequence[Tu
     """What ``--publish`` puts between the README's markers: the table, then the figures
     (``(alt text, path relative to the README)``), a function of the committed records only."""
     images = "".join(f"\n![{alt}]({path})\n" for alt, path in figures)
-    return markdown_from_records(records) + images
+    regenerate = ("\nRegenerate with `make eval` (writes `work/eval/`), then "
+                  "`glrl eval --all --publish docs/results` to update this block and `docs/results/`.\n")
+    return markdown_from_records(records) + images + regenerate
