@@ -4,7 +4,8 @@ core on Python 3.9, each checked against BVLC Caffe 1.0 as Debian bullseye ships
 One net uses every layer that both Caffe 1.0 and glrl have, with parameter sharing, lr/decay multipliers
 and two weighted losses. With the same fixed weights and inputs:
 - forward blobs agree to a relative error <= 1e-5, parameter gradients to <= 1e-4;
-- after 20 SGD iterations (momentum, weight decay, lr_policy step, gradient clipping) weights agree to <= 1e-4;
+- after 20 SGD iterations (momentum, weight decay, lr_policy step, gradient clipping) weights agree to
+  <= 1e-4, and so do the solverstates and 5 more iterations resumed from either side's snapshot;
 - a caffemodel written by glrl loads into real Caffe, and one written by real Caffe loads into glrl, with
   identical blobs;
 - the pycaffe backend reshapes to a new input size and refuses weights that do not fit, naming the layer;
@@ -57,8 +58,10 @@ layer { name: "deconv3" type: "Deconvolution" bottom: "conv3" top: "deconv3"
   convolution_param { num_output: 6 kernel_size: 3 stride: 2 pad: 1 } }
 layer { name: "sum" type: "Eltwise" bottom: "conv1" bottom: "conv2" bottom: "deconv3" bottom: "conv1_shared"
   top: "sum" eltwise_param { operation: SUM coeff: 1 coeff: -0.5 coeff: 0.7 coeff: 0.3 } }
-layer { name: "prod" type: "Eltwise" bottom: "sum" bottom: "conv2" top: "prod" eltwise_param { operation: PROD } }
-layer { name: "max" type: "Eltwise" bottom: "prod" bottom: "deconv3" top: "max" eltwise_param { operation: MAX } }
+layer { name: "prod" type: "Eltwise" bottom: "sum" bottom: "conv2" top: "prod"
+  eltwise_param { operation: PROD } }
+layer { name: "max" type: "Eltwise" bottom: "prod" bottom: "deconv3" top: "max"
+  eltwise_param { operation: MAX } }
 layer { name: "sigmoid" type: "Sigmoid" bottom: "max" top: "sigmoid" }
 layer { name: "tanh" type: "TanH" bottom: "sum" top: "tanh" }
 layer { name: "concat" type: "Concat" bottom: "sigmoid" bottom: "tanh" top: "concat" }
@@ -70,14 +73,18 @@ layer { name: "slice" type: "Slice" bottom: "biased" top: "s1" top: "s2" top: "s
   slice_param { axis: 1 slice_point: 4 slice_point: 8 } }
 layer { name: "silence" type: "Silence" bottom: "s3" }
 layer { name: "flatten" type: "Flatten" bottom: "s2" top: "flat" }
-layer { name: "reshape" type: "Reshape" bottom: "flat" top: "halves" reshape_param { shape { dim: 0 dim: 2 dim: -1 } } }
-layer { name: "prelu_shared" type: "PReLU" bottom: "halves" top: "prelu_halves" prelu_param { channel_shared: true } }
-layer { name: "unreshape" type: "Reshape" bottom: "prelu_halves" top: "aux" reshape_param { shape { dim: 0 dim: -1 } } }
+layer { name: "reshape" type: "Reshape" bottom: "flat" top: "halves"
+  reshape_param { shape { dim: 0 dim: 2 dim: -1 } } }
+layer { name: "prelu_shared" type: "PReLU" bottom: "halves" top: "prelu_halves"
+  prelu_param { channel_shared: true } }
+layer { name: "unreshape" type: "Reshape" bottom: "prelu_halves" top: "aux"
+  reshape_param { shape { dim: 0 dim: -1 } } }
 layer { name: "flatten_label" type: "Flatten" bottom: "label" top: "label_flat" }
 layer { name: "conv_out" type: "Convolution" bottom: "s1" top: "out"
   convolution_param { num_output: 4 kernel_size: 1 bias_term: false } }
 layer { name: "loss_out" type: "EuclideanLoss" bottom: "out" bottom: "label" top: "loss_out" }
-layer { name: "loss_aux" type: "EuclideanLoss" bottom: "aux" bottom: "label_flat" top: "loss_aux" loss_weight: 0.5 }
+layer { name: "loss_aux" type: "EuclideanLoss" bottom: "aux" bottom: "label_flat" top: "loss_aux"
+  loss_weight: 0.5 }
 """
 
 # clip_gradients is below the gradient norm of these weights, so clipping acts (checked below).
@@ -111,11 +118,13 @@ resized = dict(np.load("resized_inputs.npz"))
 out, report = {{}}, {{}}
 
 net = PycaffeNet("net.prototxt", "glrl_written.caffemodel", phase="TRAIN")
-out.update({{"loaded/%s/%d" % (layer, i): a for layer, arrays in net.params.items() for i, a in enumerate(arrays)}})
+out.update({{"loaded/%s/%d" % (layer, i): a for layer, arrays in net.params.items()
+            for i, a in enumerate(arrays)}})
 net.run(inputs)
 out.update({{"blob/" + name: a for name, a in net.blobs.items()}})
 net.backward()
-out.update({{"grad/%s/%d" % (layer, i): a for layer, arrays in net.gradients.items() for i, a in enumerate(arrays)}})
+out.update({{"grad/%s/%d" % (layer, i): a for layer, arrays in net.gradients.items()
+            for i, a in enumerate(arrays)}})
 net.save_weights("caffe_written.caffemodel")
 out.update({{"resized/" + name: a for name, a in net.run(resized).items()}})
 out.update({{"resized_blob/" + name: a for name, a in net.blobs.items()}})
@@ -303,7 +312,8 @@ def comparison(built_root, tmp_path_factory) -> Comparison:
     caffe_state = caffe_io.read_solverstate(work / snapshot.with_suffix(".solverstate").name)
     resumed_net = TorchNet(net_path, "TRAIN")
     resumed_net.load_weights(work / snapshot.name)
-    resumed = CaffeSolver(SolverSettings.from_proto(caffe_io.read_solver(work / "solver.prototxt")), resumed_net)
+    solver_settings = SolverSettings.from_proto(caffe_io.read_solver(work / "solver.prototxt"))
+    resumed = CaffeSolver(solver_settings, resumed_net)
     resumed.restore_state(caffe_state)
     resumed.step(itertools.repeat(feed), RESUMED)
 
@@ -402,7 +412,8 @@ def test_the_core_runs_on_python_39_in_the_root_with_the_same_results(comparison
     assert versions["python"].startswith("3.9.") and versions["caffe"].startswith("1.0")
     assert comparison.report["import_failures"] == {}
     assert np.array_equal(comparison.caffe["imresize/uint8_down"], comparison.ours_imresize["uint8_down"])
-    assert np.max(np.abs(comparison.caffe["imresize/float_up"] - comparison.ours_imresize["float_up"])) <= 1e-12
+    float_difference = comparison.caffe["imresize/float_up"] - comparison.ours_imresize["float_up"]
+    assert np.max(np.abs(float_difference)) <= 1e-12
 
 
 def test_a_failing_script_in_the_root_raises_with_its_error_and_leaves_nothing_behind(built_root):
@@ -414,7 +425,8 @@ def test_a_failing_script_in_the_root_raises_with_its_error_and_leaves_nothing_b
 
 
 # The tests of the torch-free core: formats, MATLAB-compatible ops, metrics, evaluation.
-CORE_TEST_FILES = ("test_caffe_formats.py", "test_matlab_compat.py", "test_metrics.py", "test_eval_bicubic.py")
+CORE_TEST_FILES = ("test_caffe_formats.py", "test_matlab_compat.py", "test_metrics.py",
+                   "test_eval_bicubic.py")
 
 
 def test_the_core_test_suites_pass_on_python_39_with_bullseye_packages(built_root):

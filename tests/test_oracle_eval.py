@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 import pytest
-
 from glrl import model_zoo, oracle, settings
 from glrl.errors import ModelError
 
@@ -38,7 +37,8 @@ def released_x3_arguments() -> List[str]:
 def per_image_psnr(out_dir: Path) -> Dict[Tuple[str, int, str], float]:
     reports = sorted(out_dir.glob("*_per_image.json"))
     assert len(reports) == 1, reports
-    return {(row["dataset"], row["scale"], row["image"]): row["psnr"] for row in json.loads(reports[0].read_text())}
+    rows = json.loads(reports[0].read_text())
+    return {(row["dataset"], row["scale"], row["image"]): row["psnr"] for row in rows}
 
 
 def test_glrl_eval_with_real_caffe_in_the_root_equals_the_torch_backend_on_set5_x3(require, data_root,
@@ -65,8 +65,9 @@ def test_glrl_eval_with_real_caffe_in_the_root_equals_the_torch_backend_on_set5_
                      "--out", "out"], env={"GLRL_DATA": f"{session.inside}/data"}, timeout=900)
         caffe = per_image_psnr(session.path / "out")
 
-    subprocess.run([sys.executable, "-m", "glrl", "eval", *net_arguments(str(settings.REPO_ROOT), str(seeded)),
-                    *common, "--backend", "torch", "--device", "cpu", "--out", str(tmp_path / "torch")],
+    host_net = net_arguments(str(settings.REPO_ROOT), str(seeded))
+    subprocess.run([sys.executable, "-m", "glrl", "eval", *host_net, *common, "--backend", "torch",
+                    "--device", "cpu", "--out", str(tmp_path / "torch")],
                    check=True, env={**os.environ, "GLRL_DATA": str(data_root)})
     ours = per_image_psnr(tmp_path / "torch")
 

@@ -150,5 +150,6 @@ class RootSession:
             tail = "\n".join((done.stderr.strip() or done.stdout.strip()).splitlines()[-30:])
             raise GlrlError(f"'{' '.join(argv)}' in the real-Caffe root {self.root} failed "
                             f"(exit status {done.returncode}):\n{tail}",
-                            hint=f"if the root itself is broken, remove {self.root} and run 'make caffe-root'")
+                            hint=f"if the root itself is broken, remove {self.root} and run "
+                                 "'make caffe-root'")
         return done.stdout

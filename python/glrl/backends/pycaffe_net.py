@@ -58,7 +58,7 @@ def _check_layer_types(caffe: Any, net_path: str) -> None:
 
 
 class PycaffeNet:
-    """A Caffe net run by real Caffe, with numpy arrays in and out (a :class:`glrl.backends.base.InferenceNet`).
+    """A Caffe net run by real Caffe, numpy arrays in and out (a :class:`glrl.backends.base.InferenceNet`).
 
     ``run`` takes one array per input blob (its shape may differ from the prototxt's: the net is reshaped,
     as Caffe does for a new input size) and returns the output blobs. ``blobs``, ``params`` and ``gradients``
@@ -158,7 +158,8 @@ class PycaffeNet:
             targets = self._net.params[layer]
             if len(arrays) != len(targets):
                 raise FormatError(
-                    f"{source}: layer '{layer}' has {len(arrays)} blobs but the net's layer has {len(targets)}",
+                    f"{source}: layer '{layer}' has {len(arrays)} blobs but the net's layer has "
+                    f"{len(targets)}",
                     hint="the weights were written for another net (check bias_term and the layer types)",
                 )
             for index, (array, target) in enumerate(zip(arrays, targets)):
