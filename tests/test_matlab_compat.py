@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from glrl.errors import DataError
-from glrl.matlab_compat import im2double, imresize, modcrop, rgb2ycbcr, shave, ycbcr2rgb
+from glrl.matlab_compat import im2double, imresize, modcrop, rgb2y, rgb2ycbcr, shave, ycbcr2rgb
 
 MATLAB_REFERENCE_COUNT = 57  # Set5 (5) + Set14 (14), at x2, x3, x4
 
@@ -147,6 +147,12 @@ def test_rgb2ycbcr_uses_matlab_bt601_constants():
     ]
     as_float = rgb2ycbcr(colours / 255.0) * 255
     np.testing.assert_allclose(as_float[0, 2], [16 + 65.481, 128 - 37.797, 128 + 112.0], atol=1e-12)
+
+
+def test_rgb2y_is_the_y_plane_of_rgb2ycbcr():
+    rgb8 = np.random.default_rng(4).integers(0, 256, (16, 9, 3)).astype(np.uint8)
+    assert np.array_equal(rgb2y(rgb8), rgb2ycbcr(rgb8)[..., 0])
+    assert np.array_equal(rgb2y(rgb8 / 255.0), rgb2ycbcr(rgb8 / 255.0)[..., 0])
 
 
 def test_ycbcr2rgb_inverts_rgb2ycbcr():

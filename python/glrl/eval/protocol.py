@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 
 from glrl.errors import DataError, ModelError
-from glrl.matlab_compat import im2double, imresize, modcrop, rgb2ycbcr, shave
+from glrl.matlab_compat import im2double, imresize, modcrop, rgb2y, shave
 from glrl.metrics import SSIM_WINDOW, psnr, ssim
 
 # sr(y_up, scale) -> SR estimate of Y; y_up and the result are float64 H×W in [0, 1].
@@ -46,7 +46,7 @@ def ground_truth_y(hr: np.ndarray, scale: int) -> np.ndarray:
     if cropped.ndim == 2:
         return np.ascontiguousarray(cropped)
     if cropped.ndim == 3 and cropped.shape[2] == 3:
-        return rgb2ycbcr(cropped)[..., 0]
+        return rgb2y(cropped)
     raise DataError(f"the protocol needs H×W or H×W×3 images, not shape {cropped.shape}")
 
 

@@ -6,8 +6,8 @@ results (bit for bit on uint8 images, to rounding error on float64) with numpy a
 """
 from __future__ import annotations
 
-from glrl.matlab_compat.color import rgb2ycbcr, ycbcr2rgb
+from glrl.matlab_compat.color import rgb2y, rgb2ycbcr, ycbcr2rgb
 from glrl.matlab_compat.crop import im2double, modcrop, shave
 from glrl.matlab_compat.imresize import contributions, cubic, imresize
 
-__all__ = ["imresize", "contributions", "cubic", "rgb2ycbcr", "ycbcr2rgb", "modcrop", "shave", "im2double"]
+__all__ = ["imresize", "contributions", "cubic", "rgb2ycbcr", "rgb2y", "ycbcr2rgb", "modcrop", "shave", "im2double"]

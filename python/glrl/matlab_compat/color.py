@@ -62,6 +62,18 @@ def rgb2ycbcr(img: np.ndarray) -> np.ndarray:
     return _linear_combination(img, YCBCR_MATRIX / 255.0, YCBCR_OFFSET / 255.0)
 
 
+def rgb2y(img: np.ndarray) -> np.ndarray:
+    """The Y plane of :func:`rgb2ycbcr` (H×W), computed alone: the same arithmetic, a third of the work."""
+    img = np.asarray(img)
+    _check_three_channels(img, "rgb2y")
+    weights = YCBCR_MATRIX[0] / 255.0
+    planes = [img[..., c].astype(np.float64) for c in range(3)]
+    y = weights[0] * planes[0] + weights[1] * planes[1] + weights[2] * planes[2]
+    if img.dtype == np.uint8:
+        return _to_uint8(y + YCBCR_OFFSET[0])
+    return y + YCBCR_OFFSET[0] / 255.0
+
+
 def ycbcr2rgb(img: np.ndarray) -> np.ndarray:
     """MATLAB ``ycbcr2rgb``: H×W×3 YCbCr -> H×W×3 RGB (uint8 -> uint8, float in [0, 1] -> float64 in [0, 1])."""
     img = np.asarray(img)
