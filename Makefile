@@ -34,8 +34,8 @@ prototxt:           ## regenerate the committed prototxt/ from the generators
 train:              ## train NET at SCALE with SCHEDULE on DEVICE (BACKEND=caffe runs real Caffe)
 	$(GLRL) train --net $(NET) --scale $(SCALE) --schedule $(SCHEDULE) --device $(DEVICE) --backend $(BACKEND)
 
-eval:               ## Table 1 and Table 2: released models and Bicubic vs the published figures
-	$(GLRL) eval --all
+eval:               ## Table 1 and Table 2: released models and Bicubic vs the published figures (PUBLISH=docs/results)
+	$(GLRL) eval --all --device $(DEVICE) --backend $(BACKEND) $(if $(PUBLISH),--publish $(PUBLISH))
 
 eval-bicubic:
 	$(GLRL) eval --method bicubic
