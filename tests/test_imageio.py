@@ -1,6 +1,9 @@
 """Image reading and writing: every supported conversion, and a clear error for every bad file."""
 from __future__ import annotations
 
+import struct
+import zlib
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -54,10 +57,21 @@ def test_exif_orientation_is_applied(tmp_path):
     assert read_image(tmp_path / "photo.jpg").shape == (5, 6, 3)
 
 
-def test_sixteen_bit_images_are_refused(tmp_path):
-    import cv2
+def _png_rgb16(path, pixels: np.ndarray) -> None:
+    """A 16-bit-per-channel RGB PNG written from the format's definition (Pillow cannot write one)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    cv2.imwrite(str(tmp_path / "rgb16.png"), (RGB.astype(np.uint16) * 257))
+    height, width = pixels.shape[:2]
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)  # bit depth 16, colour type RGB
+    rows = b"".join(b"\0" + row.astype(">u2").tobytes() for row in pixels)  # filter type 0 per row
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+                     + chunk(b"IEND", b""))
+
+
+def test_sixteen_bit_images_are_refused(tmp_path):
+    _png_rgb16(tmp_path / "rgb16.png", RGB.astype(np.uint16) * 257)
+    assert Image.open(tmp_path / "rgb16.png").size == (5, 6)  # a valid PNG Pillow would read as 8-bit RGB
     Image.fromarray(GREY.astype(np.uint16) * 257).save(tmp_path / "grey16.png")
     for name in ("rgb16.png", "grey16.png"):
         with pytest.raises(DataError, match="16-bit") as info:
