@@ -16,7 +16,7 @@ import numpy as np
 from timing import measure
 
 Record = Dict[str, Any]
-BUDGET_S = 40.0  # timed runs per measurement: `repeats`, fewer (at least 3) if they would take longer
+BUDGET_S = 25.0  # timed runs per measurement: `repeats`, fewer (at least 3) if they would take longer
 SLOW_CUTOFF = 3.0  # a setting whose first run is this much slower than the best so far is not timed further
 
 
@@ -195,7 +195,7 @@ for size in SIZES:
     net.forward()
     first = time.perf_counter() - start
     runs, cpu = [], []
-    for _ in range(max(3, min(REPEATS, int(40.0 / first)))):
+    for _ in range(max(3, min(REPEATS, int(25.0 / first)))):
         start, start_cpu = time.perf_counter(), time.process_time()
         net.forward()
         runs.append(time.perf_counter() - start)

@@ -40,7 +40,9 @@ def _parse(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--nets", default="glrl,vdsr,srcnn", help="deploy nets to time (default all three)")
     parser.add_argument("--train-nets", default="glrl", help="nets whose training speed is measured")
     parser.add_argument("--sizes", default="256,512", help="CPU inference image sides")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median reported)")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="timed runs per measurement (median reported; fewer, at least 3, where they "
+                             "would take over 25 s)")
     parser.add_argument("--tools", default="ours,cv2.dnn,caffe", help="CPU inference tools to run")
     parser.add_argument("--out", default=str(BENCH_DIR / "results"), help="folder for the JSON and Markdown")
     parser.add_argument("--name", default=None, help="result file stem (default <host>-<UTC date>)")

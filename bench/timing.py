@@ -12,7 +12,7 @@ import time
 from typing import Any, Callable, Dict, List
 
 
-def measure(fn: Callable[[], Any], repeats: int, warmup: int = 1, budget_s: float = 40.0) -> Dict[str, Any]:
+def measure(fn: Callable[[], Any], repeats: int, warmup: int = 1, budget_s: float = 25.0) -> Dict[str, Any]:
     """Run ``fn`` ``warmup`` times untimed, then time it ``repeats`` times — fewer (but at least 3) when
     that would take longer than ``budget_s`` by the warm-up's duration (with ``warmup=0``, exactly
     ``repeats`` times). The median and every run (wall clock), in seconds, and the median process CPU
