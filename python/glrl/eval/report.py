@@ -20,7 +20,11 @@ SUMMARY_FIELDS = ["dataset", "scale", "method", "psnr", "ssim", "published_psnr"
 
 
 def _delta(ours: float, theirs: Optional[float], digits: int) -> str:
-    return "" if theirs is None else f"{ours - theirs:+.{digits}f}"
+    """Ours minus published, as printed to ``digits`` decimals ("" when nothing was published)."""
+    if theirs is None:
+        return ""
+    difference = round(round(ours, digits) - theirs, digits)
+    return f"{difference:+.{digits}f}" if difference else f"{0:.{digits}f}"
 
 
 def _fixed(value: Optional[float], digits: int) -> str:
@@ -28,7 +32,8 @@ def _fixed(value: Optional[float], digits: int) -> str:
 
 
 def markdown_table(summaries: Sequence[Summary]) -> str:
-    """The results as a Markdown table (PSNR in dB to 2 decimals, SSIM to 4, as the paper prints them)."""
+    """The results as a Markdown table (PSNR in dB to 2 decimals, SSIM to 4, as the paper prints them;
+    Δ is the difference of the printed figures)."""
     lines = [
         "| Method | Dataset | Scale | PSNR | SSIM | Published PSNR | Published SSIM | Δ PSNR | Δ SSIM |",
         "|---|---|---|---|---|---|---|---|---|",
