@@ -438,6 +438,7 @@ def test_the_core_test_suites_pass_on_python_39_with_bullseye_packages(built_roo
         shutil.copy(settings.REPO_ROOT / "pyproject.toml", session.path)
         # Datasets are not visible in the root, so tests that need them skip there (CI is not set inside).
         output = session.run(["python3", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not oracle",
+                              "--basetemp", "pytest-tmp",  # inside the exchange folder: removed with it
                               *(f"tests/{name}" for name in CORE_TEST_FILES)], timeout=600)
     summary = output.strip().splitlines()[-1]
     assert " passed" in summary and "failed" not in summary and "error" not in summary, output[-2000:]
