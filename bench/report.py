@@ -149,8 +149,8 @@ def markdown(results: Dict[str, Any]) -> str:
         out += ["", "## Data build", ""]
         out += simple_table(sections["data_build"], ["images_per_s", "patches_per_s"])
     if "bicubic" in sections:
-        out += ["", "## Bicubic (MATLAB-compatible imresize)", ""] + simple_table(sections["bicubic"],
-                                                                                   ["mpixel_per_s"])
+        out += ["", "## Bicubic (MATLAB-compatible imresize)", ""]
+        out += simple_table(sections["bicubic"], ["in_mpixel_per_s", "out_mpixel_per_s"])
     if "gpu" in sections:
         out += ["", "## GPU", ""] + simple_table(sections["gpu"], ["iters_per_s", "tflop_per_s",
                                                                   "fraction_of_peak", "psnr_db",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -53,7 +54,6 @@ def _parse(argv: List[str]) -> argparse.Namespace:
 def main(argv: List[str]) -> int:
     args = _parse(argv)
     from glrl import settings
-    from glrl.fsutil import atomic_write_text
 
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = [s for s in sections if s not in SECTIONS]
@@ -119,6 +119,8 @@ def main(argv: List[str]) -> int:
         runners: Dict[str, Callable[[], List[Dict[str, Any]]]] = {
             "cpu_inference": cpu_inference, "training": training, "data_build": data_build,
             "bicubic": bicubic, "gpu": gpu}
+        stem = args.name or f"{machine['host']}-{time.strftime('%Y%m%d', time.gmtime())}"
+        out = Path(args.out)
         for name in sections:
             print(f"[bench] {name} ...", flush=True)
             started = time.perf_counter()
@@ -129,16 +131,21 @@ def main(argv: List[str]) -> int:
                 if not isinstance(exc, RuntimeError):
                     traceback.print_exc()
             print(f"[bench] {name}: {time.perf_counter() - started:.0f} s", flush=True)
+            _write(results, out, stem)  # after every section, so an interrupted run keeps what it measured
 
-    results["machine"]["load_average_at_end"] = [round(v, 2) for v in __import__("os").getloadavg()]
-    stem = args.name or f"{machine['host']}-{time.strftime('%Y%m%d', time.gmtime())}"
-    out = Path(args.out)
+    print(_write(results, out, stem))
+    print(f"[bench] written {out / stem}.json and .md")
+    return 0
+
+
+def _write(results: Dict[str, Any], out: Path, stem: str) -> str:
+    from glrl.fsutil import atomic_write_text
+
+    results["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     text = report.markdown(results)
     atomic_write_text(out / f"{stem}.json", json.dumps(results, indent=1, default=str) + "\n")
     atomic_write_text(out / f"{stem}.md", text)
-    print(text)
-    print(f"[bench] written {out / stem}.json and .md")
-    return 0
+    return text
 
 
 if __name__ == "__main__":
