@@ -149,6 +149,20 @@ def test_external_models_must_keep_the_image_size(tmp_path, data_root, capsys):
     assert "keeps the image size" in err and "pad" in err
 
 
+@pytest.mark.parametrize("options, message", [
+    (["--method", "bicubic", "--transposed"], "apply to --prototxt/--weights models only"),
+    (["--method", "bicubic", "--publish", "docs"], "--publish goes with --all"),
+    (["--weights", "w.caffemodel"], "--prototxt and --weights go together"),
+    (["--model", "nope"], "no released model named 'nope'"),
+    (["--prototxt", "missing.prototxt", "--weights", "missing.caffemodel"], "not found"),
+])
+def test_misused_options_are_clear_errors(tmp_path, data_root, capsys, options, message):
+    argv = ["eval", "--quiet", "--data-root", str(data_root), "--out", str(tmp_path / "out"),
+            "--models-dir", str(tmp_path / "models"), *options]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------------------- releases
 def write_patch_set(folder: Path) -> Path:
     """A tiny patch set with a manifest (its hash is what a release records)."""

@@ -48,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError:
         raise GlrlError(f"--scales must be integers, not {args.scales!r}", hint="e.g. --scales 2,3,4") from None
     datasets = split_list(args.datasets)
-    if args.all or args.model or args.prototxt or args.weights or _names_released_nets(args.method):
+    model_options = (args.all, args.model, args.prototxt, args.weights, args.residual_outside, args.transposed,
+                     args.publish, args.backend != "torch")
+    if any(model_options) or _names_released_nets(args.method):
         from glrl.eval.command import run_command
 
         return run_command(args, scales, datasets)
