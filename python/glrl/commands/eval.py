@@ -20,19 +20,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_data_root_argument(parser)
     models = parser.add_argument_group("Caffe models (glrl.eval.command)")
     models.add_argument("--model", default=None, help="released model name(s) from models/, comma-separated")
-    models.add_argument("--prototxt", default=None, help="deploy prototxt of an external SR net (with --weights)")
+    models.add_argument("--prototxt", default=None,
+                        help="deploy prototxt of an external SR net (with --weights)")
     models.add_argument("--weights", default=None, help="its .caffemodel")
     models.add_argument("--name", default=None, help="row name for --prototxt (default: the weights' stem)")
     models.add_argument("--residual-outside", action="store_true",
                         help="the net predicts the residual: add its input to its output")
     models.add_argument("--transposed", action="store_true",
-                        help="trained on MATLAB-written HDF5 (patches transposed): run on the transposed image")
+                        help="trained on MATLAB-written HDF5 (patches transposed): "
+                             "run on the transposed image")
     models.add_argument("--backend", choices=("torch", "caffe"), default="torch",
                         help="torch (default) or caffe (real Caffe via pycaffe, CPU)")
     models.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     models.add_argument("--models-dir", default=None, help="folder of released models (default: models/)")
     models.add_argument("--publish", default=None, metavar="DIR",
-                        help="with --all: also write the committed copies to DIR and README.md's results block")
+                        help="with --all: also write the committed copies to DIR "
+                             "and README.md's results block")
     models.add_argument("--readme", default=None, help="README to update with --publish (default: README.md)")
 
 
@@ -48,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError:
         raise GlrlError(f"--scales must be integers, not {args.scales!r}", hint="e.g. --scales 2,3,4") from None
     datasets = split_list(args.datasets)
-    model_options = (args.all, args.model, args.prototxt, args.weights, args.residual_outside, args.transposed,
-                     args.publish, args.backend != "torch")
+    model_options = (args.all, args.model, args.prototxt, args.weights, args.residual_outside,
+                     args.transposed, args.publish, args.backend != "torch")
     if any(model_options) or _names_released_nets(args.method):
         from glrl.eval.command import run_command
 
