@@ -17,6 +17,10 @@ A released model is a ``.caffemodel`` for a committed deploy prototxt plus a met
       "sha256": "..."                 # of the .caffemodel
     }
 
+``glrl models release`` (:mod:`glrl.release`) writes these and adds ``set5_ssim`` (per scale),
+``set5_measured_with``, ``source`` (the weights file it copied) and ``released`` (UTC time); values the
+training run did not record are ``null``.
+
 Only this module knows that layout; eval, upscale and the tests ask it.
 """
 from __future__ import annotations
