@@ -214,6 +214,7 @@ def cut_training_patches(folder: Path, image_folder: Path, scale: int, size: int
     return len(inputs)
 
 
+@pytest.mark.slow
 def test_a_tiny_run_on_real_images_lowers_the_loss_and_beats_bicubic_on_set5(tmp_path, data_root):
     from glrl.train.set5 import Set5Probe
 
