@@ -114,7 +114,12 @@ def _fixed(value: Optional[float], digits: int) -> str:
 
 
 def _delta(ours: Optional[float], theirs: Optional[float], digits: int) -> str:
-    return "" if ours is None or theirs is None else f"{ours - theirs:+.{digits}f}"
+    """Ours minus published as the printed figures differ, to ``digits`` decimals ("" when either is missing;
+    the same rule as :mod:`glrl.eval.report`)."""
+    if ours is None or theirs is None:
+        return ""
+    difference = round(round(ours, digits) - theirs, digits)
+    return f"{difference:+.{digits}f}" if difference else f"{0:.{digits}f}"
 
 
 def markdown_from_records(records: Sequence[Dict[str, object]]) -> str:
