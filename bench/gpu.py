@@ -17,7 +17,8 @@ from timing import measure
 
 Record = Dict[str, Any]
 SIZES = ((256, 256), (512, 512), (1080, 1920))
-MODES = ("fp32", "tf32", "bf16")
+MODES = ("fp32", "tf32", "bf16")  # matmul peaks are measured in these
+TRAINING_MODES = ("fp32", "tf32", "bf16")  # bf16 = autocast (fp32 master weights, as a solver needs)
 
 
 def conv_flops_per_pixel(net_param: Any) -> float:
@@ -75,15 +76,46 @@ def matrix_peak(device: str, n: int = 8192, repeats: int = 10) -> Dict[str, floa
     return peaks
 
 
-def _inference_runner(net: Any, image: Any, mode: str, device: str) -> Callable[[], Any]:
+# mode -> (weights dtype, TF32 allowed, autocast to bf16, torch.compile with CUDA graphs)
+INFERENCE_MODES = {
+    "fp32": ("float32", False, False, False),
+    "tf32": ("float32", True, False, False),
+    "bf16 autocast": ("float32", False, True, False),
+    "bf16": ("bfloat16", False, False, False),
+    "bf16 + CUDA graphs (torch.compile)": ("bfloat16", False, False, True),
+}
+
+
+def _peak_for(mode: str, peaks: Dict[str, float]) -> Optional[float]:
+    return peaks.get("bf16" if mode.startswith("bf16") else mode)
+
+
+def _inference_runner(bench_net: Any, image: Any, mode: str, device: str) -> Callable[[], Any]:
+    """A function running the deploy net once on ``image`` (1×1×H×W on ``device``) in ``mode``."""
     import torch
 
-    context = _precision(mode, device)
+    from glrl.backends.torch_net import TorchNet
+
+    dtype_name, tf32, autocast, graphs = INFERENCE_MODES[mode]
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    dtype = getattr(torch, dtype_name)
+    net = TorchNet(str(bench_net.deploy), "TEST", device=device, dtype=dtype)
+    net.load_weights(str(bench_net.weights))
+    net.eval().to(memory_format=torch.channels_last)
     name, out_name = net.input_names[0], net.output_names[-1]
+
+    def forward(x: Any) -> Any:
+        return net.forward({name: x})[out_name]
+
+    step = torch.compile(forward, mode="reduce-overhead") if graphs else forward
+    context = (lambda: torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)) if autocast \
+        else contextlib.nullcontext
+    x = image.to(dtype)
 
     def run() -> Any:
         with torch.inference_mode(), context():
-            out = net.forward({name: image})[out_name]
+            out = step(x)
         _sync(device)
         return out
 
@@ -94,24 +126,24 @@ def inference(nets: List[Any], device: str, repeats: int, peaks: Dict[str, float
               sizes=SIZES) -> List[Record]:
     import torch
 
-    from glrl.backends import open_net
     from glrl.caffe.io import read_net
 
     torch.backends.cudnn.benchmark = True
     records = []
     for bench_net in nets:
         flops_pp = conv_flops_per_pixel(read_net(bench_net.deploy))
-        net = open_net(str(bench_net.deploy), str(bench_net.weights), backend="torch", device=device)
         for height, width in sizes:
             image = torch.rand(1, 1, height, width, device=device)
             for mode in modes_here(device):
                 record: Record = {"net": bench_net.name, "tool": "ours (PyTorch)", "setting": mode,
                                   "case": f"{width}x{height}"}
                 try:
-                    record.update(measure(_inference_runner(net, image, mode, device), repeats, warmup=3))
+                    run = _inference_runner(bench_net, image, mode, device)
+                    record.update(measure(run, repeats, warmup=3))
                     achieved = flops_pp * height * width / record["median_s"]
                     record["tflop_per_s"] = achieved / 1e12
-                    record["fraction_of_peak"] = achieved / peaks[mode] if mode in peaks else None
+                    peak = _peak_for(mode, peaks)
+                    record["fraction_of_peak"] = achieved / peak if peak else None
                 except Exception as exc:
                     record["error"] = f"{type(exc).__name__}: {exc}"[:300]
                 records.append(record)
@@ -119,7 +151,10 @@ def inference(nets: List[Any], device: str, repeats: int, peaks: Dict[str, float
 
 
 def modes_here(device: str) -> List[str]:
-    return list(MODES) if device.startswith("cuda") else ["fp32", "bf16"]
+    """Every mode on a GPU; on a CPU (used only to check this code) those that make sense there."""
+    if device.startswith("cuda"):
+        return list(INFERENCE_MODES)
+    return ["fp32", "bf16 autocast", "bf16"]
 
 
 def training(work: Path, net_name: str, device: str, repeats: int, peaks: Dict[str, float]) -> List[Record]:
@@ -140,8 +175,9 @@ def training(work: Path, net_name: str, device: str, repeats: int, peaks: Dict[s
     settings = SolverSettings.from_proto(read_solver(folder / "solver.prototxt"))
     deploy_flops = conv_flops_per_pixel(get_net(net_name).deploy())
     records = []
-    for mode in modes_here(device):
+    for mode in TRAINING_MODES if device.startswith("cuda") else ("fp32", "bf16"):
         net = TorchNet(read_train_net(folder), "TRAIN", device=device, seed=0)
+        net.to(memory_format=torch.channels_last)
         batches = HDF5Batches(folder / "train.txt", ["data", "label"], BATCH, shuffle=True)
         # the batches live on the device, so the loop measures the solver, not the host-to-device copies
         batch = {k: torch.as_tensor(v, device=device) for k, v in next(batches).items()}
@@ -160,7 +196,8 @@ def training(work: Path, net_name: str, device: str, repeats: int, peaks: Dict[s
             record["iters_per_s"] = 1.0 / record["median_s"]
             achieved = 3 * deploy_flops * BATCH * PATCH * PATCH / record["median_s"]
             record["tflop_per_s"] = achieved / 1e12
-            record["fraction_of_peak"] = achieved / peaks[mode] if mode in peaks else None
+            peak = _peak_for(mode, peaks)
+            record["fraction_of_peak"] = achieved / peak if peak else None
         except Exception as exc:
             record["error"] = f"{type(exc).__name__}: {exc}"[:300]
         records.append(record)
@@ -173,20 +210,19 @@ def set5_psnr_cost(bench_net: Any, data_root: Path, device: str, scale: int = 3,
     import torch
     from PIL import Image
 
-    from glrl.backends import open_net
     from glrl.matlab_compat import imresize, modcrop, rgb2ycbcr, shave
     from glrl.metrics import psnr
 
-    net = open_net(str(bench_net.deploy), str(bench_net.weights), backend="torch", device=device)
     images = sorted((data_root / "test" / "Set5").glob("*.png"))[:limit]
-    scores: Dict[str, List[float]] = {mode: [] for mode in modes_here(device)}
+    modes = [m for m in modes_here(device) if "CUDA graphs" not in m]  # graphs change speed, not values
+    scores: Dict[str, List[float]] = {mode: [] for mode in modes}
     for path in images:
         hr = np.asarray(Image.open(path).convert("RGB"))
         y = rgb2ycbcr(modcrop(hr, scale))[:, :, 0].astype(np.float64) / 255.0
         y_bicubic = imresize(imresize(y, 1.0 / scale), scale)
         image = torch.from_numpy(y_bicubic.astype(np.float32))[None, None].to(device)
         for mode in scores:
-            out = _inference_runner(net, image, mode, device)().float().cpu().numpy()[0, 0]
+            out = _inference_runner(bench_net, image, mode, device)().float().cpu().numpy()[0, 0]
             sr = np.clip(np.round(out * 255.0), 0, 255)
             scores[mode].append(psnr(shave(np.round(y * 255.0), scale), shave(sr, scale)))
     base = float(np.mean(scores["fp32"]))
