@@ -61,7 +61,7 @@ def read_train_net(folder: Path) -> Any:
     return net_param
 
 
-def ours(folder: Path, repeats: int, threads: int) -> Record:
+def ours(folder: Path, repeats: int, threads: int, channels_last: bool = False) -> Record:
     import torch
 
     from glrl.backends.torch_net import TorchNet
@@ -73,13 +73,16 @@ def ours(folder: Path, repeats: int, threads: int) -> Record:
     torch.set_num_threads(threads)
     settings = SolverSettings.from_proto(read_solver(folder / "solver.prototxt"))
     net = TorchNet(read_train_net(folder), "TRAIN", seed=0)
+    if channels_last:
+        net.to(memory_format=torch.channels_last)
     batches = HDF5Batches(folder / "train.txt", ["data", "label"], BATCH, shuffle=True)
     solver = CaffeSolver(settings, net)
     try:
         timing = measure(lambda: solver.iteration(batches), repeats, warmup=2)
     finally:
         batches.close()
-    return {"tool": "ours (PyTorch)", "setting": f"{threads} threads", **timing}
+    layout = "channels_last" if channels_last else "NCHW (as glrl train runs)"
+    return {"tool": "ours (PyTorch)", "setting": f"{layout}, {threads} threads", **timing}
 
 
 CAFFE_SCRIPT = r"""
@@ -117,17 +120,21 @@ def caffe(folder: Path, repeats: int, threads: int) -> Record:
 
 
 def run_section(work: Path, nets: List[str], repeats: int) -> List[Record]:
-    """Each net, each tool, with 1 thread and with all cores (the ratio takes each tool's faster one)."""
+    """Each net, each tool (ours as ``glrl train`` runs it and channels-last), with 1 thread and with all
+    cores (the ratio takes each tool's fastest)."""
     cores = len(os.sched_getaffinity(0))
     records: List[Record] = []
     for name in nets:
         folder = work / f"train_{name}"
         folder.mkdir(parents=True, exist_ok=True)
         write_training_files(folder, name)
-        for tool, fn in (("ours", ours), ("caffe", caffe)):
+        variants = [("ours", lambda t: ours(folder, repeats, t)),
+                    ("ours", lambda t: ours(folder, repeats, t, channels_last=True)),
+                    ("caffe", lambda t: caffe(folder, repeats, t))]
+        for tool, fn in variants:
             for threads in sorted({1, cores}):
                 try:
-                    record = fn(folder, repeats, threads)
+                    record = fn(threads)
                     record["iters_per_s"] = 1.0 / record["median_s"]
                 except Exception as exc:
                     record = {"tool": tool, "skipped": f"{type(exc).__name__}: {exc}"[:400]}
