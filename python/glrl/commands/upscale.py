@@ -47,6 +47,13 @@ def _jobs(source: Path, target: Path) -> List[Tuple[Path, Path]]:
     return [(source, target)]
 
 
+def _tiles(upscaler) -> str:
+    bound = upscaler.tile_memory_bytes
+    if bound is None:
+        return "whole images"
+    return f"{upscaler.tile} px tiles, net activations <= {bound / 2**20:.0f} MiB"
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -63,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
         source, out = jobs[0]
         fmt = output_format(out)
         write_picture(out, upscaler.upscale_picture(read_picture(source)), fmt)
-        print(f"{source} -> {out} (x{args.scale}, {upscaler.model_name}, {upscaler.device})")
+        print(f"{source} -> {out} (x{args.scale}, {upscaler.model_name}, {upscaler.device}, "
+              f"{_tiles(upscaler)})")
         return 0
     failures: List[Tuple[Path, str]] = []
     for source, out in tqdm(jobs, desc=f"upscale x{args.scale}", unit="image"):
@@ -75,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             failures.append((source, str(exc).replace("\n", "; ")))
     done = len(jobs) - len(failures)
     print(f"{done} of {len(jobs)} images enlarged x{args.scale} into {args.output} "
-          f"({upscaler.model_name}, {upscaler.device})")
+          f"({upscaler.model_name}, {upscaler.device}, {_tiles(upscaler)})")
     if failures:
         print(f"{len(failures)} failed:", file=sys.stderr)
         for source, message in failures:
