@@ -335,3 +335,13 @@ def test_an_unwritable_output_is_a_clear_error_before_any_work(models_dir, tmp_p
     status, _, err = _cli(capsys, str(tmp_path / "in.png"), str(tmp_path / "blocker" / "out.png"),
                           "--scale", "3", "--models-dir", str(models_dir), "--device", "cpu")
     assert status == 2 and "cannot write" in err and "hint:" in err
+
+
+def test_an_input_is_never_overwritten_by_its_own_output(models_dir, tmp_path, capsys):
+    Image.fromarray(np.full((6, 6), 50, dtype=np.uint8), "L").save(tmp_path / "in.png")
+    before = (tmp_path / "in.png").read_bytes()
+    for output in (tmp_path / "in.png", tmp_path):
+        status, _, err = _cli(capsys, str(tmp_path / "in.png"), str(output), "--scale", "3",
+                              "--models-dir", str(models_dir), "--device", "cpu")
+        assert status == 2 and "overwritten" in err
+    assert (tmp_path / "in.png").read_bytes() == before

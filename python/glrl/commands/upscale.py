@@ -39,12 +39,16 @@ def _jobs(source: Path, target: Path) -> List[Tuple[Path, Path]]:
         files = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise DataError(f"no images in {source}", hint=f"images end with {', '.join(IMAGE_SUFFIXES)}")
-        return [(p, target / p.name) for p in files]
-    if not source.exists():
+        jobs = [(p, target / p.name) for p in files]
+    elif not source.exists():
         raise DataError(f"no such file or folder: {source}", hint="check the input path")
-    if target.is_dir():
-        return [(source, target / source.name)]
-    return [(source, target)]
+    else:
+        jobs = [(source, target / source.name if target.is_dir() else target)]
+    for original, out in jobs:
+        if out.resolve() == original.resolve():
+            raise DataError(f"the output {out} is the input image itself; it would be overwritten",
+                            hint="choose another output file or folder")
+    return jobs
 
 
 def _tiles(upscaler) -> str:
