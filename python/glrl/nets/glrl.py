@@ -11,7 +11,8 @@
 Pre-activation throughout (eq. 11): a convolution sees PReLU of its input, except the first, which sees
 the image. PReLU is channel-wise with slope 0.25 (Caffe's default) and, as He et al. advise for PReLU, no
 weight decay on the slopes. 3×3 kernels use Caffe's ``msra`` filler (He et al.'s initialisation, derived
-for rectifier nets such as this PReLU net); biases start at 0. The longest path has 2 + 2·B·U + 2
+for rectifier nets such as this PReLU net), except the reconstruction's last conv (zero: the untrained net is
+bicubic interpolation); biases start at 0. The longest path has 2 + 2·B·U + 2
 convolutions (16 for B=3, U=2, "a network depth of 16 layers"), not counting the averaging 1×1 conv.
 """
 from __future__ import annotations
@@ -25,6 +26,12 @@ from glrl.nets.solver import PAPER_SGD
 from glrl.nets.spec import Fields, NetSpec, filler, param
 
 MSRA = filler("msra")
+# The last reconstruction conv (64 -> 1) starts at zero, so that every y_b, and the output, start as the
+# bicubic input: with msra there too, the residuals the LRBs accumulate reach an output of magnitude ~6
+# (the input is in [0, 1]), the first loss is ~1e3 per patch and, under clip_gradients 0.01, hundreds of
+# iterations go into undoing the initialisation. Even a Gaussian with std 1e-3 leaves a residual of std
+# 0.05, because the features reach std ~13 after the third LRB (measured; docs/architecture.md).
+RESIDUAL_OUT = filler("constant", value=0.0)
 ACTIVATIONS = ("prelu", "relu")
 
 
@@ -69,11 +76,12 @@ class _Builder:
             return self.net.relu(name, bottom, in_place=False)
         return self.net.prelu(name, bottom, params=[param(name=shared_as and f"{shared_as}_slope", decay_mult=0)])
 
-    def conv3(self, name: str, bottom: str, num_output: int, shared_as: Optional[str], kernel: int = 3) -> str:
+    def conv3(self, name: str, bottom: str, num_output: int, shared_as: Optional[str], kernel: int = 3,
+              weight_filler: Fields = MSRA) -> str:
         params: Sequence[Fields] = ()
         if shared_as is not None:
             params = [param(name=f"{shared_as}_w"), param(name=f"{shared_as}_b")]
-        return self.net.conv(name, bottom, num_output, kernel, pad=(kernel - 1) // 2, weight_filler=MSRA,
+        return self.net.conv(name, bottom, num_output, kernel, pad=(kernel - 1) // 2, weight_filler=weight_filler,
                              params=params)
 
     def shared(self, b: int, part: str) -> Optional[str]:
@@ -98,7 +106,7 @@ class _Builder:
         r = self.activation(f"rec{b}_act1", features, "rec_act1")
         r = self.conv3(f"rec{b}_conv1", r, self.options.width, "rec_conv1")
         r = self.activation(f"rec{b}_act2", r, "rec_act2")
-        r = self.conv3(f"rec{b}_conv2", r, 1, "rec_conv2")
+        r = self.conv3(f"rec{b}_conv2", r, 1, "rec_conv2", weight_filler=RESIDUAL_OUT)
         return self.net.add(f"pred{b}", [r, data])
 
     def body(self, data: str, training: bool) -> Body:
