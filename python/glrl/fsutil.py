@@ -29,7 +29,7 @@ def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[IO]:
             handle.flush()
             os.fsync(handle.fileno())
         # mkstemp makes the file owner-only; give it the mode a plain open() would have
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -37,10 +37,14 @@ def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[IO]:
         raise
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current
+
+
+# read once at import: os.umask can only be read by setting it, which must not race with other threads
+_UMASK = _read_umask()
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
