@@ -413,3 +413,17 @@ def test_real_caffe_builds_trains_and_deploys_every_generated_net(require) -> No
         assert found["blobs"] == stats.params_with_sharing, name  # pycaffe lists a shared blob under each user
         expected_sharing = None if not name.startswith("glrl") else name != "glrl-noshare"
         assert found["shared"] is expected_sharing, name  # writing unit 1's weights changes unit 2's
+
+
+def test_a_named_optimizer_replaces_the_nets_recipe_and_cpu_schedules_cap_the_test_pass() -> None:
+    paper = get_net("glrl").solver("train_test.prototxt", 1000, "cpu-release", test_iters=1100)
+    adam = get_net("glrl").solver("train_test.prototxt", 1000, "cpu-release", test_iters=1100, optimizer="adam")
+    assert (paper.type, paper.base_lr, paper.clip_gradients) == ("SGD", pytest.approx(0.1), pytest.approx(0.01))
+    assert (adam.type, adam.base_lr, adam.momentum, adam.momentum2) == (
+        "Adam", pytest.approx(1e-3), pytest.approx(0.9), pytest.approx(0.999))
+    assert not adam.HasField("clip_gradients")
+    assert adam.max_iter == paper.max_iter == 800 and list(adam.test_iter) == [50]
+    full = get_net("glrl").solver("train_test.prototxt", 1000, "paper", test_iters=1100)
+    assert list(full.test_iter) == [1100]
+    with pytest.raises(TrainingError, match="unknown optimizer"):
+        get_net("glrl").solver("train_test.prototxt", 1000, "paper", optimizer="rmsprop")

@@ -11,7 +11,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     add_data_root_argument(parser)
     parser.add_argument("--scale", default="3", help="2, 3, 4 or 234 (all three mixed) (default: 3)")
-    parser.add_argument("--out", default=None, help="output folder (default: <work>/data/x<scale>)")
+    parser.add_argument("--out", default=None, help="output folder (default: <work>/data/x<scale>, x<scale>-srcnn for --layout srcnn)")
     parser.add_argument("--train-sets", type=split_list, default=["T91", "BSD200"],
                         help="comma-separated training image sets (default: T91,BSD200, the 291 images)")
     parser.add_argument("--val-set", default="Set5", help="held-out set for monitoring; 'none' for none")
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{part}: {counts['patches']} patches from {counts['images']} images in {counts['files']} "
                   f"files, {counts['bytes'] / 1e9:.2f} GB")
         return 0
-    out = settings.work_dir() / "data" / scale_name(scales) if args.out is None else args.out
+    out = settings.work_dir() / "data" / scale_name(scales, args.layout) if args.out is None else args.out
     result = build(config, settings.data_root(args.data_root), out, workers=args.workers, force=args.force,
                    progress=not args.quiet, check_sources=not args.skip_checksums)
     manifest = result.manifest

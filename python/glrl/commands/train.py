@@ -21,11 +21,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--net", default="glrl", help="generated net to train (glrl nets list); default glrl")
     parser.add_argument("--scale", default="3", help="2, 3, 4 or 234 (the patch set's scales); default 3")
     parser.add_argument("--schedule", default="paper", help="paper (76 epochs) or a shorter named schedule")
+    parser.add_argument("--optimizer", default=None,
+                        help="a named optimiser recipe instead of the net's own (paper, srcnn, adam; "
+                             "see glrl.nets.solver.OPTIMIZERS)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     parser.add_argument("--backend", choices=("torch", "caffe"), default="torch",
                         help="torch (default) or caffe (real Caffe through pycaffe, where it is installed)")
     parser.add_argument("--run-dir", default=None,
-                        help="run folder (default: <work>/runs/<net>-x<scale>-<schedule>)")
+                        help="run folder (default: <work>/runs/<net>-x<scale>-<schedule>[-<optimizer>])")
     parser.add_argument("--solver", default=None, help="train this solver.prototxt instead of generating one")
     parser.add_argument("--resume", nargs="?", const="auto", default=None,
                         help="continue from a .solverstate (glrl's or Caffe's); without a path, the run "
@@ -47,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
     from glrl.errors import TrainingError
 
     scales = _parse_scales(args.scale)
-    run_dir = Path(args.run_dir) if args.run_dir else (
-        settings.work_dir() / "runs" / f"{args.net}-x{args.scale}-{args.schedule}")
+    run_name = f"{args.net}-x{args.scale}-{args.schedule}" + (f"-{args.optimizer}" if args.optimizer else "")
+    run_dir = Path(args.run_dir) if args.run_dir else settings.work_dir() / "runs" / run_name
     run_dir = run_dir.resolve()
     _refuse_to_overwrite(args.resume, run_dir)
     if args.solver:
@@ -140,11 +143,12 @@ def _prepare_run(args: argparse.Namespace, scales, run_dir: Path) -> Path:
 
     recipe = get_net(args.net)
     get_schedule(args.schedule)
-    data_dir = settings.work_dir() / "data" / scale_name(scales)
+    layout = "srcnn" if recipe.patch_sizes[0] != recipe.patch_sizes[1] else "vdsr"
+    data_dir = settings.work_dir() / "data" / scale_name(scales, layout)
     manifest = manifest_io.load(data_dir)
     if manifest is None:
-        print(f"building the x{args.scale} patch set in {data_dir} (first run only)")
-        manifest = build(BuildConfig.for_layout("vdsr", scales=scales), settings.data_root(args.data_root),
+        print(f"building the x{args.scale} {layout}-layout patch set in {data_dir} (first run only)")
+        manifest = build(BuildConfig.for_layout(layout, scales=scales), settings.data_root(args.data_root),
                          data_dir, progress=not args.no_progress).manifest
     train_list, val_list = data_dir / "train.txt", data_dir / "val.txt"
     if not train_list.is_file():
@@ -159,7 +163,8 @@ def _prepare_run(args: argparse.Namespace, scales, run_dir: Path) -> Path:
     epoch = iters_per_epoch(int(manifest["train"]["patches"]), batch_size)
     solver = recipe.solver("train_test.prototxt", epoch, args.schedule,
                            snapshot_prefix=f"snapshots/{args.net}_x{args.scale}",
-                           test_iters=max(1, math.ceil(val_patches / test_batch)) if val_patches else 1)
+                           test_iters=max(1, math.ceil(val_patches / test_batch)) if val_patches else 1,
+                           optimizer=args.optimizer)
     if not val_patches:
         del solver.test_iter[:]
         solver.test_interval = 0

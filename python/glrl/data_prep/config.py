@@ -87,9 +87,10 @@ class BuildConfig:
         return cls(**base)
 
 
-def scale_name(scales: Tuple[int, ...]) -> str:
-    """``(3,)`` -> ``x3``, ``(2, 3, 4)`` -> ``x234``: the default output folder name."""
-    return "x" + "".join(str(s) for s in scales)
+def scale_name(scales: Tuple[int, ...], layout: str = "vdsr") -> str:
+    """``(3,)`` -> ``x3``, ``(2, 3, 4)`` -> ``x234``, SRCNN's layout ``x3-srcnn``: the default folder name."""
+    name = "x" + "".join(str(s) for s in scales)
+    return name if layout == "vdsr" else f"{name}-{layout}"
 
 
 def parse_scales(text: str) -> Tuple[int, ...]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence, Tuple
 
 from glrl.errors import ModelError
-from glrl.nets.solver import SolverRecipe
+from glrl.nets.solver import SolverRecipe, get_optimizer
 from glrl.nets.spec import NetSpec
 
 # Deploy nets declare this input size; every backend reshapes to the actual image anyway.
@@ -70,7 +70,9 @@ class NetRecipe:
         return net.to_proto()
 
     def solver(self, net_path: str, iters_per_epoch: int, schedule: str = "paper",
-               snapshot_prefix: Optional[str] = None, test_iters: int = 50) -> Any:
-        """The ``pb.SolverParameter`` for training this net with ``schedule`` (see :mod:`glrl.nets.solver`)."""
-        return self.training.build(net_path, iters_per_epoch, schedule,
-                                   snapshot_prefix if snapshot_prefix is not None else self.name, test_iters)
+               snapshot_prefix: Optional[str] = None, test_iters: int = 50, optimizer: Optional[str] = None) -> Any:
+        """The ``pb.SolverParameter`` for training this net with ``schedule`` (see :mod:`glrl.nets.solver`);
+        ``optimizer`` names a recipe of ``glrl.nets.solver.OPTIMIZERS`` instead of the net's own."""
+        training = get_optimizer(optimizer) if optimizer else self.training
+        return training.build(net_path, iters_per_epoch, schedule,
+                              snapshot_prefix if snapshot_prefix is not None else self.name, test_iters)
