@@ -126,7 +126,9 @@ def write_outputs(out_dir: Path, entries: Sequence[Entry], result: SuiteResult,
     written.extend(out_dir / name for name in ("results.md", "results.csv", "results.json"))
     if with_figures:
         written.append(figures.psnr_bar_chart(records, out_dir / "psnr.png"))
-        figure = figures.figure6(out_dir, root / "test" / "Set5", out_dir / "figure6.png")
+        psnr = {(r.method, r.image): r.psnr for r in result.per_image
+                if r.dataset == "Set5" and r.scale == figures.FIGURE6_SCALE}
+        figure = figures.figure6(out_dir, root / "test" / "Set5", out_dir / "figure6.png", psnr=psnr)
         if figure is not None:
             written.append(figure)
     return written

@@ -92,9 +92,10 @@ def _colour(y: np.ndarray, hr: np.ndarray, scale: int) -> np.ndarray:
     return np.clip(np.floor(rgb * 255.0 + 0.5), 0, 255).astype(np.uint8)
 
 
-def figure6(out_dir: Path, set5_dir: Path, path: Path,
-            methods: Sequence[str] = FIGURE6_METHODS) -> Optional[Path]:
-    """The qualitative comparison from the SR images under ``out_dir``; None when no method's images exist."""
+def figure6(out_dir: Path, set5_dir: Path, path: Path, methods: Sequence[str] = FIGURE6_METHODS,
+            psnr: Optional[Dict[Tuple[str, str], float]] = None) -> Optional[Path]:
+    """The qualitative comparison from the SR images under ``out_dir``; None when no method's images exist.
+    ``psnr[(method, image)]``, when given, labels each panel with that image's PSNR at ×3."""
     plt = _pyplot()
     scale = FIGURE6_SCALE
     def sr_path(method: str, name: str) -> Path:
@@ -117,8 +118,10 @@ def figure6(out_dir: Path, set5_dir: Path, path: Path,
             axis.imshow(panel[top:top + size, left:left + size], interpolation="nearest")
             axis.set_xticks([])
             axis.set_yticks([])
-            if row == 0:
-                axis.set_title(title, fontsize=10)
+            value = (psnr or {}).get((title, name))
+            label = f"{title} ({value:.2f} dB)" if value is not None else title
+            if row == 0 or value is not None:
+                axis.set_title(label, fontsize=9)
         axes[row][0].set_ylabel(f"{name} ×{scale}", fontsize=10)
     figure.suptitle("Set5 ×3 crops (cf. the paper's Figure 6)", fontsize=11)
     try:
