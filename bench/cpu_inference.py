@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from timing import measure
+from timing import measure, threads_text
 
 Record = Dict[str, Any]
 BUDGET_S = 25.0  # timed runs per measurement: `repeats`, fewer (at least 3) if they would take longer
@@ -166,8 +166,9 @@ def opencv(deploy: Path, weights: Path, sizes: List[int], repeats: int, cores: i
         timed = []
         for threads in thread_choices:
             cv2.setNumThreads(threads)
-            record: Record = {"tool": "cv2.dnn", "setting": f"OpenCV {cv2.__version__}, {threads} threads",
-                              "case": f"{size}x{size}", "threads": threads}
+            setting = f"OpenCV {cv2.__version__}, {threads_text(threads)}"
+            record: Record = {"tool": "cv2.dnn", "setting": setting, "case": f"{size}x{size}",
+                              "threads": threads}
             record.update(measure(run, repeats))
             if size in reference:
                 record["max_abs_diff_vs_ours"] = float(np.abs(run() - reference[size]).max())
@@ -227,7 +228,7 @@ def _caffe_session(deploy: Path, weights: Path, sizes: List[int], repeats: int, 
     records = []
     for size in sizes:
         times, cpu = runs[str(size)]
-        record: Record = {"tool": "Caffe (Debian, OpenBLAS)", "setting": f"{threads} threads",
+        record: Record = {"tool": "Caffe (Debian, OpenBLAS)", "setting": threads_text(threads),
                           "case": f"{size}x{size}", "threads": threads, "median_s": statistics.median(times),
                           "runs_s": [round(t, 6) for t in times], "median_cpu_s": cpu}
         if size in reference:

@@ -91,8 +91,8 @@ def settings_table(records: List[Record]) -> List[str]:
 
 
 def training_table(records: List[Record]) -> List[str]:
-    lines = ["| net | case | ours iter/s (threads) | Caffe iter/s (threads) | ours / Caffe |",
-             "|---|---|---|---|---|"]
+    lines = ["| net | case | ours iter/s (setting) | Caffe iter/s (threads) | ours / Caffe "
+             "| CPU time: Caffe / ours |", "|---|---|---|---|---|---|"]
     for net in sorted({r["net"] for r in records}):
         mine = [r for r in records if r["net"] == net]
         ours = min((r for r in _ok(mine) if r["tool"].startswith("ours")), key=lambda r: r["median_s"],
@@ -104,11 +104,14 @@ def training_table(records: List[Record]) -> List[str]:
         lines.append(f"| {net} | {mine[0]['case']} | {ours['iters_per_s']:.3f} ({ours['setting']}) | "
                      if ours else f"| {net} | {mine[0]['case']} | – | ")
         theirs = f"{caffe['iters_per_s']:.3f} ({caffe['setting']}) | " if caffe else "– | "
-        lines[-1] += theirs + f"{ratio} |"
+        cpu_ratio = _ratio(_fastest([r for r in _ok(mine) if r["tool"].startswith("Caffe")], "median_cpu_s"),
+                           _fastest([r for r in _ok(mine) if r["tool"].startswith("ours")], "median_cpu_s"),
+                           GOALS["train_caffe"])
+        lines[-1] += theirs + f"{ratio} | {cpu_ratio} |"
         for r in mine:
             if "skipped" in r or "error" in r:
                 reason = _clean(r.get("skipped") or r.get("error"))
-                lines.append(f"| {net} | | {r['tool']} not measured: {reason} | | |")
+                lines.append(f"| {net} | | {r['tool']} not measured: {reason} | | | |")
     return lines
 
 
@@ -145,6 +148,7 @@ def markdown(results: Dict[str, Any]) -> str:
     if "training" in sections:
         out += ["", "## CPU training (SGD iterations, batch 32 of 31×31)", ""]
         out += training_table(sections["training"])
+        out += ["", "### Every setting", ""] + settings_table(sections["training"])
     if "data_build" in sections:
         out += ["", "## Data build", ""]
         out += simple_table(sections["data_build"], ["images_per_s", "patches_per_s"])

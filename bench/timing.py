@@ -35,6 +35,10 @@ def measure(fn: Callable[[], Any], repeats: int, warmup: int = 1, budget_s: floa
             "median_cpu_s": statistics.median(cpu)}
 
 
+def threads_text(threads: int) -> str:
+    return "1 thread" if threads == 1 else f"{threads} threads"
+
+
 def _cpu_model() -> str:
     try:
         for line in open("/proc/cpuinfo"):

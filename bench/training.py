@@ -14,7 +14,7 @@ from typing import Any, Dict, List
 
 import numpy as np
 
-from timing import measure
+from timing import measure, threads_text
 
 Record = Dict[str, Any]
 BATCH, PATCH = 32, 31
@@ -82,7 +82,7 @@ def ours(folder: Path, repeats: int, threads: int, channels_last: bool = False) 
     finally:
         batches.close()
     layout = "channels_last" if channels_last else "NCHW (as glrl train runs)"
-    return {"tool": "ours (PyTorch)", "setting": f"{layout}, {threads} threads", **timing}
+    return {"tool": "ours (PyTorch)", "setting": f"{layout}, {threads_text(threads)}", **timing}
 
 
 CAFFE_SCRIPT = r"""
@@ -115,7 +115,7 @@ def caffe(folder: Path, repeats: int, threads: int) -> Record:
             shutil.copy(folder / name, session.path / name)
         out = session.run_python(CAFFE_SCRIPT.replace("REPEATS", str(repeats)), timeout=3600)
     runs, cpu = json.loads(out.strip().splitlines()[-1])
-    return {"tool": "Caffe (Debian, OpenBLAS)", "setting": f"{threads} threads",
+    return {"tool": "Caffe (Debian, OpenBLAS)", "setting": threads_text(threads),
             "median_s": statistics.median(runs), "runs_s": [round(r, 6) for r in runs], "median_cpu_s": cpu}
 
 
