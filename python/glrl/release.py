@@ -59,10 +59,8 @@ def _run_folder_of(weights: Path) -> Optional[Path]:
 def _schedule_from_folder(run_dir: Path) -> Optional[str]:
     from glrl.nets.solver import SCHEDULES
 
-    for name in SCHEDULES:
-        if run_dir.name.endswith("-" + name):
-            return name
-    return None
+    matches = [name for name in SCHEDULES if run_dir.name.endswith("-" + name)]
+    return max(matches, key=len) if matches else None  # "cpu-release" rather than a shorter "release"
 
 
 def _training_data(run_dir: Path, record: RunRecord) -> None:
