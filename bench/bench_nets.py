@@ -1,7 +1,7 @@
 """The nets every tool is timed on: one deploy prototxt and one caffemodel per net, shared by all tools.
 
 The committed ``prototxt/<net>/deploy.prototxt`` is used when present (else the generator's deploy net);
-the weights are the released ×3 model when there is one, else the net's own fillers with seed 0, saved as
+the weights are the released ×3 model when there is one, else random He-normal weights (seed 0) saved as
 a caffemodel (speed does not depend on the values, and every tool reads the same file).
 """
 from __future__ import annotations
@@ -43,6 +43,20 @@ def prepare(work: Path, names: Sequence[str] = BENCH_NETS, scale: int = 3) -> Li
             deploy = work / f"{name}_deploy.prototxt"
             io.write_net(get_net(name).deploy(), deploy)
         weights = work / f"{name}_random.caffemodel"
-        TorchNet(deploy, "TEST", seed=0).save_caffemodel(weights)
-        nets.append(BenchNet(name, deploy, weights, "random weights (fillers, seed 0)"))
+        _randomized(TorchNet(deploy, "TEST", seed=0)).save_caffemodel(weights)
+        nets.append(BenchNet(name, deploy, weights, "random weights (He-normal in every conv, seed 0)"))
     return nets
+
+
+def _randomized(net):
+    """He-normal weights in every convolution: the fillers leave some at zero (GLRL starts as bicubic),
+    which would make every tool's output equal to its input and the cross-check between tools empty."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for blobs in net.layer_blobs().values():
+            if blobs and blobs[0].dim() == 4:
+                fan_in = blobs[0][0].numel()
+                blobs[0].copy_(torch.randn(blobs[0].shape, generator=generator) * (2.0 / fan_in) ** 0.5)
+    return net

@@ -136,6 +136,11 @@ def ours(deploy: Path, weights: Path, sizes: List[int], repeats: int, cores: int
     return records
 
 
+def _relative_difference(theirs: np.ndarray, ours: np.ndarray) -> float:
+    """max |theirs - ours| / max |ours|: random weights make outputs of any magnitude."""
+    return float(np.abs(theirs - ours).max() / max(np.abs(ours).max(), 1e-12))
+
+
 def reference_output(deploy: Path, weights: Path, size: int) -> np.ndarray:
     from glrl.backends import open_net
 
@@ -171,7 +176,7 @@ def opencv(deploy: Path, weights: Path, sizes: List[int], repeats: int, cores: i
                               "threads": threads}
             record.update(measure(run, repeats))
             if size in reference:
-                record["max_abs_diff_vs_ours"] = float(np.abs(run() - reference[size]).max())
+                record["max_rel_diff_vs_ours"] = _relative_difference(run(), reference[size])
             records.append(record)
             timed.append(record)
         if index == 0:
@@ -232,7 +237,7 @@ def _caffe_session(deploy: Path, weights: Path, sizes: List[int], repeats: int, 
                           "case": f"{size}x{size}", "threads": threads, "median_s": statistics.median(times),
                           "runs_s": [round(t, 6) for t in times], "median_cpu_s": cpu}
         if size in reference:
-            record["max_abs_diff_vs_ours"] = float(np.abs(outputs[size] - reference[size]).max())
+            record["max_rel_diff_vs_ours"] = _relative_difference(outputs[size], reference[size])
         records.append(record)
     return records
 

@@ -74,11 +74,11 @@ def cpu_inference_table(records: List[Record]) -> List[str]:
 
 
 def settings_table(records: List[Record]) -> List[str]:
-    lines = ["| net | image | tool | setting | median | CPU time | runs | max abs diff vs ours |",
+    lines = ["| net | image | tool | setting | median | CPU time | runs | max rel diff vs ours |",
              "|---|---|---|---|---|---|---|---|"]
     for r in records:
         if "median_s" in r:
-            diff = r.get("max_abs_diff_vs_ours")
+            diff = r.get("max_rel_diff_vs_ours")
             shown = "" if diff is None else f"{diff:.1e}"
             lines.append(f"| {r['net']} | {r['case']} | {r['tool']} | {r['setting']} | "
                          f"{_ms(r['median_s'])} | {_ms(r.get('median_cpu_s'))} | {len(r['runs_s'])} | "
