@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
-
 from timing import measure, threads_text
 
 Record = Dict[str, Any]
@@ -50,7 +49,6 @@ def _torch_variants(cores: int) -> List[Tuple[str, Dict[str, Any]]]:
 def _our_runner(deploy: Path, weights: Path, image: np.ndarray, options: Dict[str, Any]) -> Callable[[], Any]:
     """A zero-argument function running our backend once on ``image`` with the given settings."""
     import torch
-
     from glrl.backends import open_net
 
     torch.set_num_threads(options["threads"])
@@ -164,7 +162,7 @@ def opencv(deploy: Path, weights: Path, sizes: List[int], repeats: int, cores: i
     for index, size in enumerate(sizes):
         image = test_image(size)
 
-        def run() -> np.ndarray:
+        def run(image: np.ndarray = image) -> np.ndarray:
             net.setInput(image)
             return net.forward()
 

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import numpy as np
-
 from timing import measure
 
 Record = Dict[str, Any]

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
-
 from timing import measure
 
 Record = Dict[str, Any]
@@ -68,7 +67,7 @@ def matrix_peak(device: str, n: int = 8192, repeats: int = 10) -> Dict[str, floa
         a = torch.randn(n, n, device=device, dtype=dtype)
         b = torch.randn(n, n, device=device, dtype=dtype)
 
-        def run() -> None:
+        def run(a: Any = a, b: Any = b) -> None:
             torch.mm(a, b)
             _sync(device)
 
@@ -93,7 +92,6 @@ def _peak_for(mode: str, peaks: Dict[str, float]) -> Optional[float]:
 def _inference_runner(bench_net: Any, image: Any, mode: str, device: str) -> Callable[[], Any]:
     """A function running the deploy net once on ``image`` (1×1×H×W on ``device``) in ``mode``."""
     import torch
-
     from glrl.backends.torch_net import TorchNet
 
     dtype_name, tf32, autocast, graphs = INFERENCE_MODES[mode]
@@ -125,7 +123,6 @@ def _inference_runner(bench_net: Any, image: Any, mode: str, device: str) -> Cal
 def inference(nets: List[Any], device: str, repeats: int, peaks: Dict[str, float],
               sizes=SIZES) -> List[Record]:
     import torch
-
     from glrl.caffe.io import read_net
 
     torch.backends.cudnn.benchmark = True
@@ -160,7 +157,6 @@ def modes_here(device: str) -> List[str]:
 def training(work: Path, net_name: str, device: str, repeats: int, peaks: Dict[str, float]) -> List[Record]:
     """Iterations per second at batch 32 of 31×31 patches, fp32/TF32/bf16 autocast."""
     import torch
-
     from glrl.backends.torch_net import TorchNet
     from glrl.caffe.io import read_solver
     from glrl.nets.registry import get_net
@@ -182,10 +178,10 @@ def training(work: Path, net_name: str, device: str, repeats: int, peaks: Dict[s
         # the batches live on the device, so the loop measures the solver, not the host-to-device copies
         batch = {k: torch.as_tensor(v, device=device) for k, v in next(batches).items()}
         batches.close()
-        feed = iter(lambda: batch, None)
+        feed = iter(lambda batch=batch: batch, None)
         solver = CaffeSolver(settings, net, autocast=_precision(mode, device))
 
-        def run() -> None:
+        def run(solver: Any = solver, feed: Any = feed) -> None:
             solver.iteration(feed)
             _sync(device)
 
@@ -208,10 +204,9 @@ def set5_psnr_cost(bench_net: Any, data_root: Path, device: str, scale: int = 3,
                    limit: Optional[int] = None) -> List[Record]:
     """Set5 ×3 PSNR (Y, shaved by the scale) in each precision mode, and its difference from fp32."""
     import torch
-    from PIL import Image
-
     from glrl.matlab_compat import imresize, modcrop, rgb2ycbcr, shave
     from glrl.metrics import psnr
+    from PIL import Image
 
     images = sorted((data_root / "test" / "Set5").glob("*.png"))[:limit]
     modes = [m for m in modes_here(device) if "CUDA graphs" not in m]  # graphs change speed, not values
@@ -221,10 +216,10 @@ def set5_psnr_cost(bench_net: Any, data_root: Path, device: str, scale: int = 3,
         y = rgb2ycbcr(modcrop(hr, scale))[:, :, 0].astype(np.float64) / 255.0
         y_bicubic = imresize(imresize(y, 1.0 / scale), scale)
         image = torch.from_numpy(y_bicubic.astype(np.float32))[None, None].to(device)
-        for mode in scores:
+        for mode, values in scores.items():
             out = _inference_runner(bench_net, image, mode, device)().float().cpu().numpy()[0, 0]
             sr = np.clip(np.round(out * 255.0), 0, 255)
-            scores[mode].append(psnr(shave(np.round(y * 255.0), scale), shave(sr, scale)))
+            values.append(psnr(shave(np.round(y * 255.0), scale), shave(sr, scale)))
     base = float(np.mean(scores["fp32"]))
     return [{"net": bench_net.name, "tool": "ours (PyTorch)", "setting": mode, "case": f"Set5 x{scale} PSNR",
              "psnr_db": float(np.mean(values)), "psnr_cost_db": base - float(np.mean(values)),

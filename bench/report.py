@@ -40,12 +40,12 @@ def _fastest(records: List[Record], key: str) -> Optional[float]:
 
 
 def cpu_inference_table(records: List[Record]) -> List[str]:
-    lines = ["Each tool's best setting (threads, layout) at that size; ratios are their median / ours. "
-             "The CPU-time ratios compare the least processor time (all threads) any setting of each tool "
-             "used: on a shared, loaded machine they show the work each tool does when wall-clock times "
-             "are disturbed.", "",
-             "| net | image | ours, best setting | ours median | cv2.dnn | Caffe | cv2.dnn / ours "
-             "| Caffe / ours | CPU time: cv2.dnn / ours | CPU time: Caffe / ours |",
+    lines = [("Each tool's best setting (threads, layout) at that size; ratios are their median / ours. "
+              "The CPU-time ratios compare the least processor time (all threads) any setting of each tool "
+              "used: on a shared, loaded machine they show the work each tool does when wall-clock times "
+              "are disturbed."), "",
+             ("| net | image | ours, best setting | ours median | cv2.dnn | Caffe | cv2.dnn / ours "
+              "| Caffe / ours | CPU time: cv2.dnn / ours | CPU time: Caffe / ours |"),
              "|---|---|---|---|---|---|---|---|---|---|"]
     nets = sorted({r["net"] for r in records}, key=lambda n: ["glrl", "vdsr", "srcnn"].index(n)
                   if n in ("glrl", "vdsr", "srcnn") else 9)
@@ -91,8 +91,8 @@ def settings_table(records: List[Record]) -> List[str]:
 
 
 def training_table(records: List[Record]) -> List[str]:
-    lines = ["| net | case | ours iter/s (setting) | Caffe iter/s (threads) | ours / Caffe "
-             "| CPU time: Caffe / ours |", "|---|---|---|---|---|---|"]
+    lines = [("| net | case | ours iter/s (setting) | Caffe iter/s (threads) | ours / Caffe "
+              "| CPU time: Caffe / ours |"), "|---|---|---|---|---|---|"]
     for net in sorted({r["net"] for r in records}):
         mine = [r for r in records if r["net"] == net]
         ours = min((r for r in _ok(mine) if r["tool"].startswith("ours")), key=lambda r: r["median_s"],
@@ -135,8 +135,8 @@ def simple_table(records: List[Record], value_keys: List[str]) -> List[str]:
 def markdown(results: Dict[str, Any]) -> str:
     machine = results["machine"]
     out = [f"# glrl benchmarks — {machine['host']}, {machine['time_utc']}", "",
-           "Medians of repeated runs after a warm-up (every run is in the JSON beside this file). Ratios are "
-           "their time / our time, so >1 means we are faster.", "", "## Machine", "",
+           ("Medians of repeated runs after a warm-up (every run is in the JSON beside this file). Ratios "
+            "are their time / our time, so >1 means we are faster."), "", "## Machine", "",
            "| | |", "|---|---|"]
     out += [f"| {key} | {value} |" for key, value in machine.items()]
     sections = results["sections"]

@@ -26,11 +26,6 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List
 
 BENCH_DIR = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH_DIR))
-
-import report  # noqa: E402
-from timing import machine_description  # noqa: E402
-
 SECTIONS = ("cpu_inference", "training", "data_build", "bicubic", "gpu")
 
 
@@ -52,6 +47,9 @@ def _parse(argv: List[str]) -> argparse.Namespace:
 
 
 def main(argv: List[str]) -> int:
+    sys.path.insert(0, str(BENCH_DIR))  # the section modules beside this file
+    from timing import machine_description
+
     args = _parse(argv)
     from glrl import settings
 
@@ -139,6 +137,7 @@ def main(argv: List[str]) -> int:
 
 
 def _write(results: Dict[str, Any], out: Path, stem: str) -> str:
+    import report
     from glrl.fsutil import atomic_write_text
 
     results["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]

@@ -41,9 +41,10 @@ def threads_text(threads: int) -> str:
 
 def _cpu_model() -> str:
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return platform.processor() or "unknown"
@@ -51,9 +52,10 @@ def _cpu_model() -> str:
 
 def _memory_gib() -> float:
     try:
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemTotal"):
-                return round(int(line.split()[1]) / 2**20, 1)
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemTotal"):
+                    return round(int(line.split()[1]) / 2**20, 1)
     except OSError:
         pass
     return 0.0

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import numpy as np
-
 from timing import measure, threads_text
 
 Record = Dict[str, Any]
@@ -24,7 +23,6 @@ PATCHES_IN_FILE = 8 * BATCH
 def write_training_files(folder: Path, net_name: str) -> None:
     """``patches.h5`` + ``train.txt`` (list), ``train.prototxt`` and ``solver.prototxt`` in ``folder``."""
     import h5py
-
     from glrl.caffe import io
     from glrl.nets.registry import get_net
 
@@ -63,7 +61,6 @@ def read_train_net(folder: Path) -> Any:
 
 def ours(folder: Path, repeats: int, threads: int, channels_last: bool = False) -> Record:
     import torch
-
     from glrl.backends.torch_net import TorchNet
     from glrl.caffe.io import read_solver
     from glrl.train.batches import HDF5Batches
@@ -128,9 +125,9 @@ def run_section(work: Path, nets: List[str], repeats: int) -> List[Record]:
         folder = work / f"train_{name}"
         folder.mkdir(parents=True, exist_ok=True)
         write_training_files(folder, name)
-        variants = [("ours", lambda t: ours(folder, repeats, t)),
-                    ("ours", lambda t: ours(folder, repeats, t, channels_last=True)),
-                    ("caffe", lambda t: caffe(folder, repeats, t))]
+        variants = [("ours", lambda t, f=folder: ours(f, repeats, t)),
+                    ("ours", lambda t, f=folder: ours(f, repeats, t, channels_last=True)),
+                    ("caffe", lambda t, f=folder: caffe(f, repeats, t))]
         for tool, fn in variants:
             for threads in sorted({1, cores}):
                 try:

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from glrl import tiling
 from glrl.caffe.io import parse_net
 from glrl.errors import DataError, ModelError
 from glrl.upscale_io import Picture, check_writable, read_picture, write_picture
+from PIL import Image
 
 SCALE = 3
 

@@ -10,13 +10,15 @@ the core depends on lies inside the tile; at the image edge the tile edge *is* t
 net's zero padding is the same as on the whole image.
 
 Memory per tile is bounded by ``4 bytes · (channels of all blobs) · (tile + 2·radius)²`` (see
-:func:`tile_memory_bytes`), whatever the image size.
+:func:`tile_memory_bytes`), whatever the image size. Real Caffe 1.0 needs more per pixel: besides its blobs,
+each convolution keeps its own im2col buffer (:func:`caffe_floats_per_pixel`; GLRL: about 17,500 floats per
+pixel, so a whole 512×512 image takes 18 GB there), hence :func:`caffe_tile`.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, List, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -30,6 +32,9 @@ POINTWISE_LAYERS = frozenset({
 })
 # Layers with a spatial kernel (stride 1 required for tiling).
 KERNEL_LAYERS = frozenset({"Convolution", "Deconvolution", "Pooling"})
+# What real Caffe's forward pass may take per tile (GLRL: 106-pixel tiles; with what Caffe and Python take
+# before a forward pass, about 0.45 GiB, the process stays under 1.8 GiB). Measured: docs/real-caffe.md.
+CAFFE_MEMORY_BYTES = 5 << 28  # 1.25 GiB
 
 
 def _kernel_extent(layer) -> Tuple[int, int]:
@@ -126,15 +131,39 @@ def floats_per_pixel(net) -> int:
     return int(sum(channels.values()))
 
 
-def tile_memory_bytes(net, tile: int) -> int:
-    """Upper bound on the activation memory (fp32) for one tile of core size ``tile``."""
+def caffe_floats_per_pixel(net) -> int:
+    """Floats per pixel that real Caffe 1.0 holds in a forward pass of ``net``: every blob, plus the im2col
+    buffer each Convolution/Deconvolution layer keeps for itself (``channels · kernel_h · kernel_w`` per
+    pixel; 1×1 kernels never fill theirs). Measured for GLRL in the root: within 3 % of the process's growth."""
+    _, channels, _ = _walk(net)
+    total = sum(channels.values())
+    for layer in _active_layers(net):
+        if layer.type not in ("Convolution", "Deconvolution"):
+            continue
+        param = layer.convolution_param
+        kernel = list(param.kernel_size) or [param.kernel_h, param.kernel_w]
+        area = kernel[0] * kernel[-1]
+        if area > 1:
+            unfolded = channels[layer.bottom[0]] if layer.type == "Convolution" else int(param.num_output)
+            total += unfolded * area
+    return int(total)
+
+
+def caffe_tile(net, budget_bytes: int = CAFFE_MEMORY_BYTES) -> int:
+    """The largest tile core size whose forward pass in real Caffe stays within ``budget_bytes``."""
+    return tile_for_memory(net, budget_bytes, caffe_floats_per_pixel(net))
+
+
+def tile_memory_bytes(net, tile: int, per_pixel: Optional[int] = None) -> int:
+    """Upper bound on the activation memory (fp32) for one tile of core size ``tile``; ``per_pixel``
+    floats per pixel (default :func:`floats_per_pixel`)."""
     side = tile + 2 * receptive_radius(net)
-    return 4 * floats_per_pixel(net) * side * side
+    return 4 * (per_pixel or floats_per_pixel(net)) * side * side
 
 
-def tile_for_memory(net, budget_bytes: int) -> int:
+def tile_for_memory(net, budget_bytes: int, per_pixel: Optional[int] = None) -> int:
     """The largest tile core size whose :func:`tile_memory_bytes` stays within ``budget_bytes``."""
-    side = math.isqrt(int(budget_bytes) // (4 * floats_per_pixel(net)))
+    side = math.isqrt(int(budget_bytes) // (4 * (per_pixel or floats_per_pixel(net))))
     tile = side - 2 * receptive_radius(net)
     if tile < 1:
         raise ModelError(f"{budget_bytes} bytes cannot hold even one tile of this net",

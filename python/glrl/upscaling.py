@@ -12,7 +12,8 @@ Every deploy net maps the bicubic-enlarged Y (blob ``data``, in [0, 1], 1×1×H�
 output is the prediction itself (the contract of :mod:`glrl.nets.recipe`; global-residual nets such as GLRL
 and VDSR add ``data`` inside the prototxt with an Eltwise layer), so nothing is added here. Big images run
 in overlapping tiles (:mod:`glrl.tiling`), so the memory a net needs is bounded by the tile size, not the
-image size, with the same result.
+image size, with the same result; real Caffe needs far more memory per pixel than the torch backend (an
+im2col buffer per convolution), so its tiles are sized by Caffe's own memory model.
 """
 from __future__ import annotations
 
@@ -43,18 +44,24 @@ class Upscaler:
         weights: PathLike,
         scale: int,
         *,
-        backend: str = "torch",
+        backend: Optional[str] = None,
         device: str = "auto",
         tile: Optional[int] = None,
     ) -> None:
-        from glrl.backends import open_net
+        from glrl.backends import open_net, resolve_backend
 
+        self.backend = backend = resolve_backend(backend)
         self.scale = int(scale)
         self.model_name: Optional[str] = None  # the released model's name, when it came from models/
         net_param = read_net(deploy)
-        self.tile = tiling.tile_for_memory(net_param, DEFAULT_MEMORY_BYTES) if tile is None else int(tile)
+        if backend == "caffe":
+            self.floats_per_pixel = tiling.caffe_floats_per_pixel(net_param)
+            default_tile = tiling.caffe_tile(net_param)
+        else:
+            self.floats_per_pixel = tiling.floats_per_pixel(net_param)
+            default_tile = tiling.tile_for_memory(net_param, DEFAULT_MEMORY_BYTES)
+        self.tile = default_tile if tile is None else int(tile)
         self.margin = tiling.receptive_radius(net_param) if self.tile > 0 else 0
-        self.floats_per_pixel = tiling.floats_per_pixel(net_param)
         self.net_path, self.weights_path = Path(deploy), Path(weights)
         self.device = resolve_device(device, backend)
         self.net = open_net(str(deploy), str(weights), backend=backend, device=self.device)
@@ -91,7 +98,8 @@ class Upscaler:
 
     @property
     def tile_memory_bytes(self) -> Optional[int]:
-        """Upper bound on the activation memory (fp32) of one tile; None when whole images run at once."""
+        """Upper bound on the activation memory (fp32; in real Caffe with its im2col buffers) of one tile;
+        None when whole images run at once."""
         if self.tile <= 0:
             return None
         side = self.tile + 2 * self.margin
@@ -159,7 +167,7 @@ def resolve_device(device: str, backend: str) -> str:
 
 @functools.lru_cache(maxsize=4)
 def _cached_upscaler(scale: int, model: Optional[str], net: str, models_dir: Optional[str],
-                     backend: str, device: str, tile: Optional[int]) -> Upscaler:
+                     backend: Optional[str], device: str, tile: Optional[int]) -> Upscaler:
     return Upscaler.for_scale(scale, model=model, net=net, models_dir=models_dir,
                               backend=backend, device=device, tile=tile)
 
@@ -170,7 +178,7 @@ def upscale(
     *,
     model: Optional[str] = None,
     net: str = "glrl",
-    backend: str = "torch",
+    backend: Optional[str] = None,
     device: str = "auto",
     tile: Optional[int] = None,
     models_dir: Optional[PathLike] = None,
@@ -179,8 +187,10 @@ def upscale(
 
     ``image``: H×W (grey), H×W×3 (RGB), H×W×2 / H×W×4 (with alpha); uint8, uint16 or float in [0, 1].
     Returns the same dtype and layout, ``scale`` times taller and wider. ``tile`` is the tile size in
-    output pixels (default: the largest whose activations fit in 1 GiB; 0 = the whole image at once).
-    ``backend`` is ``torch`` or ``caffe`` (real Caffe, CPU); ``device`` ``auto``, ``cpu`` or ``cuda[:N]``.
+    output pixels (default: the largest whose activations fit in 1 GiB, 1.25 GiB with real Caffe; 0 = the
+    whole image at once). ``backend`` is ``torch``, ``caffe`` (real Caffe, CPU) or ``auto``; by default
+    ``$GLRL_BACKEND``, else ``auto`` (:func:`glrl.backends.resolve_backend`); ``device`` ``auto``, ``cpu`` or
+    ``cuda[:N]``.
     The loaded model is cached, so calling this in a loop loads it once.
     """
     upscaler = _cached_upscaler(int(scale), model, net, str(models_dir) if models_dir else None,

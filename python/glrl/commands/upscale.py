@@ -22,11 +22,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="a released model name (default: the one for --scale)")
     parser.add_argument("--net", default="glrl", help="which net's released model to pick (default glrl)")
     parser.add_argument("--device", default="auto", help="auto (GPU if there is one), cpu, cuda, cuda:N")
-    parser.add_argument("--backend", default="torch", choices=("torch", "caffe"),
-                        help="torch (default) or caffe (real Caffe, CPU)")
+    parser.add_argument("--backend", default=None, choices=("auto", "torch", "caffe"),
+                        help="torch, caffe (real Caffe, CPU) or auto: torch when installed, else caffe "
+                             "(default: $GLRL_BACKEND, else auto)")
     parser.add_argument("--tile", type=int, default=None,
                         help="tile size in output pixels; memory stays bounded by it (0 = whole image; "
-                             "default: the largest tile whose activations fit in 1 GiB)")
+                             "default: the largest tile whose activations fit in 1 GiB, "
+                             "1.25 GiB with real Caffe)")
     parser.add_argument("--models-dir", default=None, help="folder of released models (default: models/)")
 
 
@@ -74,8 +76,8 @@ def run(args: argparse.Namespace) -> int:
         source, out = jobs[0]
         fmt = output_format(out)
         write_picture(out, upscaler.upscale_picture(read_picture(source)), fmt)
-        print(f"{source} -> {out} (x{args.scale}, {upscaler.model_name}, {upscaler.device}, "
-              f"{_tiles(upscaler)})")
+        print(f"{source} -> {out} (x{args.scale}, {upscaler.model_name}, "
+              f"{upscaler.backend} on {upscaler.device}, {_tiles(upscaler)})")
         return 0
     failures: List[Tuple[Path, str]] = []
     for source, out in tqdm(jobs, desc=f"upscale x{args.scale}", unit="image"):
@@ -87,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
             failures.append((source, str(exc).replace("\n", "; ")))
     done = len(jobs) - len(failures)
     print(f"{done} of {len(jobs)} images enlarged x{args.scale} into {args.output} "
-          f"({upscaler.model_name}, {upscaler.device}, {_tiles(upscaler)})")
+          f"({upscaler.model_name}, {upscaler.backend} on {upscaler.device}, {_tiles(upscaler)})")
     if failures:
         print(f"{len(failures)} failed:", file=sys.stderr)
         for source, message in failures:
