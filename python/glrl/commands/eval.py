@@ -12,7 +12,8 @@ HELP = "evaluate SR methods (PSNR/SSIM on Y) against the published Table 1/2 fig
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", default=None, help="method name(s), comma-separated (e.g. bicubic)")
     parser.add_argument("--all", action="store_true",
-                        help="Table 1 and 2: Bicubic and every released model, with the figures (make eval)")
+                        help="Table 1 and 2: Bicubic and every released model, with the figures (make eval; "
+                             "what 'glrl eval' alone does)")
     parser.add_argument("--datasets", default="Set5,Set14,BSD100", help="comma-separated (default: %(default)s)")
     parser.add_argument("--scales", default="2,3,4", help="comma-separated (default: %(default)s)")
     parser.add_argument("--out", default=None, help="output folder (default: <work>/eval)")
@@ -29,8 +30,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     models.add_argument("--transposed", action="store_true",
                         help="trained on MATLAB-written HDF5 (patches transposed): "
                              "run on the transposed image")
-    models.add_argument("--backend", choices=("torch", "caffe"), default="torch",
-                        help="torch (default) or caffe (real Caffe via pycaffe, CPU)")
+    models.add_argument("--backend", choices=("auto", "torch", "caffe"), default=None,
+                        help="torch, caffe (real Caffe via pycaffe, CPU; in bounded-memory tiles) or auto: "
+                             "torch when installed, else caffe (default: $GLRL_BACKEND, else auto)")
     models.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     models.add_argument("--models-dir", default=None, help="folder of released models (default: models/)")
     models.add_argument("--publish", default=None, metavar="DIR",
@@ -42,7 +44,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from glrl import settings
     from glrl.errors import GlrlError
-    from glrl.eval.methods import available_methods, create_method
+    from glrl.eval.methods import create_method
     from glrl.eval.report import markdown_table, write_reports
     from glrl.eval.runner import evaluate
 
@@ -51,14 +53,15 @@ def run(args: argparse.Namespace) -> int:
     except ValueError:
         raise GlrlError(f"--scales must be integers, not {args.scales!r}", hint="e.g. --scales 2,3,4") from None
     datasets = split_list(args.datasets)
+    if not (args.method or args.model or args.prototxt or args.weights or args.residual_outside
+            or args.transposed):
+        args.all = True  # 'glrl eval' alone (docker run glrl-caffe eval): Bicubic and the released models
     model_options = (args.all, args.model, args.prototxt, args.weights, args.residual_outside,
-                     args.transposed, args.publish, args.backend != "torch")
+                     args.transposed, args.publish, args.backend)
     if any(model_options) or _names_released_nets(args.method):
         from glrl.eval.command import run_command
 
         return run_command(args, scales, datasets)
-    if not args.method:
-        raise GlrlError("give --method NAME or --all", hint=f"methods: {', '.join(available_methods())}")
     methods = split_list(args.method)
     root = settings.data_root(args.data_root)
     out_dir = settings.work_dir(args.out) if args.out else settings.work_dir() / "eval"

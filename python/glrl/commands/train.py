@@ -25,8 +25,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="a named optimiser recipe instead of the net's own (paper, srcnn, adam; "
                              "see glrl.nets.solver.OPTIMIZERS)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
-    parser.add_argument("--backend", choices=("torch", "caffe"), default="torch",
-                        help="torch (default) or caffe (real Caffe through pycaffe, where it is installed)")
+    parser.add_argument("--backend", choices=("auto", "torch", "caffe"), default=None,
+                        help="torch, caffe (real Caffe through pycaffe, where it is installed) or auto: "
+                             "torch when installed, else caffe (default: $GLRL_BACKEND, else auto)")
     parser.add_argument("--run-dir", default=None,
                         help="run folder (default: <work>/runs/<net>-x<scale>-<schedule>[-<optimizer>])")
     parser.add_argument("--solver", default=None, help="train this solver.prototxt instead of generating one")
@@ -47,6 +48,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from glrl import settings
+    from glrl.backends import resolve_backend
     from glrl.errors import TrainingError
 
     scales = _parse_scales(args.scale)
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         solver_path = _prepare_run(args, scales, run_dir)
     resume = _resume_path(args.resume, run_dir)
-    if args.backend == "caffe":
+    if resolve_backend(args.backend) == "caffe":
         from glrl.train.caffe_backend import train_in_caffe
 
         return train_in_caffe(solver_path, run_dir, device=args.device, resume=resume, weights=args.weights)

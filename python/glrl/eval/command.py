@@ -141,13 +141,15 @@ def provenance(result: SuiteResult, where: str) -> str:
             f"{'; ' + per_method if per_method else ''}.")
 
 
-def describe_where(entries: Sequence[Entry], backend: str, device: str) -> str:
+def describe_where(entries: Sequence[Entry], backend: Optional[str], device: str) -> str:
     """The machine, and the backend and device the nets ran on (when any did)."""
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs"
     if not any(entry.runs_nets and entry.factories for entry in entries):
         return machine
+    from glrl.backends import resolve_backend
     from glrl.eval.models import resolve_device
 
+    backend = resolve_backend(backend)
     resolved = resolve_device(device, backend)
     if resolved.startswith("cuda"):
         import torch

@@ -1,9 +1,12 @@
 """SR methods backed by Caffe nets: a released model, every released model of a net, or any external model.
 
 A deploy net maps the protocol's bicubic-upsampled Y (blob of shape 1×1×H×W, float in [0, 1]) to the SR Y;
-:class:`NetMethod` loads it once and runs each whole image through it (no tiling: test images are small,
-and whole images give exactly the figures of the training-time Set5 probe). Two options adapt models
-trained elsewhere:
+:class:`NetMethod` loads it once and runs each whole image through it on the torch backend (test images are
+small, and whole images give exactly the figures of the training-time Set5 probe). Real Caffe keeps an
+im2col buffer per convolution (GLRL on one 512×512 Set5 image: 18 GB), so on the caffe backend images run
+in overlapping tiles with the net's receptive radius as margin (:func:`glrl.tiling.caffe_tile`: at most
+1.25 GiB for the forward pass), which gives the whole-image result. Two options adapt models trained
+elsewhere:
 
 * ``residual_outside``: the net predicts only the residual; the input is added to its output here;
 * ``transposed``: the net was trained on HDF5 patches written by MATLAB, which stores arrays column-major,
@@ -21,7 +24,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from glrl import model_zoo
+from glrl import model_zoo, tiling
+from glrl.caffe.io import read_net
 from glrl.errors import ModelError
 
 # The row names of the published tables for the nets the paper reports (other nets use the model's name).
@@ -46,16 +50,22 @@ def resolve_device(device: str, backend: str) -> str:
 
 
 class NetMethod:
-    """An SR method (``sr(y_up, scale) -> y_sr``) that runs one Caffe deploy net on whole images."""
+    """An SR method (``sr(y_up, scale) -> y_sr``) that runs one Caffe deploy net on whole images (in
+    tiles of bounded memory on the caffe backend). ``backend`` None or ``auto``: see
+    :func:`glrl.backends.resolve_backend`."""
 
-    def __init__(self, spec: NetSpec, *, backend: str = "torch", device: str = "auto") -> None:
-        from glrl.backends import open_net
+    def __init__(self, spec: NetSpec, *, backend: Optional[str] = None, device: str = "auto") -> None:
+        from glrl.backends import open_net, resolve_backend
 
         for path, what in ((spec.deploy, "deploy prototxt"), (spec.weights, "weights")):
             if not Path(path).is_file():
                 raise ModelError(f"{what} {path} not found", hint="check the path")
         self.spec = spec
-        self.backend = backend
+        self.backend = backend = resolve_backend(backend)
+        self.tile, self.margin = 0, 0
+        if backend == "caffe":
+            net_param = read_net(spec.deploy)
+            self.tile, self.margin = tiling.caffe_tile(net_param), tiling.receptive_radius(net_param)
         self.device = resolve_device(device, backend)
         if backend == "torch" and self.device.startswith("cuda"):
             import torch
@@ -72,7 +82,13 @@ class NetMethod:
 
     def __call__(self, y_up: np.ndarray, scale: int) -> np.ndarray:
         image = y_up.T if self.spec.transposed else y_up
-        batch = np.ascontiguousarray(image, dtype=np.float32)[None, None]
+        result = tiling.run_tiled(self._run_net, image, self.tile, self.margin).astype(np.float64)
+        if self.spec.residual_outside:
+            result = result + image
+        return result.T if self.spec.transposed else result
+
+    def _run_net(self, window: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(window, dtype=np.float32)[None, None]
         output = self.net.run({self.input_name: batch})[self.output_name]
         if output.shape != batch.shape:
             raise ModelError(
@@ -80,13 +96,10 @@ class NetMethod:
                 "evaluation needs a net that keeps the image size",
                 hint="pad its convolutions (pad = (kernel - 1) / 2), as the generated deploy nets do",
             )
-        result = output[0, 0].astype(np.float64)
-        if self.spec.residual_outside:
-            result = result + image
-        return result.T if self.spec.transposed else result
+        return output[0, 0]
 
 
-def model_method(model: model_zoo.ReleasedModel, *, backend: str = "torch",
+def model_method(model: model_zoo.ReleasedModel, *, backend: Optional[str] = None,
                  device: str = "auto") -> NetMethod:
     """The method of one released model, after checking its checksum."""
     model.verify()
@@ -141,7 +154,7 @@ class ReleasedNetMethod:
     """The released models of one net as a single method (``create_method("glrl")``): each scale runs the
     model ``model_zoo.model_for_scale`` picks, loaded on first use and shared by the scales it serves."""
 
-    def __init__(self, net: str, *, backend: str = "torch", device: str = "auto",
+    def __init__(self, net: str, *, backend: Optional[str] = None, device: str = "auto",
                  models_dir: Optional[Path] = None) -> None:
         self.net, self.backend, self.device, self.models_dir = net, backend, device, models_dir
         self._loaded: Dict[str, NetMethod] = {}
