@@ -66,7 +66,7 @@ def _schedule_from_folder(run_dir: Path) -> Optional[str]:
 def _training_data(run_dir: Path, record: RunRecord) -> None:
     """Batch size and patch-set manifest hash from the run's solver and train net."""
     from glrl.caffe.io import read_net, read_solver
-    from glrl.train.batches import resolve_source
+    from glrl.data_prep.reader import resolve_source
 
     solver = read_solver(run_dir / "solver.prototxt")
     net_name = solver.train_net or solver.net

@@ -23,9 +23,10 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import torch
+from glrl.data_prep.reader import resolve_source
 from glrl.errors import TrainingError
 from glrl.train import distributed as dist_mod
-from glrl.train.batches import HDF5Batches, HDF5Input, hdf5_inputs, resolve_source
+from glrl.train.batches import HDF5Batches, HDF5Input, hdf5_inputs
 from glrl.train.monitor import MetricRow, Monitor, format_outputs
 from glrl.train.settings import SolverSettings
 from glrl.train.snapshot import SnapshotPaths, load_sidecar, resolve_learned_net, write_snapshot
