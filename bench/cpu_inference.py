@@ -247,11 +247,47 @@ def caffe(deploy: Path, weights: Path, sizes: List[int], repeats: int, cores: in
 
     if not oracle.is_built():
         raise RuntimeError(f"the real-Caffe root is not built at {oracle.caffe_root()} (make caffe-root)")
+    fits, too_big = _caffe_fits(deploy, sizes)
+    skipped = [{"tool": "Caffe (Debian, OpenBLAS)", "case": f"{size}x{size}", "setting": "",
+                "skipped": reason} for size, reason in too_big]
+    if not fits:
+        return skipped
     first = [r for threads in sorted({1, cores})
-             for r in _caffe_session(deploy, weights, sizes[:1], repeats, threads, reference)]
+             for r in _caffe_session(deploy, weights, fits[:1], repeats, threads, reference)]
     best = min(first, key=lambda r: r["median_s"])["threads"]
-    later = _caffe_session(deploy, weights, sizes[1:], repeats, best, reference) if sizes[1:] else []
-    return first + later
+    later = _caffe_session(deploy, weights, fits[1:], repeats, best, reference) if fits[1:] else []
+    return first + later + skipped
+
+
+def _caffe_fits(deploy: Path, sizes: List[int]) -> Tuple[List[int], List[Tuple[int, str]]]:
+    """The sizes whose Caffe forward pass (every blob plus an im2col buffer per convolution) takes at most
+    half of the memory available now — on a shared machine a bigger one could push others out."""
+    from glrl import tiling
+    from glrl.caffe.io import read_net
+
+    per_pixel = 4 * tiling.caffe_floats_per_pixel(read_net(deploy))
+    available = _available_bytes()
+    fits, too_big = [], []
+    for size in sizes:
+        needed = per_pixel * size * size
+        if available and needed > available / 2:
+            why = (f"needs {needed / 2**30:.1f} GiB in Caffe (an im2col buffer per convolution), "
+                   f"over half the {available / 2**30:.1f} GiB available")
+            too_big.append((size, why))
+        else:
+            fits.append(size)
+    return fits, too_big
+
+
+def _available_bytes() -> int:
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def run_section(nets: List[Any], sizes: List[int], repeats: int, tools: Optional[List[str]] = None

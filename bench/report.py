@@ -2,7 +2,7 @@
 Markdown document (printed and written beside the JSON with every run)."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 Record = Dict[str, Any]
 GOALS = {"cv2.dnn": 1.5, "caffe": 4.0, "train_caffe": 5.0}
@@ -28,11 +28,10 @@ def _ok(records: List[Record]) -> List[Record]:
     return [r for r in records if "median_s" in r]
 
 
-def _skip_reason(records: List[Record], tool_prefix: str) -> str:
-    for r in records:
-        if r.get("tool", "").startswith(tool_prefix) and ("skipped" in r or "error" in r):
-            return _clean(r.get("skipped") or r.get("error"))
-    return ""
+def _skip_reasons(records: List[Record], tool_prefix: str) -> List[Tuple[str, str]]:
+    """(case, reason) of each record of that tool that was skipped or failed."""
+    return [(r.get("case", ""), _clean(r.get("skipped") or r.get("error"))) for r in records
+            if r.get("tool", "").startswith(tool_prefix) and ("skipped" in r or "error" in r)]
 
 
 def _fastest(records: List[Record], key: str) -> Optional[float]:
@@ -67,9 +66,8 @@ def cpu_inference_table(records: List[Record]) -> List[str]:
                          f"{_ratio(_fastest(cvs, 'median_cpu_s'), ours_cpu, GOALS['cv2.dnn'])} | "
                          f"{_ratio(_fastest(caffes, 'median_cpu_s'), ours_cpu, GOALS['caffe'])} |")
         for prefix in ("Caffe", "caffe", "cv2"):
-            reason = _skip_reason(mine, prefix)
-            if reason:
-                lines.append(f"| {net} | | {prefix} not measured: {reason} | | | | | | | |")
+            for case, reason in _skip_reasons(mine, prefix):
+                lines.append(f"| {net} | {case} | {prefix} not measured: {reason} | | | | | | | |")
     return lines
 
 
