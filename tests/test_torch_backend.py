@@ -509,6 +509,17 @@ def test_hdf5_data_shuffle_is_seeded_and_each_pass_covers_every_row_once(two_fil
     assert len({tuple(batch) for batch in epochs}) > 1  # files and rows are reshuffled at every wrap
 
 
+def test_hdf5_data_unseeded_shuffle_is_caffes_rand_stream(two_files):
+    from glrl.data_prep.reader import CaffeHDF5Reader  # checked against real Caffe in test_data_prep
+
+    net = build(hdf5_net(two_files, 3, shuffle=True), "TRAIN")  # seed None: rand() unseeded, as in Caffe
+    caffe_order = CaffeHDF5Reader(two_files, 3, shuffle=True)
+    for _ in range(7):  # four passes over the 5 rows: files and rows reshuffled at every wrap
+        batch, (data, label) = net.forward(), next(caffe_order)
+        assert torch.equal(batch["data"], torch.from_numpy(data))
+        assert torch.equal(batch["label"], torch.from_numpy(label))
+
+
 def test_hdf5_data_shards_rows_between_processes_like_caffes_skip(two_files):
     def rows(rank):
         net = build(hdf5_net(two_files, 3), "TRAIN", shard=(rank, 2))

@@ -107,7 +107,8 @@ class TorchNet(nn.Module):
 
     ``net`` is a NetParameter or a ``.prototxt`` path; ``phase`` "TRAIN" or "TEST"; ``stages`` and
     ``level`` complete the NetState. Parameters are created on ``device`` in ``dtype`` and initialised by
-    their fillers from ``seed`` (random when None); ``seed`` also drives HDF5Data shuffling.
+    their fillers from ``seed`` (random when None); ``seed`` also seeds HDF5Data's glibc ``rand()``
+    shuffles (None: seed 1, Caffe's own, so shuffled batches are Caffe's).
     ``shard=(rank, count)`` makes TRAIN-phase HDF5Data layers read every count-th row (data parallel).
     HDF5Data sources that are relative and missing from the working directory are looked up in
     ``data_dirs``, then in the prototxt's folder (when ``net`` is a path).
