@@ -376,6 +376,34 @@ def test_reader_explains_a_missing_list_file(tmp_path):
         CaffeHDF5Reader(tmp_path / "train.txt", batch_size=32)
 
 
+def test_reader_finds_relative_paths_and_names_each_bad_file(tmp_path, monkeypatch):
+    def write(name, data_rows, label_rows, width=2):
+        with h5py.File(str(tmp_path / "set" / name), "w") as h5:
+            h5["data"] = np.arange(data_rows * width, dtype=np.float32).reshape(data_rows, 1, width)
+            if label_rows:
+                h5["label"] = np.zeros((label_rows, 2), np.float32)
+
+    def reader_of(*names):
+        (tmp_path / "set" / "list.txt").write_text("\n".join(names))
+        return CaffeHDF5Reader("list.txt", 2, search_dirs=[tmp_path / "set"])
+
+    (tmp_path / "set").mkdir()
+    monkeypatch.chdir(tmp_path)  # the list is found in search_dirs, its entries beside it
+    write("a.h5", 3, 3)
+    assert next(reader_of("a.h5"))[0].tolist() == [[[0, 1]], [[2, 3]]]
+    with pytest.raises(DataError, match="gone.h5 named in .*list.txt was not found"):
+        reader_of("a.h5", "gone.h5")
+    write("wide.h5", 3, 3, width=3)
+    with pytest.raises(DataError, match="wide.h5 have shapes"):
+        reader_of("a.h5", "wide.h5")
+    write("uneven.h5", 3, 2)
+    with pytest.raises(DataError, match="uneven.h5: datasets data, label have unequal"):
+        reader_of("uneven.h5")
+    write("nolabel.h5", 3, 0)
+    with pytest.raises(DataError, match="nolabel.h5 has no dataset 'label'"):
+        reader_of("a.h5", "nolabel.h5")
+
+
 # --- inspect and the command line ------------------------------------------------------------------------
 
 def test_inspect_reports_counts_shapes_ranges_and_draws_pairs(built, tmp_path):
