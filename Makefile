@@ -4,7 +4,7 @@ SCALE    ?= 3
 NET      ?= glrl
 SCHEDULE ?= paper
 DEVICE   ?= auto
-BACKEND  ?= torch
+BACKEND  ?= auto
 # The datasets: $GLRL_DATA, else ../shared/datasets beside a checkout, else ~/.cache/glrl/datasets.
 GLRL_DATA ?= $(shell [ -d ../shared/datasets ] && cd ../shared/datasets && pwd)
 export GLRL_DATA
