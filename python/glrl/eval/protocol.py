@@ -5,7 +5,10 @@ For an HR test image and scale ``s``:
 1. ``Y`` = the Y channel of MATLAB ``rgb2ycbcr`` of ``modcrop(HR, s)`` in uint8 (a grey H×W image is
    used as it is);
 2. ``LR`` = MATLAB bicubic ``imresize(im2double(Y), 1/s)`` in float64, never rounded;
-3. the method's input ``Y_up`` = bicubic ``imresize(LR, s)`` (float64, H×W, nominally in [0, 1]);
+3. the method's input ``Y_up`` = bicubic ``imresize(LR, s)`` clipped to the studio range of MATLAB's Y,
+   ``max(16/255, min(235/255, .))`` (float64, H×W), as the VDSR/DRCN test code does before running any
+   method (the published Bicubic figures are this clipped input; bicubic overshoot past the range Y can
+   take is removed, for grey images too);
 4. the method returns its estimate of ``Y`` as float64 in [0, 1]; it is rounded to uint8
    (``uint8(255 * out)``: half away from zero, clipped);
 5. ``s`` pixels are shaved from every side of both images;
@@ -28,13 +31,16 @@ from glrl.metrics import SSIM_WINDOW, psnr, ssim
 # sr(y_up, scale) -> SR estimate of Y; y_up and the result are float64 H×W in [0, 1].
 SRMethod = Callable[[np.ndarray, int], np.ndarray]
 
+# The range of MATLAB's uint8 Y (BT.601 studio swing: 16..235), in im2double units; step 3 clips to it.
+Y_RANGE = (16.0 / 255.0, 235.0 / 255.0)
+
 
 @dataclass(frozen=True)
 class ProtocolImage:
     """The protocol's view of one test image at one scale: ground-truth Y and the method's input."""
 
     y_true: np.ndarray  # uint8 H×W, H and W multiples of the scale
-    y_up: np.ndarray  # float64 H×W: bicubic down then up of y_true / 255
+    y_up: np.ndarray  # float64 H×W: bicubic down then up of y_true / 255, clipped to Y_RANGE
     scale: int
 
 
@@ -51,7 +57,7 @@ def ground_truth_y(hr: np.ndarray, scale: int) -> np.ndarray:
 
 
 def prepare(hr: np.ndarray, scale: int) -> ProtocolImage:
-    """Steps 1-3 for one HR image."""
+    """Steps 1-3 for one HR image (step 3's clipping included)."""
     if int(scale) != scale or scale < 2:
         raise DataError(f"the scale factor must be an integer of at least 2, not {scale!r}")
     scale = int(scale)
@@ -63,7 +69,7 @@ def prepare(hr: np.ndarray, scale: int) -> ProtocolImage:
             hint=f"test images need at least {min_side} pixels per side at scale {scale}",
         )
     low = imresize(im2double(y_true), 1.0 / scale)
-    return ProtocolImage(y_true, imresize(low, float(scale)), scale)
+    return ProtocolImage(y_true, np.clip(imresize(low, float(scale)), *Y_RANGE), scale)
 
 
 def to_uint8(y: np.ndarray) -> np.ndarray:
@@ -91,5 +97,5 @@ def run_method(method: SRMethod, image: ProtocolImage, name: str = "method") -> 
 
 
 def bicubic(y_up: np.ndarray, scale: int) -> np.ndarray:
-    """The Bicubic baseline: the protocol's input is already its answer."""
+    """The Bicubic baseline: the protocol's (clipped) input is already its answer."""
     return y_up
