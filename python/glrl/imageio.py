@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Optional, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -30,6 +30,8 @@ from glrl.fsutil import atomic_write_bytes
 PathArg = Union[str, Path]
 
 _RGB_MODES = ("RGB", "CMYK", "YCbCr", "LAB", "HSV")
+# File name endings taken for images when a folder is listed (any format Pillow reads is accepted by name).
+IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pnm")
 _SIXTEEN_BIT_HINT = "convert it to 8 bits per channel first (e.g. `convert in.png -depth 8 out.png`)"
 
 
@@ -56,6 +58,13 @@ def _open(path: Path) -> Image.Image:
 def _palette_is_grey(image: Image.Image) -> bool:
     rgb = np.asarray(image.convert("RGB"))
     return bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]))
+
+
+def list_images(folder: PathArg) -> List[Path]:
+    """The image files directly in ``folder`` (by suffix, case-insensitive), sorted by name."""
+    base = Path(folder)
+    return sorted(p for p in base.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES) \
+        if base.is_dir() else []
 
 
 def read_image_with_alpha(path: PathArg) -> Tuple[np.ndarray, Optional[np.ndarray]]:

@@ -12,7 +12,6 @@ from typing import List, Tuple
 
 HELP = "enlarge images (files or folders) with a released SR model"
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pnm")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -34,11 +33,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def _jobs(source: Path, target: Path) -> List[Tuple[Path, Path]]:
     from glrl.errors import DataError
+    from glrl.imageio import IMAGE_SUFFIXES, list_images
 
     if source.is_dir():
         if target.exists() and not target.is_dir():
             raise DataError(f"the input {source} is a folder, so the output {target} must be a folder too")
-        files = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        files = list_images(source)
         if not files:
             raise DataError(f"no images in {source}", hint=f"images end with {', '.join(IMAGE_SUFFIXES)}")
         jobs = [(p, target / p.name) for p in files]

@@ -16,9 +16,9 @@ import numpy as np
 from glrl.data_prep.patches import dihedral
 from glrl.errors import DataError
 from glrl.fsutil import sha256_file
+from glrl.imageio import IMAGE_SUFFIXES, list_images
 from glrl.matlab_compat import imresize, rgb2ycbcr
 
-IMAGE_SUFFIXES = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
 SET_PARENTS = ("train", "test")  # shared/datasets layout: train/T91, train/BSD200, test/Set5, ...
 
 
@@ -90,7 +90,7 @@ def list_sources(root: Path, names: Sequence[str], check: bool = True) -> List[S
     sources: List[SourceImage] = []
     for name in names:
         folder = set_folder(root, name)
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        files = list_images(folder)
         if not files:
             raise DataError(f"image set folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})",
                             hint="check that the data root is complete: `glrl data verify`")
