@@ -79,6 +79,7 @@ def _our_runner(deploy: Path, weights: Path, image: np.ndarray, options: Dict[st
             traced = torch.jit.trace(single, x, check_trace=False)
             single = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
     if options.get("compile"):
+        torch._dynamo.reset()  # a fresh compile per setting (dynamo stops recompiling after 8 variants)
         single = torch.compile(single, dynamic=False)
 
     def run() -> Any:
