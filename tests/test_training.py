@@ -319,3 +319,39 @@ def test_a_new_run_refuses_a_run_folder_that_holds_snapshots(tmp_path, capsys):
     status = main(["train", "--solver", str(solver), "--run-dir", str(tmp_path / "run"), "--no-set5"])
     assert status == 2
     assert "already holds snapshots" in capsys.readouterr().err
+
+
+def test_the_psnr_probe_runs_the_deploy_net_with_the_training_weights_when_the_train_net_shrinks(tmp_path):
+    """SRCNN's train net has no padding (33 in, 21 out): whole images go through its padded deploy net."""
+    from glrl.caffe.io import write_net, write_solver
+    from glrl.nets.registry import get_net
+
+    recipe = get_net("srcnn")
+    rng = np.random.default_rng(0)
+    data = rng.random((8, 1, 33, 33), dtype=np.float32)
+    write_patches(tmp_path, "a.h5", data[:, :, 6:-6, 6:-6].copy(), data)
+    (tmp_path / "train.txt").write_text("a.h5\n")
+    write_net(recipe.train_test("train.txt", "train.txt", batch_size=4), tmp_path / "net.prototxt")
+    solver = recipe.solver("net.prototxt", 2, "smoke", snapshot_prefix="snap/srcnn", test_iters=1)
+    solver.random_seed = 1
+    write_solver(solver, tmp_path / "solver.prototxt")
+    seen = []
+
+    def probe(predict):
+        image = rng.random((1, 1, 40, 52), dtype=np.float32)
+        output = predict(image)
+        seen.append(output.shape)
+        return 20.0
+
+    result = train(RunOptions(solver=tmp_path / "solver.prototxt", run_dir=tmp_path / "run", device="cpu",
+                              psnr_probe=probe, deploy=recipe.deploy(), progress=False, tensorboard=False,
+                              echo=False))
+    assert result.iterations == 8 and seen and all(shape == (1, 1, 40, 52) for shape in seen)
+    # the probe saw the trained weights: the deploy net given the final caffemodel gives the same output
+    from glrl.backends.torch_net import TorchNet
+
+    final = TorchNet(recipe.deploy(), "TEST")
+    final.load_weights(str(result.caffemodel))
+    trained = TorchNet(recipe.deploy(), "TEST")
+    assert not all(torch.equal(a, b) for a, b in zip(
+        final.layer_blobs()["conv1"], trained.layer_blobs()["conv1"]))

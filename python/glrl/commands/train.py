@@ -80,9 +80,13 @@ def run(args: argparse.Namespace) -> int:
 
         probe_scale = 3 if len(scales) > 1 and 3 in scales else scales[0]
         probe = Set5Probe(settings.data_root(args.data_root) / "test" / "Set5", probe_scale)
+    deploy = None
+    if not args.solver:  # a generated net: the probe runs its deploy net (SRCNN's train net shrinks images)
+        from glrl.nets.registry import get_net
+        deploy = get_net(args.net).deploy()
     options = RunOptions(solver=solver_path, run_dir=run_dir, device=args.device, precision=args.precision,
                          resume=resume, weights=Path(args.weights) if args.weights else None,
-                         adjustable_clip=args.adjustable_clip, psnr_probe=probe,
+                         adjustable_clip=args.adjustable_clip, psnr_probe=probe, deploy=deploy,
                          bicubic_psnr=probe.bicubic if probe else None, progress=not args.no_progress)
     result = train(options)
     if result.solverstate is not None:

@@ -69,6 +69,10 @@ SCHEDULES: Dict[str, Schedule] = {
                  "validation batches (the CPU-trained released models)",
                  Length(800, ITERATION), Length(300, ITERATION), Length(200, ITERATION), display=20,
                  max_test_batches=50),
+        Schedule("cpu-20k", "20000 iterations, lr halved every 7000, snapshot and test every 2500 on 50 "
+                 "validation batches (small nets such as SRCNN on a CPU: ~100x cheaper per step than GLRL)",
+                 Length(20000, ITERATION), Length(7000, ITERATION), Length(2500, ITERATION), display=500,
+                 max_test_batches=50),
         Schedule("smoke", "8 iterations, lr halved every 4, snapshot and test every 4 (CI, quick checks)",
                  Length(8, ITERATION), Length(4, ITERATION), Length(4, ITERATION), display=1),
     )

@@ -51,6 +51,9 @@ class RunOptions:
     adjustable_clip: Optional[float] = None
     psnr_probe: Optional[PsnrProbe] = None
     bicubic_psnr: Optional[float] = None
+    # the deploy net (NetParameter or path) the probe runs whole images through, sharing the training
+    # weights by layer name; without it the train net itself is run (it must keep the image size)
+    deploy: Optional[Any] = None
     progress: bool = True
     tensorboard: bool = True
     echo: bool = True
@@ -210,6 +213,9 @@ class Trainer:
         self.train_input = train_input
         self.loss_top = "loss"
         self.prediction_blob = _final_loss_layer(self.net_param, "TRAIN").bottom[0]
+        self.deploy_net = None
+        if options.deploy is not None and options.psnr_probe is not None and self.dist.is_root:
+            self.deploy_net = TorchNet(options.deploy, phase="TEST", device=self.device, seed=seed)
 
         self.test_net = None
         self.test_batches: Optional[HDF5Batches] = None
@@ -338,11 +344,21 @@ class Trainer:
         return psnr
 
     def predict(self, images: np.ndarray) -> np.ndarray:
-        """Run the train net on whole images (N x 1 x H x W bicubic Y in [0, 1]); return its prediction."""
+        """Run the net on whole images (N x 1 x H x W bicubic Y in [0, 1]); return its prediction.
+
+        With a deploy net (SRCNN's train net has no padding, so only its deploy net keeps the image size)
+        the current training weights are copied into it by layer name first.
+        """
         tensor = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(self.device)
-        inputs = {top: tensor for top in self.train_input.tops}
         with torch.no_grad():
-            blobs = self.net.forward(inputs)
+            if self.deploy_net is not None:
+                trained = self.net.layer_blobs()
+                for layer, blobs in self.deploy_net.layer_blobs().items():
+                    for target, source in zip(blobs, trained[layer]):
+                        target.copy_(source)
+                blobs = self.deploy_net.forward({self.deploy_net.input_names[0]: tensor})
+                return blobs[self.deploy_net.output_names[0]].detach().float().cpu().numpy()
+            blobs = self.net.forward({top: tensor for top in self.train_input.tops})
         return blobs[self.prediction_blob].detach().float().cpu().numpy()
 
     def _share_weights(self, other: Any) -> None:
