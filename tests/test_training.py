@@ -355,3 +355,54 @@ def test_the_psnr_probe_runs_the_deploy_net_with_the_training_weights_when_the_t
     trained = TorchNet(recipe.deploy(), "TEST")
     assert not all(torch.equal(a, b) for a, b in zip(
         final.layer_blobs()["conv1"], trained.layer_blobs()["conv1"]))
+
+
+@pytest.mark.oracle
+@pytest.mark.slow
+def test_fifty_iterations_of_the_paper_solver_on_glrl_agree_with_real_caffe(tmp_path, require):
+    """The paper's solver (SGD, momentum 0.9, weight decay 1e-4, base_lr 0.1, lr halved by a step policy,
+    clip_gradients 0.01) on the generated GLRL net, 50 iterations from the same initial weights and batches:
+    real Caffe 1.0 and the PyTorch backend end with weights equal to relative error 1e-4. The batch is 2
+    instead of 32 and the lr steps every 20 iterations, so that the run stays short and the step shows."""
+    from glrl import oracle
+    from glrl.backends.torch_net import TorchNet
+    from glrl.caffe.io import write_net, write_solver
+    from glrl.nets.registry import get_net
+
+    if not oracle.is_built():
+        require(f"the real-Caffe root is not built at {oracle.caffe_root()}; {oracle.BUILD_HINT}")
+    torch.set_num_threads(2)
+    recipe = get_net("glrl")
+    with oracle.RootSession() as session:
+        folder = session.path / "job"
+        folder.mkdir()
+        rng = np.random.default_rng(3)
+        label = rng.random((24, 1, 31, 31))
+        write_patches(folder, "a.h5", label, label + 0.05 * rng.standard_normal(label.shape))
+        (folder / "train.txt").write_text("a.h5\n")
+        write_net(recipe.train_test("train.txt", "train.txt", batch_size=2), folder / "net.prototxt")
+        solver = recipe.solver("net.prototxt", 20, "paper", snapshot_prefix="snap/tiny")
+        solver.max_iter, solver.stepsize, solver.snapshot, solver.random_seed = 50, 20, 50, 5
+        solver.test_interval = 0
+        del solver.test_iter[:]
+        assert (solver.type, solver.base_lr, solver.momentum, solver.weight_decay, solver.clip_gradients,
+                solver.lr_policy, solver.gamma) == ("SGD", pytest.approx(0.1), pytest.approx(0.9),
+                                                    pytest.approx(1e-4), pytest.approx(0.01), "step", 0.5)
+        write_solver(solver, folder / "solver.prototxt")
+        TorchNet(folder / "net.prototxt", phase="TRAIN", seed=11).save_caffemodel(folder / "init.caffemodel")
+        session.run(["python3", "-m", "glrl", "train", "--backend", "caffe",
+                     "--solver", "job/solver.prototxt", "--run-dir", "job/caffe",
+                     "--weights", "job/init.caffemodel", "--device", "cpu"])
+        train(RunOptions(solver=folder / "solver.prototxt", run_dir=folder / "torch", device="cpu",
+                         weights=folder / "init.caffemodel", progress=False, tensorboard=False, echo=False))
+        caffe_weights = final_weights(folder / "caffe", 50)
+        torch_weights = final_weights(folder / "torch", 50)
+        initial = {f"{layer.name}/{i}": np.asarray(blob.data) for layer in
+                   read_caffemodel(folder / "init.caffemodel").layer for i, blob in enumerate(layer.blobs)}
+    assert caffe_weights.keys() == torch_weights.keys() == initial.keys()
+    moved = 0
+    for key, expected in caffe_weights.items():
+        moved += not np.array_equal(expected, initial[key])
+        scale = np.abs(expected).max()
+        assert np.abs(torch_weights[key] - expected).max() <= 1e-4 * scale, key
+    assert moved == len(initial)  # every learnable blob took part
