@@ -65,8 +65,6 @@ class Upscaler:
         self.net_path, self.weights_path = Path(deploy), Path(weights)
         self.device = resolve_device(device, backend)
         self.net = open_net(str(deploy), str(weights), backend=backend, device=self.device)
-        if backend == "torch":
-            _prefer_channels_last(self.net)
         if len(self.net.input_names) != 1:
             raise ModelError(f"{deploy} has inputs {list(self.net.input_names)}; an SR deploy net has one")
         self.input_name = self.net.input_names[0]
@@ -136,17 +134,6 @@ class Upscaler:
         """Enlarge an H×W or H×W×C array (uint8, uint16 or float in [0, 1]); same dtype and layout back."""
         picture, dtype, two_d = array_to_picture(image)
         return picture_to_array(self.upscale_picture(picture), dtype, two_d)
-
-
-def _prefer_channels_last(net) -> None:
-    """Store the torch net's 4-D weights channels-last (NHWC), so every convolution runs in that layout.
-
-    A 1×1×H×W input is the same in both layouts and the layout follows the weights through the net;
-    oneDNN's NHWC convolutions were 2.2× faster than NCHW for GLRL on our CPU (see docs/benchmarks.md).
-    """
-    import torch
-
-    net.to(memory_format=torch.channels_last)
 
 
 def resolve_device(device: str, backend: str) -> str:
