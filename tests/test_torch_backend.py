@@ -438,7 +438,8 @@ def test_fillers_ranges_sparsity_constants_and_seeds():
     xavier = filled('type: "xavier"')
     assert xavier.abs().max().item() <= np.sqrt(3.0 / (32 * 9))
     uniform = filled('type: "uniform" min: -0.5 max: 2')
-    assert uniform.min().item() >= -0.5 and uniform.max().item() <= 2 and uniform.mean().item() == pytest.approx(0.75, abs=0.05)
+    assert uniform.min().item() >= -0.5 and uniform.max().item() <= 2
+    assert uniform.mean().item() == pytest.approx(0.75, abs=0.05)
     sparse = filled('type: "gaussian" sparse: 16')  # keep probability 16 / num_output = 1/4
     assert (sparse != 0).double().mean().item() == pytest.approx(0.25, abs=0.03)
     np.testing.assert_array_equal(filled('type: "constant" value: 0.7').numpy(), np.float32(0.7))

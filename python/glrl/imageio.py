@@ -115,7 +115,8 @@ def write_image(path: PathArg, pixels: np.ndarray, alpha: Optional[np.ndarray] =
         raise DataError(f"write_image needs H×W, H×W×3 or H×W×4 pixels, not shape {pixels.shape}")
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
-        raise DataError(f"cannot tell the image format of {path} from its extension", hint="use .png, .bmp, .jpg or .tif")
+        raise DataError(f"cannot tell the image format of {path} from its extension",
+                        hint="use .png, .bmp, .jpg or .tif")
     buffer = io.BytesIO()
     try:
         Image.fromarray(pixels).save(buffer, format=fmt)

@@ -11,7 +11,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     add_data_root_argument(parser)
     parser.add_argument("--scale", default="3", help="2, 3, 4 or 234 (all three mixed) (default: 3)")
-    parser.add_argument("--out", default=None, help="output folder (default: <work>/data/x<scale>, x<scale>-srcnn for --layout srcnn)")
+    parser.add_argument("--out", default=None,
+                        help="output folder (default: <work>/data/x<scale>, x<scale>-srcnn for --layout srcnn)")
     parser.add_argument("--train-sets", type=split_list, default=["T91", "BSD200"],
                         help="comma-separated training image sets (default: T91,BSD200, the 291 images)")
     parser.add_argument("--val-set", default="Set5", help="held-out set for monitoring; 'none' for none")

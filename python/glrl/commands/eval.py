@@ -72,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         elapsed = time.perf_counter() - started
         print(markdown_table(summaries))
         written = write_reports(out_dir, name, summaries, per_image)
-        print(f"{name}: {len(per_image)} image evaluations in {elapsed:.1f} s; wrote {', '.join(str(p) for p in written[:3])}")
+        wrote = ", ".join(str(p) for p in written[:3])
+        print(f"{name}: {len(per_image)} image evaluations in {elapsed:.1f} s; wrote {wrote}")
     return 0
 
 

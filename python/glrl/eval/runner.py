@@ -80,7 +80,8 @@ def evaluate(
         images = [(path.stem, read_image(path)) for path in paths]
         for scale in scales:
             cell: List[ImageResult] = []
-            bar = tqdm(images, desc=f"{method_name} {dataset.name} x{scale}", unit="img", disable=not progress, leave=False)
+            bar = tqdm(images, desc=f"{method_name} {dataset.name} x{scale}", unit="img", disable=not progress,
+                       leave=False)
             for name, hr in bar:
                 prepared = protocol.prepare(hr, scale)
                 y_sr = protocol.run_method(sr, prepared, method_name)
