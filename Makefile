@@ -16,7 +16,7 @@ install:            ## install glrl (editable) with torch and the test tools, an
 	$(PY) -m pip install -e ".[dev]"
 	$(MAKE) caffe-root
 
-test:               ## the whole test suite (CI runs exactly this)
+test: lint          ## lint, then the whole test suite (CI runs exactly this)
 	$(PY) -m pytest -q
 
 lint:
