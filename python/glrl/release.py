@@ -45,6 +45,7 @@ class RunRecord:
     batch_size: Optional[int] = None
     data_manifest_sha256: Optional[str] = None
     schedule: Optional[str] = None
+    solver: Optional[Dict[str, object]] = None  # the run's optimiser settings (type, rates, clipping)
     run_dir: Optional[Path] = None
 
 
@@ -57,9 +58,14 @@ def _run_folder_of(weights: Path) -> Optional[Path]:
 
 
 def _schedule_from_folder(run_dir: Path) -> Optional[str]:
-    from glrl.nets.solver import SCHEDULES
+    """``<net>-x<scale>-<schedule>[-<optimizer>]``, as ``glrl train`` names its run folders."""
+    from glrl.nets.solver import OPTIMIZERS, SCHEDULES
 
-    matches = [name for name in SCHEDULES if run_dir.name.endswith("-" + name)]
+    stem = run_dir.name
+    for optimizer in OPTIMIZERS:
+        if stem.endswith("-" + optimizer) and not any(stem.endswith("-" + name) for name in SCHEDULES):
+            stem = stem[: -len(optimizer) - 1]
+    matches = [name for name in SCHEDULES if stem.endswith("-" + name)]
     return max(matches, key=len) if matches else None  # "cpu-release" rather than a shorter "release"
 
 
@@ -69,6 +75,7 @@ def _training_data(run_dir: Path, record: RunRecord) -> None:
     from glrl.data_prep.reader import resolve_source
 
     solver = read_solver(run_dir / "solver.prototxt")
+    record.solver = _solver_summary(solver)
     net_name = solver.train_net or solver.net
     if not net_name:
         return
@@ -87,6 +94,21 @@ def _training_data(run_dir: Path, record: RunRecord) -> None:
             if manifest.is_file():
                 record.data_manifest_sha256 = sha256_file(manifest)
             return
+
+
+def _solver_summary(solver) -> Dict[str, object]:
+    """The optimiser settings a reader of the metadata needs to know how the weights were trained."""
+    summary: Dict[str, object] = {"type": solver.type or "SGD", "base_lr": solver.base_lr,
+                                  "lr_policy": solver.lr_policy, "momentum": solver.momentum,
+                                  "weight_decay": solver.weight_decay}
+    if solver.lr_policy == "step":
+        summary.update(gamma=solver.gamma, stepsize=solver.stepsize)
+    if solver.type == "Adam":
+        summary["momentum2"] = solver.momentum2
+    if solver.clip_gradients >= 0:
+        summary["clip_gradients"] = solver.clip_gradients
+    # the fields are float32 in the proto: 0.9 reads back as 0.8999999762; print them as written
+    return {key: float(f"{value:.6g}") if isinstance(value, float) else value for key, value in summary.items()}
 
 
 def read_run(source: Path) -> RunRecord:
@@ -227,6 +249,7 @@ def release(
         "schedule": record.schedule or "unknown",
         "iterations": record.iterations,
         "batch_size": record.batch_size,
+        "solver": record.solver,
         "data_manifest_sha256": record.data_manifest_sha256,
         "hardware": hardware or describe_hardware(),
         "wall_time_s": record.wall_time_s,
