@@ -141,7 +141,7 @@ def read_run(source: Path) -> RunRecord:
     if sidecar:
         record.iterations = int(sidecar.get("iter", record.iterations or 0))
         if sidecar.get("elapsed_seconds") is not None:
-            record.wall_time_s = round(float(sidecar["elapsed_seconds"]), 1)
+            record.wall_time_s = round(float(sidecar["elapsed_seconds"]), 3)
     run_dir = source if source.is_dir() else _run_folder_of(weights)
     if run_dir is not None:
         record.run_dir = run_dir
