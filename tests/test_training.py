@@ -277,6 +277,23 @@ def test_each_process_takes_its_contiguous_slice_of_the_global_batch(tmp_path):
         HDF5Batches(tmp_path / "train.txt", ["data"], 8, world=3)
 
 
+def train_in_both_backends(session, folder: Path, iterations: int):
+    """Train ``folder/solver.prototxt`` from the same seeded initial weights in real Caffe (inside the root
+    session, through ``glrl train --backend caffe``) and in the PyTorch backend; return the final weights of
+    each and the initial ones, as ``{layer/index: array}``."""
+    from glrl.backends.torch_net import TorchNet
+
+    TorchNet(folder / "net.prototxt", phase="TRAIN", seed=11).save_caffemodel(folder / "init.caffemodel")
+    session.run(["python3", "-m", "glrl", "train", "--backend", "caffe",
+                 "--solver", f"{folder.name}/solver.prototxt", "--run-dir", f"{folder.name}/caffe",
+                 "--weights", f"{folder.name}/init.caffemodel", "--device", "cpu"])
+    train(RunOptions(solver=folder / "solver.prototxt", run_dir=folder / "torch", device="cpu",
+                     weights=folder / "init.caffemodel", progress=False, tensorboard=False, echo=False))
+    initial = {f"{layer.name}/{i}": np.asarray(blob.data) for layer in
+               read_caffemodel(folder / "init.caffemodel").layer for i, blob in enumerate(layer.blobs)}
+    return final_weights(folder / "caffe", iterations), final_weights(folder / "torch", iterations), initial
+
+
 # ------------------------------------------------------------------------------------------- real Caffe
 @pytest.mark.oracle
 @pytest.mark.parametrize("solver_type", ["SGD", "Nesterov", "Adam"])
@@ -284,7 +301,6 @@ def test_backend_caffe_and_backend_torch_end_with_the_same_weights(tmp_path, req
     """20 iterations (step lr, clipping, weight decay, lr/decay mults, iter_size 2, shuffled batches over two
     files) from the same initial weights: real Caffe 1.0 and the PyTorch backend agree to 1e-5."""
     from glrl import oracle
-    from glrl.backends.torch_net import TorchNet
 
     if not oracle.is_built():
         require(f"the real-Caffe root is not built at {oracle.caffe_root()}; {oracle.BUILD_HINT}")
@@ -292,16 +308,7 @@ def test_backend_caffe_and_backend_torch_end_with_the_same_weights(tmp_path, req
     with oracle.RootSession() as session:
         folder = session.path / "job"
         make_run(folder, shuffle=True, max_iter=20, snapshot=10, solver_type=solver_type, width=8)
-        TorchNet(folder / "net.prototxt", phase="TRAIN", seed=11).save_caffemodel(folder / "init.caffemodel")
-        session.run(["python3", "-m", "glrl", "train", "--backend", "caffe",
-                     "--solver", "job/solver.prototxt", "--run-dir", "job/caffe",
-                     "--weights", "job/init.caffemodel", "--device", "cpu"])
-        train(RunOptions(solver=folder / "solver.prototxt", run_dir=folder / "torch", device="cpu",
-                         weights=folder / "init.caffemodel", progress=False, tensorboard=False, echo=False))
-        caffe_weights = final_weights(folder / "caffe", 20)
-        torch_weights = final_weights(folder / "torch", 20)
-        initial = {f"{layer.name}/{i}": np.asarray(blob.data) for layer in
-                   read_caffemodel(folder / "init.caffemodel").layer for i, blob in enumerate(layer.blobs)}
+        caffe_weights, torch_weights, initial = train_in_both_backends(session, folder, 20)
     assert caffe_weights.keys() == torch_weights.keys() == initial.keys()
     for key, expected in caffe_weights.items():
         assert not np.array_equal(expected, initial[key])
@@ -365,7 +372,6 @@ def test_fifty_iterations_of_the_paper_solver_on_glrl_agree_with_real_caffe(tmp_
     real Caffe 1.0 and the PyTorch backend end with weights equal to relative error 1e-4. The batch is 4
     instead of 32 and the lr steps every 20 iterations, so that the run stays short and the step shows."""
     from glrl import oracle
-    from glrl.backends.torch_net import TorchNet
     from glrl.caffe.io import write_net, write_solver
     from glrl.nets.registry import get_net
 
@@ -389,16 +395,7 @@ def test_fifty_iterations_of_the_paper_solver_on_glrl_agree_with_real_caffe(tmp_
                 solver.lr_policy, solver.gamma) == ("SGD", pytest.approx(0.1), pytest.approx(0.9),
                                                     pytest.approx(1e-4), pytest.approx(0.01), "step", 0.5)
         write_solver(solver, folder / "solver.prototxt")
-        TorchNet(folder / "net.prototxt", phase="TRAIN", seed=11).save_caffemodel(folder / "init.caffemodel")
-        session.run(["python3", "-m", "glrl", "train", "--backend", "caffe",
-                     "--solver", "job/solver.prototxt", "--run-dir", "job/caffe",
-                     "--weights", "job/init.caffemodel", "--device", "cpu"])
-        train(RunOptions(solver=folder / "solver.prototxt", run_dir=folder / "torch", device="cpu",
-                         weights=folder / "init.caffemodel", progress=False, tensorboard=False, echo=False))
-        caffe_weights = final_weights(folder / "caffe", 50)
-        torch_weights = final_weights(folder / "torch", 50)
-        initial = {f"{layer.name}/{i}": np.asarray(blob.data) for layer in
-                   read_caffemodel(folder / "init.caffemodel").layer for i, blob in enumerate(layer.blobs)}
+        caffe_weights, torch_weights, initial = train_in_both_backends(session, folder, 50)
     assert caffe_weights.keys() == torch_weights.keys() == initial.keys()
     # relative to each layer's largest weight: a bias that starts at 0 has no scale of its own
     layer_scale: dict = {}
