@@ -24,6 +24,7 @@ class BenchNet:
 def prepare(work: Path, names: Sequence[str] = BENCH_NETS, scale: int = 3) -> List[BenchNet]:
     """Deploy prototxt and caffemodel for each of ``names`` under ``work``."""
     from glrl import model_zoo, settings
+    from glrl.backends.torch_fillers import randomize_conv_weights
     from glrl.backends.torch_net import TorchNet
     from glrl.caffe import io
     from glrl.errors import ModelError
@@ -43,20 +44,8 @@ def prepare(work: Path, names: Sequence[str] = BENCH_NETS, scale: int = 3) -> Li
             deploy = work / f"{name}_deploy.prototxt"
             io.write_net(get_net(name).deploy(), deploy)
         weights = work / f"{name}_random.caffemodel"
-        _randomized(TorchNet(deploy, "TEST", seed=0)).save_caffemodel(weights)
+        randomize_conv_weights(TorchNet(deploy, "TEST", seed=0)).save_caffemodel(weights)
         nets.append(BenchNet(name, deploy, weights, "random weights (He-normal in every conv, seed 0)"))
     return nets
 
 
-def _randomized(net):
-    """He-normal weights in every convolution: the fillers leave some at zero (GLRL starts as bicubic),
-    which would make every tool's output equal to its input and the cross-check between tools empty."""
-    import torch
-
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for blobs in net.layer_blobs().values():
-            if blobs and blobs[0].dim() == 4:
-                fan_in = blobs[0][0].numel()
-                blobs[0].copy_(torch.randn(blobs[0].shape, generator=generator) * (2.0 / fan_in) ** 0.5)
-    return net

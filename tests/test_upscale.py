@@ -166,6 +166,7 @@ def models_dir(tmp_path_factory) -> Path:
     He-normal weights in every convolution (the generator starts the reconstruction at zero, i.e. at
     bicubic, which would hide the net's effect), the last reconstruction conv scaled down so the output
     stays within 0.01 of the bicubic input (as a trained model's does) instead of saturating."""
+    from glrl.backends.torch_fillers import randomize_conv_weights
     from glrl.backends.torch_net import TorchNet
     from glrl.caffe import io
     from glrl.fsutil import sha256_file
@@ -177,13 +178,7 @@ def models_dir(tmp_path_factory) -> Path:
     io.write_net(get_net("glrl").deploy(), deploy)
     (root / "models").mkdir()
     weights = root / "models" / "glrl_x3.caffemodel"
-    net = TorchNet(deploy, "TEST", seed=0)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for blobs in net.layer_blobs().values():
-            if blobs and blobs[0].dim() == 4:
-                fan_in = blobs[0][0].numel()
-                blobs[0].copy_(torch.randn(blobs[0].shape, generator=generator) * (2.0 / fan_in) ** 0.5)
+    net = randomize_conv_weights(TorchNet(deploy, "TEST", seed=0))
     net.save_caffemodel(root / "unscaled.caffemodel")  # for the tiling test: large, non-linear effects
     # The residual (output - input) is linear in the last reconstruction conv (shared by rec1..3_conv2,
     # biases 0): scale it so the net moves Y by at most 0.01.

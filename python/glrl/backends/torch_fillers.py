@@ -114,3 +114,18 @@ def filler_or_default(message: "pb.FillerParameter", has_it: bool, *, value: flo
     if has_it:
         return message
     return pb.FillerParameter(type="constant", value=value)
+
+
+def randomize_conv_weights(net, seed: int = 0):
+    """Give every convolution of a TorchNet He-normal weights (std sqrt(2 / fan_in)), in place; return the net.
+
+    For benchmarks and tests that need a net whose every layer matters: the generated nets' own fillers leave
+    some weights at zero (GLRL's last reconstruction conv, so that it starts as bicubic interpolation).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for blobs in net.layer_blobs().values():
+            if blobs and blobs[0].dim() == 4:
+                fan_in = blobs[0][0].numel()
+                blobs[0].copy_(torch.randn(blobs[0].shape, generator=generator) * math.sqrt(2.0 / fan_in))
+    return net

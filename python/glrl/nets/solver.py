@@ -175,20 +175,19 @@ REFERENCE_ITERS_PER_EPOCH = 6536 * 128 // 32
 
 def get_optimizer(name: str) -> SolverRecipe:
     """The named optimiser recipe, or a clear error listing the known ones."""
-    try:
-        return OPTIMIZERS[name]
-    except KeyError:
-        raise TrainingError(f"unknown optimizer {name!r}",
-                            hint=f"choose one of: {', '.join(OPTIMIZERS)}") from None
+    return _named(OPTIMIZERS, name, "optimizer")
 
 
 def get_schedule(name: str) -> Schedule:
     """The named schedule, or a clear error listing the known ones."""
+    return _named(SCHEDULES, name, "schedule")
+
+
+def _named(table: Dict[str, Any], name: str, kind: str) -> Any:
     try:
-        return SCHEDULES[name]
+        return table[name]
     except KeyError:
-        raise TrainingError(f"unknown schedule {name!r}",
-                            hint=f"choose one of: {', '.join(SCHEDULES)}") from None
+        raise TrainingError(f"unknown {kind} {name!r}", hint=f"choose one of: {', '.join(table)}") from None
 
 
 def iters_per_epoch(patches: int, batch_size: int) -> int:
