@@ -13,6 +13,7 @@ import torch
 
 from glrl.backends import open_net
 from glrl.backends.base import InferenceNet
+from glrl.backends.torch_layers import prelu
 from glrl.backends.torch_net import TorchNet
 from glrl.caffe import io
 from glrl.errors import DataError, FormatError, ModelError
@@ -157,6 +158,27 @@ def test_prelu_per_channel_and_shared_slopes_forward_and_gradients():
     expected = (top_grad * xd * (xd <= 0)).sum(dim=(0, 2, 3))
     np.testing.assert_allclose(slopes.grad.numpy(), expected.numpy(), rtol=1e-12)
     np.testing.assert_allclose(x.grad.numpy(), (top_grad * torch.where(xd > 0, 1.0, a)).numpy(), rtol=1e-12)
+
+
+def test_prelu_gradients_at_zero_take_the_slope_side_and_bf16_slopes_accumulate_in_float():
+    net = build(input_layer("data", 1, 2, 1, 3) + """
+        layer { name: "act" type: "PReLU" bottom: "data" top: "act" }""", dtype=DOUBLE)
+    set_blobs(net, "act", [0.1, 0.3])
+    slopes, = net.layer_blobs()["act"]
+    x = torch.tensor([[[[0.0, 2.0, -1.0]], [[-3.0, 0.0, 0.5]]]], dtype=DOUBLE, requires_grad=True)
+    out = net.forward({"data": x})["act"]
+    out.backward(torch.full_like(out, 2.0))
+    # Caffe: x <= 0 (0 included) takes the slope for the bottom diff and adds top_diff · x to the slope diff
+    np.testing.assert_allclose(x.grad.numpy(), [[[[0.2, 2.0, 0.2]], [[0.6, 0.6, 2.0]]]])
+    np.testing.assert_allclose(slopes.grad.numpy(), [-2.0, -6.0])
+
+    xb = torch.randn(4, 2, 8, 8, dtype=torch.bfloat16, requires_grad=True)
+    slope = torch.tensor([0.1, 0.3], dtype=torch.float32, requires_grad=True)
+    out = prelu(xb, slope)
+    out.sum().backward()
+    assert out.dtype == xb.grad.dtype == torch.bfloat16 and slope.grad.dtype == torch.float32
+    expected = (xb.detach().float() * (xb.detach() <= 0)).sum(dim=(0, 2, 3))
+    np.testing.assert_allclose(slope.grad.numpy(), expected.numpy(), rtol=1e-5)
 
 
 def test_sigmoid_tanh_and_power():
