@@ -52,6 +52,9 @@ def main(argv: List[str]) -> int:
 
     args = _parse(argv)
     from glrl import settings
+    from glrl.allocator import retain_freed_memory
+
+    retain_freed_memory()  # as the glrl command does, so that our figures are the ones users get
 
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = [s for s in sections if s not in SECTIONS]

@@ -13,6 +13,7 @@ import sys
 from typing import Dict, List, Optional, Sequence
 
 from glrl import __version__
+from glrl.allocator import retain_freed_memory
 from glrl.errors import GlrlError
 
 # command words -> module under glrl.commands
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(list(argv) if argv is not None else None)
+    retain_freed_memory()
     try:
         return int(args._module.run(args) or 0)
     except GlrlError as exc:
