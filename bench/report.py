@@ -89,27 +89,31 @@ def settings_table(records: List[Record]) -> List[str]:
 
 
 def training_table(records: List[Record]) -> List[str]:
-    lines = [("| net | case | ours iter/s (setting) | Caffe iter/s (threads) | ours / Caffe "
-              "| CPU time: Caffe / ours |"), "|---|---|---|---|---|---|"]
+    """One row per net and precision: our fastest setting in fp32 (Caffe's arithmetic) and, apart, in bf16
+    autocast, each against real Caffe's fastest (fp32, the only precision it has)."""
+    lines = [("| net | case | precision | ours iter/s (setting) | Caffe iter/s (threads) | ours / Caffe "
+              "| CPU time: Caffe / ours |"), "|---|---|---|---|---|---|---|"]
     for net in sorted({r["net"] for r in records}):
         mine = [r for r in records if r["net"] == net]
-        ours = min((r for r in _ok(mine) if r["tool"].startswith("ours")), key=lambda r: r["median_s"],
-                   default=None)
-        caffe = min((r for r in _ok(mine) if r["tool"].startswith("Caffe")), key=lambda r: r["median_s"],
-                    default=None)
-        ratio = _ratio(caffe["median_s"] if caffe else None, ours["median_s"] if ours else None,
-                       GOALS["train_caffe"])
-        lines.append(f"| {net} | {mine[0]['case']} | {ours['iters_per_s']:.3f} ({ours['setting']}) | "
-                     if ours else f"| {net} | {mine[0]['case']} | – | ")
-        theirs = f"{caffe['iters_per_s']:.3f} ({caffe['setting']}) | " if caffe else "– | "
-        cpu_ratio = _ratio(_fastest([r for r in _ok(mine) if r["tool"].startswith("Caffe")], "median_cpu_s"),
-                           _fastest([r for r in _ok(mine) if r["tool"].startswith("ours")], "median_cpu_s"),
+        caffes = [r for r in _ok(mine) if r["tool"].startswith("Caffe")]
+        caffe = min(caffes, key=lambda r: r["median_s"], default=None)
+        theirs = f"{caffe['iters_per_s']:.3f} ({caffe['setting']})" if caffe else "–"
+        ours_all = [r for r in _ok(mine) if r["tool"].startswith("ours")]
+        precisions = sorted({r.get("precision", "fp32") for r in ours_all}, key=lambda p: p != "fp32") or ["fp32"]
+        for precision in precisions:
+            ours = [r for r in ours_all if r.get("precision", "fp32") == precision]
+            best = min(ours, key=lambda r: r["median_s"], default=None)
+            mine_cell = f"{best['iters_per_s']:.3f} ({best['setting']})" if best else "–"
+            ratio = _ratio(caffe["median_s"] if caffe else None, best["median_s"] if best else None,
                            GOALS["train_caffe"])
-        lines[-1] += theirs + f"{ratio} | {cpu_ratio} |"
+            cpu_ratio = _ratio(_fastest(caffes, "median_cpu_s"), _fastest(ours, "median_cpu_s"),
+                               GOALS["train_caffe"])
+            lines.append(f"| {net} | {mine[0]['case']} | {precision} | {mine_cell} | {theirs} | {ratio} "
+                         f"| {cpu_ratio} |")
         for r in mine:
             if "skipped" in r or "error" in r:
                 reason = _clean(r.get("skipped") or r.get("error"))
-                lines.append(f"| {net} | | {r['tool']} not measured: {reason} | | | |")
+                lines.append(f"| {net} | | | {r['tool']} not measured: {reason} | | | |")
     return lines
 
 

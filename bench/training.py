@@ -10,7 +10,7 @@ import os
 import shutil
 import statistics
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 from timing import measure, threads_text
@@ -59,27 +59,35 @@ def read_train_net(folder: Path) -> Any:
     return net_param
 
 
-def ours(folder: Path, repeats: int, threads: int, channels_last: bool = False) -> Record:
+def ours(folder: Path, repeats: int, threads: int, precision: str = "fp32",
+         channels_last: Optional[bool] = None) -> Record:
+    """Our trainer's iteration in fp32 (Caffe's arithmetic) or under bf16 autocast (``--precision bf16``),
+    in the layout ``glrl train`` uses at that precision unless ``channels_last`` says otherwise."""
     import torch
     from glrl.backends.torch_net import TorchNet
     from glrl.caffe.io import read_solver
     from glrl.train.batches import HDF5Batches
+    from glrl.train.run import channels_last_for, precision_context
     from glrl.train.settings import SolverSettings
     from glrl.train.solver import CaffeSolver
 
     torch.set_num_threads(threads)
     settings = SolverSettings.from_proto(read_solver(folder / "solver.prototxt"))
     net = TorchNet(read_train_net(folder), "TRAIN", seed=0)
+    as_glrl_train = channels_last is None
+    if channels_last is None:
+        channels_last = channels_last_for(precision)
     if channels_last:
-        net.to(memory_format=torch.channels_last)
+        net.use_channels_last()
     batches = HDF5Batches(folder / "train.txt", ["data", "label"], BATCH, shuffle=True)
-    solver = CaffeSolver(settings, net)
+    solver = CaffeSolver(settings, net, autocast=precision_context(precision, torch.device("cpu")))
     try:
         timing = measure(lambda: solver.iteration(batches), repeats, warmup=2)
     finally:
         batches.close()
-    layout = "channels_last" if channels_last else "NCHW (as glrl train runs)"
-    return {"tool": "ours (PyTorch)", "setting": f"{layout}, {threads_text(threads)}", **timing}
+    layout = ("channels_last" if channels_last else "NCHW") + (" (as glrl train runs)" if as_glrl_train else "")
+    return {"tool": "ours (PyTorch)", "setting": f"{precision}, {layout}, {threads_text(threads)}",
+            "precision": precision, **timing}
 
 
 CAFFE_SCRIPT = r"""
@@ -117,8 +125,8 @@ def caffe(folder: Path, repeats: int, threads: int) -> Record:
 
 
 def run_section(work: Path, nets: List[str], repeats: int) -> List[Record]:
-    """Each net, each tool (ours as ``glrl train`` runs it and channels-last), with 1 thread and with all
-    cores (the ratio takes each tool's fastest)."""
+    """Each net, each tool (ours as ``glrl train`` runs it in fp32 and in bf16, and fp32 channels-last), with
+    1 thread and with all cores (the ratios take each tool's fastest, fp32 and bf16 apart)."""
     cores = len(os.sched_getaffinity(0))
     records: List[Record] = []
     for name in nets:
@@ -127,6 +135,7 @@ def run_section(work: Path, nets: List[str], repeats: int) -> List[Record]:
         write_training_files(folder, name)
         variants = [("ours", lambda t, f=folder: ours(f, repeats, t)),
                     ("ours", lambda t, f=folder: ours(f, repeats, t, channels_last=True)),
+                    ("ours", lambda t, f=folder: ours(f, repeats, t, precision="bf16")),
                     ("caffe", lambda t, f=folder: caffe(f, repeats, t))]
         for tool, fn in variants:
             for threads in sorted({1, cores}):

@@ -62,3 +62,18 @@ def test_the_summary_takes_each_tools_best_and_states_the_goals():
 @pytest.mark.parametrize("text", ["a\nb", "x | y"])
 def test_table_cells_never_break_the_markdown(text):
     assert "\n" not in report._clean(text) and "|" not in report._clean(text)
+
+
+def test_the_training_summary_compares_fp32_and_bf16_with_caffe_apart():
+    records = [
+        {**_record("ours (PyTorch)", "batch 32", 0.8, 1.6, "channels_last, fp32"), "precision": "fp32",
+         "iters_per_s": 1 / 0.8},
+        {**_record("ours (PyTorch)", "batch 32", 0.45, 0.9, "channels_last, bf16"), "precision": "bf16",
+         "iters_per_s": 1 / 0.45},
+        {**_record("Caffe (Debian, OpenBLAS)", "batch 32", 2.7, 5.4, "2 threads"), "iters_per_s": 1 / 2.7},
+    ]
+    rows = [line for line in report.training_table(records) if line.startswith("| glrl")]
+    assert len(rows) == 2
+    fp32, bf16 = rows
+    assert "| fp32 |" in fp32 and "channels_last, fp32" in fp32 and "3.38× (below ≥5×)" in fp32
+    assert "| bf16 |" in bf16 and "6.00× (meets ≥5×)" in bf16

@@ -67,17 +67,11 @@ def open_net(prototxt: PathLike, weights: Optional[PathLike] = None, *, backend:
     if backend == "torch":
         from glrl.backends.torch_net import TorchNet
 
-        import torch
-
         net = TorchNet(prototxt, "TEST", device=device)
         if weights is not None:
             net.load_weights(weights)
         net.eval()
-        # 4-D weights channels-last (NHWC): a 1×1×H×W input is the same in both layouts and the layout follows
-        # the weights through the net; oneDNN's NHWC convolutions were 1.4–2.2× faster than NCHW for GLRL on
-        # our CPU (docs/benchmarks.md), with the same result to float rounding
-        net.to(memory_format=torch.channels_last)
-        return net
+        return net.use_channels_last()
     if device != "cpu":
         raise ModelError(f"the caffe backend runs on the CPU only, not on '{device}'",
                          hint="use --device cpu, or the torch backend for GPUs")
