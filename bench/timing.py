@@ -11,6 +11,8 @@ import statistics
 import time
 from typing import Any, Callable, Dict, List
 
+from glrl.machine import cpu_model
+
 
 def measure(fn: Callable[[], Any], repeats: int, warmup: int = 1, budget_s: float = 25.0) -> Dict[str, Any]:
     """Run ``fn`` ``warmup`` times untimed, then time it ``repeats`` times — fewer (but at least 3) when
@@ -39,17 +41,6 @@ def threads_text(threads: int) -> str:
     return "1 thread" if threads == 1 else f"{threads} threads"
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _memory_gib() -> float:
     try:
         with open("/proc/meminfo") as handle:
@@ -67,7 +58,7 @@ def machine_description() -> Dict[str, Any]:
 
     info: Dict[str, Any] = {
         "host": platform.node(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores_usable": len(os.sched_getaffinity(0)),
         "memory_gib": _memory_gib(),
         "load_average_at_start": [round(v, 2) for v in os.getloadavg()],

@@ -221,7 +221,9 @@ def test_release_records_the_run_and_the_set5_psnr_the_training_probe_measures(t
     assert meta["iterations"] == 6 and meta["schedule"] == "smoke"
     assert meta["batch_size"] == 8  # 4 per pass × iter_size 2
     assert meta["data_manifest_sha256"] == hashlib.sha256(trained_run["manifest"].read_bytes()).hexdigest()
-    assert meta["wall_time_s"] > 0 and meta["hardware"]
+    assert meta["wall_time_s"] > 0 and meta["precision"] == "fp32"
+    sidecar = json.loads(trained_run["result"].solverstate.with_suffix(".glrl.json").read_text())
+    assert meta["hardware"] == sidecar["hardware"] and "CPUs" in meta["hardware"]  # the training machine's
     assert meta["deploy"] == "prototxt/tiny/deploy.prototxt" and meta["scales"] == [3]
     assert meta["set5_psnr"]["3"] == pytest.approx(trained_run["probe_psnr"], abs=1e-3)
     # the same figure from glrl eval --model

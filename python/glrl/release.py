@@ -10,7 +10,8 @@ run folder) to ``models/<name>.caffemodel`` and writes ``models/<name>.json`` in
 * the patch set: SHA-256 of the ``manifest.json`` beside the train net's HDF5 list file;
 * the schedule: the run folder's name (``<net>-x<scale>-<schedule>``, as ``glrl train`` names it) or
   ``--schedule``;
-* hardware: ``--hardware``, else a description of this machine (the run folder does not record it).
+* precision and hardware: the sidecar (``precision``, ``hardware``: the training machine); ``--hardware``
+  overrides it, and runs from before the sidecar kept them get this machine's description.
 
 Set5 PSNR (and SSIM) per scale is measured here, with the benchmark protocol on the PyTorch backend in fp32,
 and is what ``tests/test_released_models.py`` later asserts. The weights are written first and the metadata
@@ -20,8 +21,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
-import platform
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Dict, List, Optional, Sequence
 from glrl import model_zoo, settings
 from glrl.errors import DataError, ModelError
 from glrl.fsutil import atomic_write_bytes, atomic_write_text, sha256_file
+from glrl.machine import describe_hardware
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 PSNR_TOLERANCE_DB = 0.01
@@ -46,6 +46,8 @@ class RunRecord:
     data_manifest_sha256: Optional[str] = None
     schedule: Optional[str] = None
     solver: Optional[Dict[str, object]] = None  # the run's optimiser settings (type, rates, clipping)
+    precision: Optional[str] = None  # fp32, tf32 or bf16 (the trainer's --precision)
+    hardware: Optional[str] = None  # the training machine
     run_dir: Optional[Path] = None
 
 
@@ -142,34 +144,14 @@ def read_run(source: Path) -> RunRecord:
         record.iterations = int(sidecar.get("iter", record.iterations or 0))
         if sidecar.get("elapsed_seconds") is not None:
             record.wall_time_s = round(float(sidecar["elapsed_seconds"]), 3)
+        record.precision = sidecar.get("precision")
+        record.hardware = sidecar.get("hardware")
     run_dir = source if source.is_dir() else _run_folder_of(weights)
     if run_dir is not None:
         record.run_dir = run_dir
         record.schedule = _schedule_from_folder(run_dir)
         _training_data(run_dir, record)
     return record
-
-
-def describe_hardware() -> str:
-    """This machine: CPU model and count, and the CUDA GPUs PyTorch sees."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    text = f"{cpu}, {os.cpu_count()} CPUs"
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-            text += f"; GPU: {', '.join(gpus)}"
-    except ImportError:
-        pass
-    return text
 
 
 def check_weights_fit(deploy: Path, weights: Path) -> None:
@@ -251,7 +233,8 @@ def release(
         "batch_size": record.batch_size,
         "solver": record.solver,
         "data_manifest_sha256": record.data_manifest_sha256,
-        "hardware": hardware or describe_hardware(),
+        "precision": record.precision or "unknown",
+        "hardware": hardware or record.hardware or describe_hardware(),
         "wall_time_s": record.wall_time_s,
         "set5_psnr": {str(s): round(v["psnr"], 4) for s, v in sorted(figures.items())},
         "set5_ssim": {str(s): round(v["ssim"], 6) for s, v in sorted(figures.items())},

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from glrl.data_prep.reader import resolve_source
 from glrl.errors import TrainingError
+from glrl.machine import describe_hardware
 from glrl.train import distributed as dist_mod
 from glrl.train.batches import HDF5Batches, HDF5Input, hdf5_inputs
 from glrl.train.monitor import MetricRow, Monitor, format_outputs
@@ -204,6 +205,7 @@ class Trainer:
             options.device == "auto" and torch.cuda.is_available())
         self.dist = dist_mod.from_environment(wants_cuda)
         self.device = resolve_device(options.device, self.dist.local_rank)
+        self.hardware = describe_hardware() + (f" ({self.dist.world} processes)" if self.dist.world > 1 else "")
         autocast = precision_context(options.precision, self.device)
         seed = self.settings.random_seed if self.settings.random_seed >= 0 else secrets.randbits(31)
         self.seed = seed
@@ -398,6 +400,8 @@ class Trainer:
             "elapsed_seconds": self._seconds(started),
             "seed": self.seed,
             "world": self.dist.world,
+            "precision": self.options.precision,
+            "hardware": self.hardware,
         }
         state = self.solver.state_proto(paths.learned_net)
         write_snapshot(paths, self.net.to_net_parameter(), state, sidecar)
