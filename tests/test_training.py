@@ -3,6 +3,7 @@ our sidecar resumes too, SIGTERM snapshots, divergence stops cleanly, 2 gloo pro
 and a tiny run on real images lowers the loss and beats bicubic on Set5."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -122,6 +123,22 @@ def test_resume_after_kill_9_ends_with_the_uninterrupted_weights(tmp_path, unint
     output = finish(glrl_train(solver, run_dir, "--resume"))
     assert "Optimization Done." in output
     assert_identical(final_weights(run_dir, 24), uninterrupted)
+
+
+def test_a_resumed_run_keeps_the_seed_it_started_with(tmp_path):
+    solver = make_run(tmp_path, max_iter=8, snapshot=4)
+    solver.write_text(solver.read_text().replace("random_seed: 5", ""))  # a fresh seed per process
+    run_dir = tmp_path / "run"
+
+    def run(resume=None):
+        train(RunOptions(solver=solver, run_dir=run_dir, device="cpu", resume=resume, progress=False,
+                         tensorboard=False, echo=False))
+
+    run()
+    halfway = run_dir / "snap" / "tiny_iter_4.solverstate"
+    started_with = json.loads(sidecar_path(halfway).read_text())["seed"]
+    run(resume=halfway)
+    assert json.loads(sidecar_path(run_dir / "snap" / "tiny_iter_8.solverstate").read_text())["seed"] == started_with
 
 
 def test_a_caffe_state_without_our_sidecar_resumes_to_the_same_weights(tmp_path):
@@ -244,8 +261,6 @@ def test_a_tiny_run_on_real_images_lowers_the_loss_and_beats_bicubic_on_set5(tmp
 # ------------------------------------------------------------------------------------------- data order
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_batches_come_in_caffes_hdf5data_order_and_resume_from_their_state(tmp_path, shuffle):
-    import json
-
     from glrl.data_prep.reader import CaffeHDF5Reader
     from glrl.train.batches import HDF5Batches
 

@@ -430,6 +430,7 @@ class Trainer:
         rng = np.frombuffer(base64.b64decode(sidecar["torch_rng"]), dtype=np.uint8).copy()
         torch.set_rng_state(torch.from_numpy(rng))
         self.smoother.set_state(sidecar["loss_smoother"])
+        self.seed = int(sidecar.get("seed", self.seed))  # the run's seed, not this process's fresh one
         self.elapsed_before = float(sidecar.get("elapsed_seconds", 0.0))
         self.resume_note = f"Resuming from {solverstate} at iteration {self.solver.iter}"
 
