@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from timing import measure
@@ -17,7 +17,9 @@ from timing import measure
 Record = Dict[str, Any]
 SIZES = ((256, 256), (512, 512), (1080, 1920))
 MODES = ("fp32", "tf32", "bf16")  # matmul peaks are measured in these
-TRAINING_MODES = ("fp32", "tf32", "bf16")  # bf16 = autocast (fp32 master weights, as a solver needs)
+# bf16 = autocast (fp32 master weights, as a solver needs); "+ torch.compile" compiles the net's forward
+# (and through AOTAutograd its backward), fusing the PReLUs and sums between the convolutions
+TRAINING_MODES = ("fp32", "tf32", "bf16", "bf16 + torch.compile")
 
 
 def conv_flops_per_pixel(net_param: Any) -> float:
@@ -100,7 +102,7 @@ def _inference_runner(bench_net: Any, image: Any, mode: str, device: str) -> Cal
     dtype = getattr(torch, dtype_name)
     net = TorchNet(str(bench_net.deploy), "TEST", device=device, dtype=dtype)
     net.load_weights(str(bench_net.weights))
-    net.eval().to(memory_format=torch.channels_last)
+    net.eval().use_channels_last()
     name, out_name = net.input_names[0], net.output_names[-1]
 
     def forward(x: Any) -> Any:
@@ -154,13 +156,16 @@ def modes_here(device: str) -> List[str]:
     return ["fp32", "bf16 autocast", "bf16"]
 
 
-def training(work: Path, net_name: str, device: str, repeats: int, peaks: Dict[str, float]) -> List[Record]:
-    """Iterations per second at batch 32 of 31×31 patches, fp32/TF32/bf16 autocast."""
+def training(work: Path, net_name: str, device: str, repeats: int, peaks: Dict[str, float],
+             modes: Sequence[str] = TRAINING_MODES) -> List[Record]:
+    """Iterations per second at batch 32 of 31×31 patches in each of ``modes``, with the layout ``glrl train``
+    uses at that precision."""
     import torch
     from glrl.backends.torch_net import TorchNet
     from glrl.caffe.io import read_solver
     from glrl.nets.registry import get_net
     from glrl.train.batches import HDF5Batches
+    from glrl.train.run import channels_last_for
     from glrl.train.settings import SolverSettings
     from glrl.train.solver import CaffeSolver
     from training import BATCH, PATCH, read_train_net, write_training_files
@@ -171,15 +176,19 @@ def training(work: Path, net_name: str, device: str, repeats: int, peaks: Dict[s
     settings = SolverSettings.from_proto(read_solver(folder / "solver.prototxt"))
     deploy_flops = conv_flops_per_pixel(get_net(net_name).deploy())
     records = []
-    for mode in TRAINING_MODES if device.startswith("cuda") else ("fp32", "bf16"):
+    for mode in modes:
+        precision, compiled = mode.split(" + ")[0], mode.endswith("torch.compile")
         net = TorchNet(read_train_net(folder), "TRAIN", device=device, seed=0)
-        net.to(memory_format=torch.channels_last)
+        if channels_last_for(precision):
+            net.use_channels_last()
+        if compiled:
+            net.forward = torch.compile(net.forward)
         batches = HDF5Batches(folder / "train.txt", ["data", "label"], BATCH, shuffle=True)
         # the batches live on the device, so the loop measures the solver, not the host-to-device copies
         batch = {k: torch.as_tensor(v, device=device) for k, v in next(batches).items()}
         batches.close()
         feed = iter(lambda batch=batch: batch, None)
-        solver = CaffeSolver(settings, net, autocast=_precision(mode, device))
+        solver = CaffeSolver(settings, net, autocast=_precision(precision, device))
 
         def run(solver: Any = solver, feed: Any = feed) -> None:
             solver.iteration(feed)
@@ -200,40 +209,40 @@ def training(work: Path, net_name: str, device: str, repeats: int, peaks: Dict[s
     return records
 
 
-def set5_psnr_cost(bench_net: Any, data_root: Path, device: str, scale: int = 3,
-                   limit: Optional[int] = None) -> List[Record]:
-    """Set5 ×3 PSNR (Y, shaved by the scale) in each precision mode, and its difference from fp32."""
+def set5_psnr_cost(bench_net: Any, data_root: Path, device: str, scale: int = 3) -> List[Record]:
+    """Set5 ×3 PSNR with the benchmark protocol (as ``glrl eval``) in each precision mode, and its
+    difference from fp32."""
     import torch
-    from glrl.matlab_compat import imresize, modcrop, rgb2ycbcr, shave
-    from glrl.metrics import psnr
-    from PIL import Image
+    from glrl.train.set5 import Set5Probe
 
-    images = sorted((data_root / "test" / "Set5").glob("*.png"))[:limit]
-    modes = [m for m in modes_here(device) if "CUDA graphs" not in m]  # graphs change speed, not values
-    scores: Dict[str, List[float]] = {mode: [] for mode in modes}
-    for path in images:
-        hr = np.asarray(Image.open(path).convert("RGB"))
-        y = rgb2ycbcr(modcrop(hr, scale))[:, :, 0].astype(np.float64) / 255.0
-        y_bicubic = imresize(imresize(y, 1.0 / scale), scale)
-        image = torch.from_numpy(y_bicubic.astype(np.float32))[None, None].to(device)
-        for mode, values in scores.items():
-            out = _inference_runner(bench_net, image, mode, device)().float().cpu().numpy()[0, 0]
-            sr = np.clip(np.round(out * 255.0), 0, 255)
-            values.append(psnr(shave(np.round(y * 255.0), scale), shave(sr, scale)))
-    base = float(np.mean(scores["fp32"]))
-    return [{"net": bench_net.name, "tool": "ours (PyTorch)", "setting": mode, "case": f"Set5 x{scale} PSNR",
-             "psnr_db": float(np.mean(values)), "psnr_cost_db": base - float(np.mean(values)),
-             "weights": bench_net.weights_source}
-            for mode, values in scores.items()]
+    probe = Set5Probe(data_root / "test" / "Set5", scale)
+    records = []
+    for mode in [m for m in modes_here(device) if "CUDA graphs" not in m]:  # graphs change speed, not values
+
+        def predict(batch: np.ndarray, mode: str = mode) -> np.ndarray:
+            image = torch.from_numpy(batch).to(device)
+            return _inference_runner(bench_net, image, mode, device)().float().cpu().numpy()
+
+        records.append({"net": bench_net.name, "tool": "ours (PyTorch)", "setting": mode,
+                        "case": f"Set5 x{scale} PSNR", "psnr_db": probe(predict),
+                        "weights": bench_net.weights_source})
+    for record in records:
+        record["psnr_cost_db"] = records[0]["psnr_db"] - record["psnr_db"]  # records[0] is fp32
+    return records
 
 
-def run_section(work: Path, nets: List[Any], data_root: Optional[Path], repeats: int,
-                device: str = "cuda") -> List[Record]:
-    peaks = matrix_peak(device)
+def run_section(work: Path, nets: List[Any], data_root: Optional[Path], repeats: int, device: str = "cuda",
+                sizes: Sequence[Tuple[int, int]] = SIZES, matmul_size: int = 8192,
+                training_modes: Optional[Sequence[str]] = None) -> List[Record]:
+    """Matrix peaks, inference, training and the PSNR cost of reduced precision on ``device``. The CPU
+    (small ``sizes`` and ``matmul_size``) only checks this code: the tests run it so, since CI has no GPU."""
+    peaks = matrix_peak(device, matmul_size)
     records: List[Record] = [{"tool": "torch.mm", "case": "matrix peak", "setting": mode,
                               "tflop_per_s": value / 1e12} for mode, value in peaks.items()]
-    records += inference(nets, device, repeats, peaks)
-    records += training(work, "glrl", device, repeats, peaks)
+    records += inference(nets, device, repeats, peaks, sizes)
+    if training_modes is None:
+        training_modes = TRAINING_MODES if device.startswith("cuda") else ("fp32", "bf16")
+    records += training(work, "glrl", device, repeats, peaks, training_modes)
     if data_root is not None:
         glrl_net = next(n for n in nets if n.name == "glrl")
         records += set5_psnr_cost(glrl_net, data_root, device)

@@ -117,6 +117,40 @@ def training_table(records: List[Record]) -> List[str]:
     return lines
 
 
+GPU_GOALS = {"glrl_1080p_bf16_s": 0.010, "bf16_psnr_cost_db": 0.01, "train_bf16_fraction_of_peak": 0.40}
+
+
+def gpu_goals(records: List[Record]) -> List[str]:
+    """Issue #8's GPU goals, each with the measured figure: GLRL on a 1920×1080 Y image in bf16 (the faster of
+    plain and CUDA-graph runs), the Set5 PSNR cost of bf16 against fp32, bf16 training vs the bf16 matmul peak."""
+    ok = _ok(records)
+    frame = [r for r in ok if r.get("net") == "glrl" and r.get("case") == "1920x1080"
+             and r.get("setting", "").startswith("bf16") and "autocast" not in r.get("setting", "")]
+    fastest = min(frame, key=lambda r: r["median_s"], default=None)
+    cost = [r for r in records if r.get("net") == "glrl" and r.get("setting") == "bf16" and "psnr_cost_db" in r]
+    train = [r for r in ok if r.get("case", "").startswith("train") and r.get("setting", "").startswith("bf16")
+             and r.get("fraction_of_peak") is not None]
+    best_train = max(train, key=lambda r: r["fraction_of_peak"], default=None)
+
+    def verdict(met: bool) -> str:
+        return "meets" if met else "below"
+
+    lines = ["| goal | measured | verdict |", "|---|---|---|"]
+    goal = GPU_GOALS["glrl_1080p_bf16_s"]
+    lines.append(f"| GLRL, 1920×1080 Y, bf16: under {goal * 1e3:g} ms | "
+                 + (f"{_ms(fastest['median_s'])} ({fastest['setting']}) | {verdict(fastest['median_s'] < goal)} |"
+                    if fastest else "not measured | |"))
+    goal = GPU_GOALS["bf16_psnr_cost_db"]
+    lines.append(f"| bf16 within {goal:g} dB of fp32 (Set5 ×3 PSNR) | "
+                 + (f"{cost[0]['psnr_cost_db']:+.4f} dB | {verdict(abs(cost[0]['psnr_cost_db']) <= goal)} |"
+                    if cost else "not measured | |"))
+    goal = GPU_GOALS["train_bf16_fraction_of_peak"]
+    lines.append(f"| training at ≥ {goal:.0%} of the measured bf16 matmul peak | "
+                 + (f"{best_train['fraction_of_peak']:.1%} ({best_train['setting']}) | "
+                    f"{verdict(best_train['fraction_of_peak'] >= goal)} |" if best_train else "not measured | |"))
+    return lines
+
+
 def simple_table(records: List[Record], value_keys: List[str]) -> List[str]:
     lines = ["| what | tool | setting | median | " + " | ".join(value_keys) + " |",
              "|---|---|---|---|" + "---|" * len(value_keys)]
@@ -158,9 +192,8 @@ def markdown(results: Dict[str, Any]) -> str:
         out += ["", "## Bicubic (MATLAB-compatible imresize)", ""]
         out += simple_table(sections["bicubic"], ["in_mpixel_per_s", "out_mpixel_per_s"])
     if "gpu" in sections:
-        out += ["", "## GPU", ""] + simple_table(sections["gpu"], ["iters_per_s", "tflop_per_s",
-                                                                  "fraction_of_peak", "psnr_db",
-                                                                  "psnr_cost_db"])
+        gpu_keys = ["iters_per_s", "tflop_per_s", "fraction_of_peak", "psnr_db", "psnr_cost_db"]
+        out += ["", "## GPU", ""] + gpu_goals(sections["gpu"]) + [""] + simple_table(sections["gpu"], gpu_keys)
     for name, reason in results.get("skipped_sections", {}).items():
         out += ["", f"## {name}", "", f"Not measured: {_clean(reason)}"]
     return "\n".join(out) + "\n"
