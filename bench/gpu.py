@@ -106,7 +106,7 @@ def _inference_runner(bench_net: Any, image: Any, mode: str, device: str) -> Cal
     name, out_name = net.input_names[0], net.output_names[-1]
 
     def forward(x: Any) -> Any:
-        return net.forward({name: x})[out_name]
+        return net.forward({name: x}, keep=[out_name])[out_name]
 
     step = torch.compile(forward, mode="reduce-overhead") if graphs else forward
     context = (lambda: torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)) if autocast \

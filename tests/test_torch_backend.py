@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import weakref
 
 import h5py
 import numpy as np
@@ -336,6 +337,34 @@ def test_in_place_layers_rebind_the_name_and_earlier_readers_see_the_old_value()
     assert net.output_names == ["after", "before"]
     (blobs["before"].sum() + blobs["after"].sum()).backward()
     np.testing.assert_array_equal(x.grad.numpy(), [[1.0, 4.0, 1.0]])  # 1 + 3 where x > 0: gradients add up
+
+
+def test_forward_with_keep_drops_each_blob_after_its_last_reader_and_computes_the_same():
+    net = build(input_layer("data", 1, 3) + """
+        layer { name: "copy" type: "Power" bottom: "data" top: "x" }
+        layer { name: "relu" type: "ReLU" bottom: "x" top: "x" }
+        layer { name: "twice" type: "Power" bottom: "x" top: "twice" power_param { scale: 2 } }
+        layer { name: "sum" type: "Eltwise" bottom: "twice" bottom: "data" top: "out" }""", dtype=DOUBLE)
+    relu, total = (next(layer for layer in net.layers if layer.name == name) for name in ("relu", "sum"))
+    relu_output, alive_at_sum = [], []
+
+    def remember(x, forward=relu.forward):
+        outputs = forward(x)
+        relu_output.append(weakref.ref(outputs[0]))
+        return outputs
+
+    def check(*bottoms, forward=total.forward):
+        alive_at_sum.append(relu_output[-1]() is not None)
+        return forward(*bottoms)
+
+    relu.forward, total.forward = remember, check
+    data = torch.tensor([[-1.0, 2.0, -3.0]], dtype=DOUBLE)
+    lean = net.forward({"data": data}, keep=["out"])
+    full = net.forward({"data": data})
+    assert alive_at_sum == [False, True]  # with keep, "x" is gone once "twice" has read it
+    assert set(lean) == {"out"} and {"x", "twice", "out"} <= set(full)
+    np.testing.assert_array_equal(lean["out"], full["out"])
+    np.testing.assert_array_equal(lean["out"], [[-1.0, 6.0, -3.0]])
 
 
 def test_propagate_down_false_stops_the_gradient_to_that_bottom_only():

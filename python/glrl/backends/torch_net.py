@@ -188,6 +188,12 @@ class TorchNet(nn.Module):
                                        for t in tops]
         self.output_names: List[str] = sorted(available)
         self._data_layers = [(layer, tops) for layer, _, tops, _ in self._steps if isinstance(layer, HDF5Data)]
+        # per step, the blobs it reads for the last time (and does not rewrite in place): forward(keep=...)
+        # drops them there, so inference holds a few feature maps at a time instead of every blob of the net
+        last_reader = {name: index for index, (_, bottoms, _, _) in enumerate(self._steps) for name in bottoms}
+        self._last_reads: List[Tuple[str, ...]] = [
+            tuple(name for name in dict.fromkeys(bottoms) if last_reader[name] == index and name not in tops)
+            for index, (_, bottoms, tops, _) in enumerate(self._steps)]
 
     @staticmethod
     def _gradient_stops(param: "pb.LayerParameter") -> Optional[Tuple[bool, ...]]:
@@ -286,9 +292,14 @@ class TorchNet(nn.Module):
         return None if tuple(shape) == tuple(owner.shape) else tuple(shape)
 
     # ------------------------------------------------------------------------------------ running
-    def forward(self, inputs: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
+    def forward(self, inputs: Optional[Dict[str, torch.Tensor]] = None,
+                keep: Optional[Iterable[str]] = None) -> Dict[str, torch.Tensor]:
         """Run every layer; return all blobs by name (after in-place layers). ``inputs`` must give every
-        Input top and may give the tops of data layers, which otherwise read their next batch."""
+        Input top and may give the tops of data layers, which otherwise read their next batch.
+
+        With ``keep``, each blob not named there is dropped after its last reader and only those still held
+        are returned (a forward pass without autograd then holds a few feature maps at a time)."""
+        kept = None if keep is None else set(keep)
         blobs: Dict[str, torch.Tensor] = {}
         if inputs:
             for name, value in inputs.items():
@@ -308,7 +319,7 @@ class TorchNet(nn.Module):
                 raise ModelError(f"layer '{layer.name}': give all of its tops ({', '.join(tops)}) or none")
         layer = None
         try:
-            for layer, bottoms, tops, stops in self._steps:
+            for index, (layer, bottoms, tops, stops) in enumerate(self._steps):
                 if layer.is_source:
                     if tops[0] in blobs:
                         continue
@@ -320,6 +331,10 @@ class TorchNet(nn.Module):
                                               for name, stop in zip(bottoms, stops)])
                 for name, value in zip(tops, outputs):
                     blobs[name] = value
+                if kept is not None:
+                    for name in self._last_reads[index]:
+                        if name not in kept:
+                            blobs.pop(name, None)
         except RuntimeError as exc:
             raise ModelError(f"layer '{layer.name}' ({layer.param.type}) failed: {exc}",
                              hint="check the input shapes against the net "
@@ -343,7 +358,7 @@ class TorchNet(nn.Module):
         """InferenceNet: forward NumPy inputs (any spatial size) without autograd; return the outputs."""
         with torch.inference_mode():
             tensors = {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in inputs.items()}
-            blobs = self.forward(tensors)
+            blobs = self.forward(tensors, keep=self.output_names)
             return {name: blobs[name].cpu().numpy() for name in self.output_names}
 
     # ------------------------------------------------------------------------------------ parameters

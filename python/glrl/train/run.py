@@ -370,8 +370,9 @@ class Trainer:
                 for layer, blobs in self.deploy_net.layer_blobs().items():
                     for target, source in zip(blobs, trained[layer]):
                         target.copy_(source)
-                blobs = self.deploy_net.forward({self.deploy_net.input_names[0]: tensor})
-                return blobs[self.deploy_net.output_names[0]].detach().float().cpu().numpy()
+                output = self.deploy_net.output_names[0]
+                blobs = self.deploy_net.forward({self.deploy_net.input_names[0]: tensor}, keep=[output])
+                return blobs[output].detach().float().cpu().numpy()
             blobs = self.net.forward({top: tensor for top in self.train_input.tops})
         return blobs[self.prediction_blob].detach().float().cpu().numpy()
 
