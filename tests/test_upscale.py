@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from glrl import tiling
-from glrl.caffe.io import parse_net
+from glrl.caffe.io import parse_net, read_net
 from glrl.errors import DataError, ModelError
 from glrl.upscale_io import Picture, check_writable, read_picture, write_picture
 from PIL import Image
@@ -43,6 +43,30 @@ def test_receptive_radius_is_the_longest_path_sum_of_dilated_half_kernels():
     # blobs: data 1, a1 4, a2 4, b1 2, cat 6, out 1, sum 1
     assert tiling.floats_per_pixel(net) == 19
     assert tiling.tile_memory_bytes(net, 100) == 4 * 19 * 108 * 108
+
+
+def test_inference_holds_at_most_the_live_floats_per_pixel(tmp_path):
+    """TorchNet.run drops each blob after its last reader: a whole 384² GLRL pass grows the process by no
+    more than tiling.live_floats_per_pixel floats per pixel, several times less than every blob."""
+    pytest.importorskip("torch")
+    from glrl import settings
+
+    deploy = settings.PROTOTXT_DIR / "glrl" / "deploy.prototxt"
+    script = """
+import resource, sys, numpy as np, torch
+from glrl.backends import open_net
+torch.set_num_threads(1)
+net = open_net(sys.argv[1], None)
+image = np.random.default_rng(0).random((1, 1, 384, 384), dtype=np.float32)
+net.run({net.input_names[0]: image[:, :, :24, :24]})
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+net.run({net.input_names[0]: image})
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024 / 4 / 384 ** 2)
+"""
+    done = subprocess.run([sys.executable, "-c", script, str(deploy)], capture_output=True, text=True, check=True)
+    grown = float(done.stdout.split()[-1])
+    net = read_net(deploy)
+    assert 0 < grown <= tiling.live_floats_per_pixel(net) < tiling.floats_per_pixel(net) / 6
 
 
 def test_strided_nets_are_refused_for_tiling():

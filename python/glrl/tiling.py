@@ -9,10 +9,12 @@ convolutions on the longest path from the input to the output. Within that margi
 the core depends on lies inside the tile; at the image edge the tile edge *is* the image edge, so the
 net's zero padding is the same as on the whole image.
 
-Memory per tile is bounded by ``4 bytes · (channels of all blobs) · (tile + 2·radius)²`` (see
-:func:`tile_memory_bytes`), whatever the image size. Real Caffe 1.0 needs more per pixel: besides its blobs,
-each convolution keeps its own im2col buffer (:func:`caffe_floats_per_pixel`; GLRL: about 17,500 floats per
-pixel, so a whole 512×512 image takes 18 GB there), hence :func:`caffe_tile`.
+Memory per tile is bounded by ``4 bytes · (floats per pixel) · (tile + 2·radius)²`` (see
+:func:`tile_memory_bytes`), whatever the image size: the PyTorch backend drops each blob after its last
+reader, so it holds only the blobs still to be read (:func:`live_floats_per_pixel`; GLRL: 449 floats).
+Real Caffe 1.0 needs more per pixel: besides its blobs, each convolution keeps its own im2col buffer
+(:func:`caffe_floats_per_pixel`; GLRL: about 17,500 floats per pixel, so a whole 512×512 image takes 18 GB
+there), hence :func:`caffe_tile`.
 """
 from __future__ import annotations
 
@@ -129,6 +131,25 @@ def floats_per_pixel(net) -> int:
     """Channels summed over every distinct blob of ``net``: the most float values it can hold per pixel."""
     _, channels, _ = _walk(net)
     return int(sum(channels.values()))
+
+
+def live_floats_per_pixel(net) -> int:
+    """The most floats per pixel the PyTorch backend's inference holds at once (``TorchNet.run``, which drops
+    each blob after its last reader): at each layer, the blobs still to be read plus the layer's new tops,
+    and twice the widest blob for what a layer makes on the way (a three-way sum's partial sum, oneDNN's
+    buffers). GLRL: 449 (measured: 391; every blob would be 3,083), VDSR-20: 257 (135), SRCNN: 256 (128)."""
+    channels, layers = _walk(net)[1], [layer for layer in _active_layers(net) if layer.type != "Input"]
+    outputs = set(_walk(net)[2])
+    last_reader = {name: index for index, layer in enumerate(layers) for name in layer.bottom}
+    live = dict(_input_blobs(net))
+    peak = sum(live.values())
+    for index, layer in enumerate(layers):
+        peak = max(peak, sum(live.values()) + sum(channels[top] for top in layer.top))
+        live.update((top, channels[top]) for top in layer.top)
+        for name in set(layer.bottom):
+            if last_reader[name] == index and name not in layer.top and name not in outputs:
+                live.pop(name, None)
+    return int(peak + 2 * max(channels.values()))
 
 
 def caffe_floats_per_pixel(net) -> int:

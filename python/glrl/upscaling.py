@@ -29,7 +29,7 @@ from glrl.errors import ModelError
 from glrl.matlab_compat import imresize, rgb2ycbcr, ycbcr2rgb
 from glrl.upscale_io import Picture, array_to_picture, picture_to_array
 
-# Tiles are sized so that the activations of one tile stay within this (GLRL: 263-pixel tiles).
+# Tiles are sized so that the activations of one tile stay within this (GLRL: 741-pixel tiles).
 DEFAULT_MEMORY_BYTES = 1 << 30
 
 PathLike = Union[str, Path]
@@ -58,8 +58,8 @@ class Upscaler:
             self.floats_per_pixel = tiling.caffe_floats_per_pixel(net_param)
             default_tile = tiling.caffe_tile(net_param)
         else:
-            self.floats_per_pixel = tiling.floats_per_pixel(net_param)
-            default_tile = tiling.tile_for_memory(net_param, DEFAULT_MEMORY_BYTES)
+            self.floats_per_pixel = tiling.live_floats_per_pixel(net_param)
+            default_tile = tiling.tile_for_memory(net_param, DEFAULT_MEMORY_BYTES, self.floats_per_pixel)
         self.tile = default_tile if tile is None else int(tile)
         self.margin = tiling.receptive_radius(net_param) if self.tile > 0 else 0
         self.net_path, self.weights_path = Path(deploy), Path(weights)
