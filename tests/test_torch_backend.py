@@ -182,6 +182,24 @@ def test_prelu_gradients_at_zero_take_the_slope_side_and_bf16_slopes_accumulate_
     np.testing.assert_allclose(slope.grad.numpy(), expected.numpy(), rtol=1e-5)
 
 
+def test_under_bf16_autocast_a_single_channel_convolution_computes_in_fp32():
+    net = build(input_layer("data", 1, 1, 6, 6) + """
+        layer { name: "features" type: "Convolution" bottom: "data" top: "features"
+          convolution_param { num_output: 4 kernel_size: 3 pad: 1 weight_filler { type: "gaussian" } } }
+        layer { name: "image" type: "Convolution" bottom: "features" top: "image"
+          convolution_param { num_output: 1 kernel_size: 3 pad: 1 weight_filler { type: "gaussian" } } }""",
+                seed=3)
+    x = torch.rand(1, 1, 6, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        blobs = net.forward({"data": x})
+    assert blobs["features"].dtype == torch.bfloat16 and blobs["image"].dtype == torch.float32
+    weight, bias = net.layer_blobs()["image"]
+    expected = torch.nn.functional.conv2d(blobs["features"].float(), weight, bias, padding=1)
+    torch.testing.assert_close(blobs["image"], expected, rtol=0, atol=0)
+    with pytest.raises(ModelError, match="precision"):
+        net.use_precision("fp16")
+
+
 def test_sigmoid_tanh_and_power():
     net = build(input_layer("data", 1, 4) + """
         layer { name: "sig" type: "Sigmoid" bottom: "data" top: "sig" }

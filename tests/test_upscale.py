@@ -45,6 +45,7 @@ def test_receptive_radius_is_the_longest_path_sum_of_dilated_half_kernels():
     assert tiling.tile_memory_bytes(net, 100) == 4 * 19 * 108 * 108
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads the high-water mark from /proc")
 def test_inference_holds_at_most_the_live_floats_per_pixel(tmp_path):
     """TorchNet.run drops each blob after its last reader: a whole 384² GLRL pass grows the process by no
     more than tiling.live_floats_per_pixel floats per pixel, several times less than every blob."""
@@ -52,16 +53,22 @@ def test_inference_holds_at_most_the_live_floats_per_pixel(tmp_path):
     from glrl import settings
 
     deploy = settings.PROTOTXT_DIR / "glrl" / "deploy.prototxt"
+    # the process's high-water mark (VmHWM: per address space, unlike ru_maxrss, which a child inherits from a
+    # large parent across fork and exec)
     script = """
-import resource, sys, numpy as np, torch
+import sys, numpy as np, torch
 from glrl.backends import open_net
+
+def high_water_kib():
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
+
 torch.set_num_threads(1)
 net = open_net(sys.argv[1], None)
 image = np.random.default_rng(0).random((1, 1, 384, 384), dtype=np.float32)
 net.run({net.input_names[0]: image[:, :, :24, :24]})
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = high_water_kib()
 net.run({net.input_names[0]: image})
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024 / 4 / 384 ** 2)
+print((high_water_kib() - before) * 1024 / 4 / 384 ** 2)
 """
     done = subprocess.run([sys.executable, "-c", script, str(deploy)], capture_output=True, text=True, check=True)
     grown = float(done.stdout.split()[-1])
@@ -302,6 +309,18 @@ def test_the_package_level_api(models_dir):
 
     out = glrl.upscale(np.full((8, 9, 3), 128, dtype=np.uint8), SCALE, models_dir=models_dir, device="cpu")
     assert out.shape == (24, 27, 3)
+
+
+def test_bf16_upscaling_stays_within_a_grey_level_of_fp32_and_real_caffe_refuses_it(models_dir, upscaler):
+    import glrl
+    from glrl.upscaling import Upscaler
+
+    rgb = (_smooth_rgb(40, 36) * 255).astype(np.uint8)
+    fp32 = upscaler.upscale_array(rgb).astype(int)
+    bf16 = glrl.upscale(rgb, SCALE, models_dir=models_dir, device="cpu", precision="bf16").astype(int)
+    assert bf16.shape == fp32.shape and np.abs(bf16 - fp32).max() <= 1
+    with pytest.raises(ModelError, match="fp32 only"):
+        Upscaler.for_scale(SCALE, models_dir=models_dir, backend="caffe", precision="bf16")
 
 
 def test_a_scale_without_a_model_is_refused_with_the_scales_that_have_one(models_dir):

@@ -56,12 +56,13 @@ def _caffe_importable() -> bool:
 
 
 def open_net(prototxt: PathLike, weights: Optional[PathLike] = None, *, backend: str = "torch",
-             device: str = "cpu") -> InferenceNet:
+             device: str = "cpu", precision: str = "fp32") -> InferenceNet:
     """The TEST-phase net of ``prototxt`` with ``weights`` (a ``.caffemodel``) loaded, on ``backend``.
 
     ``device`` is a torch device for the torch backend ("cpu", "cuda", "cuda:1"); the caffe backend
     runs on the CPU (Debian's Caffe build) and accepts only "cpu". ``backend`` may also be ``auto``
-    (see :func:`resolve_backend`).
+    (see :func:`resolve_backend`). ``precision`` is ``fp32`` or, on the torch backend, ``bf16``
+    (:meth:`glrl.backends.torch_net.TorchNet.use_precision`).
     """
     backend = resolve_backend(backend)
     if backend == "torch":
@@ -71,10 +72,13 @@ def open_net(prototxt: PathLike, weights: Optional[PathLike] = None, *, backend:
         if weights is not None:
             net.load_weights(weights)
         net.eval()
-        return net.use_channels_last()
+        return net.use_channels_last().use_precision(precision)
     if device != "cpu":
         raise ModelError(f"the caffe backend runs on the CPU only, not on '{device}'",
                          hint="use --device cpu, or the torch backend for GPUs")
+    if precision != "fp32":
+        raise ModelError(f"the caffe backend computes in fp32 only, not in {precision}",
+                         hint="use --precision fp32, or the torch backend")
     from glrl.backends.pycaffe_net import PycaffeNet
 
     return PycaffeNet(prototxt, weights)

@@ -23,6 +23,7 @@ order) and also an :class:`glrl.backends.base.InferenceNet` through :meth:`Torch
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,7 @@ from glrl.errors import FormatError, ModelError
 SOURCE_LAYERS = {cls.type_name: cls for cls in (Input, HDF5Data)}
 SUPPORTED_TYPES = sorted(list(LAYER_CLASSES) + list(SOURCE_LAYERS))
 PHASES = {"TRAIN": pb.TRAIN, "TEST": pb.TEST}
+INFERENCE_PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -144,6 +146,7 @@ class TorchNet(nn.Module):
             self._generator.seed()
         else:
             self._generator.manual_seed(seed)
+        self.run_precision = "fp32"
         self.layers: List[Layer] = []
         # (layer, bottom names, top names, per-bottom "propagate_down: false" flags or None)
         self._steps: List[Tuple[Layer, Tuple[str, ...], Tuple[str, ...], Optional[Tuple[bool, ...]]]] = []
@@ -355,11 +358,24 @@ class TorchNet(nn.Module):
         return total
 
     def run(self, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        """InferenceNet: forward NumPy inputs (any spatial size) without autograd; return the outputs."""
-        with torch.inference_mode():
+        """InferenceNet: forward NumPy inputs (any spatial size) without autograd, at the precision
+        :meth:`use_precision` chose (fp32 unless told); return the outputs as float32 arrays."""
+        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.run_precision == "bf16"
+                    else contextlib.nullcontext())
+        with torch.inference_mode(), autocast:
             tensors = {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in inputs.items()}
             blobs = self.forward(tensors, keep=self.output_names)
-            return {name: blobs[name].cpu().numpy() for name in self.output_names}
+            return {name: blobs[name].float().cpu().numpy() for name in self.output_names}
+
+    def use_precision(self, precision: str) -> "TorchNet":
+        """Make :meth:`run` compute in ``precision``: ``fp32`` (Caffe's arithmetic, the default) or ``bf16``
+        (autocast: bf16 convolutions with fp32 weights, single-channel convolutions in fp32; about twice as
+        fast on CPUs with AVX-512 BF16 and on recent GPUs, at a Set5 PSNR cost measured by ``make bench``)."""
+        if precision not in INFERENCE_PRECISIONS:
+            raise ModelError(f"unknown inference precision {precision!r}",
+                             hint=f"use one of {', '.join(INFERENCE_PRECISIONS)}")
+        self.run_precision = precision
+        return self
 
     # ------------------------------------------------------------------------------------ parameters
     def learnable_params(self) -> List[LearnableParam]:

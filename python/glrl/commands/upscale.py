@@ -24,6 +24,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default=None, choices=("auto", "torch", "caffe"),
                         help="torch, caffe (real Caffe, CPU) or auto: torch when installed, else caffe "
                              "(default: $GLRL_BACKEND, else auto)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="fp32 (default, Caffe's arithmetic) or bf16 (torch backend; about twice as fast on "
+                             "CPUs with AVX-512 BF16 and on recent GPUs, a few thousandths of a dB off fp32)")
     parser.add_argument("--tile", type=int, default=None,
                         help="tile size in output pixels; memory stays bounded by it (0 = whole image; "
                              "default: the largest tile whose activations fit in 1 GiB, "
@@ -71,13 +74,14 @@ def run(args: argparse.Namespace) -> int:
     for _, out in jobs[:1]:
         check_writable(out)  # a wrong output folder fails before the model loads
     upscaler = Upscaler.for_scale(args.scale, model=args.model, net=args.net, models_dir=args.models_dir,
-                                  backend=args.backend, device=args.device, tile=args.tile)
+                                  backend=args.backend, device=args.device, tile=args.tile,
+                                  precision=args.precision)
     if len(jobs) == 1:
         source, out = jobs[0]
         fmt = output_format(out)
         write_picture(out, upscaler.upscale_picture(read_picture(source)), fmt)
         print(f"{source} -> {out} (x{args.scale}, {upscaler.model_name}, "
-              f"{upscaler.backend} on {upscaler.device}, {_tiles(upscaler)})")
+              f"{upscaler.backend} on {upscaler.device} in {upscaler.precision}, {_tiles(upscaler)})")
         return 0
     failures: List[Tuple[Path, str]] = []
     for source, out in tqdm(jobs, desc=f"upscale x{args.scale}", unit="image"):
@@ -89,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
             failures.append((source, str(exc).replace("\n", "; ")))
     done = len(jobs) - len(failures)
     print(f"{done} of {len(jobs)} images enlarged x{args.scale} into {args.output} "
-          f"({upscaler.model_name}, {upscaler.backend} on {upscaler.device}, {_tiles(upscaler)})")
+          f"({upscaler.model_name}, {upscaler.backend} on {upscaler.device} in {upscaler.precision}, "
+          f"{_tiles(upscaler)})")
     if failures:
         print(f"{len(failures)} failed:", file=sys.stderr)
         for source, message in failures:
