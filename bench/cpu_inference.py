@@ -42,8 +42,15 @@ def _torch_variants(cores: int) -> List[Tuple[str, Dict[str, Any]]]:
         (f"NCHW, {cores} threads", {"threads": cores, "nchw": True}),
         (f"traced+frozen (oneDNN prepacked), {cores} threads", {"threads": cores, "freeze": True}),
         (f"oneDNN off, {cores} threads", {"threads": cores, "mkldnn": False}),
+        # reduced precision (glrl upscale --precision bf16): timed and reported apart from fp32
+        ("bf16 autocast, 1 thread", {"threads": 1, "precision": "bf16"}),
+        (f"bf16 autocast, {cores} threads", {"threads": cores, "precision": "bf16"}),
     ]
     return variants if cores > 1 else [v for v in variants if "1 thread" not in v[0]]
+
+
+def _precision(options: Dict[str, Any]) -> str:
+    return options.get("precision", "fp32")
 
 
 def _our_runner(deploy: Path, weights: Path, image: np.ndarray, options: Dict[str, Any]) -> Callable[[], Any]:
@@ -53,7 +60,7 @@ def _our_runner(deploy: Path, weights: Path, image: np.ndarray, options: Dict[st
 
     torch.set_num_threads(options["threads"])
     torch.backends.mkldnn.enabled = options.get("mkldnn", True)
-    net = open_net(str(deploy), str(weights), backend="torch", device="cpu")
+    net = open_net(str(deploy), str(weights), backend="torch", device="cpu", precision=_precision(options))
     if not any(options.get(k) for k in ("nchw", "freeze", "compile")):
         feed = {net.input_names[0]: image}
         return lambda: net.run(feed)
@@ -87,15 +94,28 @@ def _our_runner(deploy: Path, weights: Path, image: np.ndarray, options: Dict[st
     return run
 
 
-def ours(deploy: Path, weights: Path, sizes: List[int], repeats: int, cores: int) -> List[Record]:
+def ours(deploy: Path, weights: Path, sizes: List[int], repeats: int, cores: int,
+         reference: Optional[Dict[int, np.ndarray]] = None) -> List[Record]:
     """Every setting at the first size; at larger sizes only the (at most two) settings within 1.5× of that
     size's best (the others are recorded as skipped, with their ratio), so slow settings do not eat the
-    run's time."""
+    run's time. fp32 and bf16 settings compete separately; bf16 outputs are compared with fp32's."""
+    records: List[Record] = []
+    variants = _torch_variants(cores)
+    for precision in ("fp32", "bf16"):
+        group = [(label, options) for label, options in variants if _precision(options) == precision]
+        records += _time_settings(deploy, weights, sizes, repeats, group, reference if precision != "fp32" else None)
+    for record in records:
+        record["precision"] = "bf16" if record["setting"].startswith("bf16") else "fp32"
+    return records
+
+
+def _time_settings(deploy: Path, weights: Path, sizes: List[int], repeats: int,
+                   contenders: List[Tuple[str, Dict[str, Any]]],
+                   reference: Optional[Dict[int, np.ndarray]]) -> List[Record]:
     import torch
 
     records: List[Record] = []
     default_threads = torch.get_num_threads()
-    contenders = _torch_variants(cores)
     for index, size in enumerate(sizes):
         timed: List[Record] = []
         for label, options in contenders:
@@ -105,8 +125,11 @@ def ours(deploy: Path, weights: Path, sizes: List[int], repeats: int, cores: int
                 if options.get("compile"):
                     run()  # compiles
                 start = time.perf_counter()
-                run()
+                output = run()
                 first = time.perf_counter() - start
+                if reference is not None:
+                    array = next(iter(output.values())) if isinstance(output, dict) else output.float().numpy()
+                    record["max_rel_diff_vs_ours"] = _relative_difference(array, reference[size])
                 best = min((r["median_s"] for r in timed), default=None)
                 if best is not None and first > SLOW_CUTOFF * best:
                     record["skipped"] = f"one run took {first:.2f} s, over {SLOW_CUTOFF:g}x the best so far"
@@ -301,7 +324,7 @@ def run_section(nets: List[Any], sizes: List[int], repeats: int, tools: Optional
                 continue
             try:
                 if fn is ours:
-                    found = ours(bench_net.deploy, bench_net.weights, sizes, repeats, cores)
+                    found = ours(bench_net.deploy, bench_net.weights, sizes, repeats, cores, reference)
                 else:
                     found = fn(bench_net.deploy, bench_net.weights, sizes, repeats, cores, reference)
             except Exception as exc:

@@ -39,35 +39,36 @@ def _fastest(records: List[Record], key: str) -> Optional[float]:
 
 
 def cpu_inference_table(records: List[Record]) -> List[str]:
-    lines = [("Each tool's best setting (threads, layout) at that size; ratios are their median / ours. "
-              "The CPU-time ratios compare the least processor time (all threads) any setting of each tool "
-              "used: on a shared, loaded machine they show the work each tool does when wall-clock times "
-              "are disturbed."), "",
-             ("| net | image | ours, best setting | ours median | cv2.dnn | Caffe | cv2.dnn / ours "
+    lines = [("Each tool's best setting (threads, layout) at that size; ratios are their median / ours. Our fp32 "
+              "(Caffe's arithmetic) and bf16 settings are ranked apart, each against the others' fp32, so a "
+              "reduced-precision figure never stands in for an exact one. The CPU-time ratios compare the least "
+              "processor time (all threads) any setting of each tool used: on a shared, loaded machine they "
+              "show the work each tool does when wall-clock times are disturbed."), "",
+             ("| net | image | precision | ours, best setting | ours median | cv2.dnn | Caffe | cv2.dnn / ours "
               "| Caffe / ours | CPU time: cv2.dnn / ours | CPU time: Caffe / ours |"),
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     nets = sorted({r["net"] for r in records}, key=lambda n: ["glrl", "vdsr", "srcnn"].index(n)
                   if n in ("glrl", "vdsr", "srcnn") else 9)
     for net in nets:
         mine = [r for r in records if r["net"] == net]
         for case in sorted({r["case"] for r in _ok(mine)}, key=lambda c: int(c.split("x")[0])):
             at = [r for r in _ok(mine) if r["case"] == case]
-            ours = [r for r in at if r["tool"].startswith("ours")]
             cvs = [r for r in at if r["tool"] == "cv2.dnn"]
             caffes = [r for r in at if r["tool"].startswith("Caffe")]
-            best = min(ours, key=lambda r: r["median_s"]) if ours else None
-            ours_s, cv = _fastest(ours, "median_s"), _fastest(cvs, "median_s")
-            caffe = _fastest(caffes, "median_s")
-            ours_cpu = _fastest(ours, "median_cpu_s")
-            setting = best["setting"] if best else "–"
-            lines.append(f"| {net} | {case} | {setting} | {_ms(ours_s)} | {_ms(cv)} | "
-                         f"{_ms(caffe)} | {_ratio(cv, ours_s, GOALS['cv2.dnn'])} | "
-                         f"{_ratio(caffe, ours_s, GOALS['caffe'])} | "
-                         f"{_ratio(_fastest(cvs, 'median_cpu_s'), ours_cpu, GOALS['cv2.dnn'])} | "
-                         f"{_ratio(_fastest(caffes, 'median_cpu_s'), ours_cpu, GOALS['caffe'])} |")
+            cv, caffe = _fastest(cvs, "median_s"), _fastest(caffes, "median_s")
+            ours_all = [r for r in at if r["tool"].startswith("ours")]
+            for precision in sorted({r.get("precision", "fp32") for r in ours_all}, key=lambda p: p != "fp32"):
+                ours = [r for r in ours_all if r.get("precision", "fp32") == precision]
+                best = min(ours, key=lambda r: r["median_s"])
+                ours_s, ours_cpu = best["median_s"], _fastest(ours, "median_cpu_s")
+                lines.append(f"| {net} | {case} | {precision} | {best['setting']} | {_ms(ours_s)} | {_ms(cv)} | "
+                             f"{_ms(caffe)} | {_ratio(cv, ours_s, GOALS['cv2.dnn'])} | "
+                             f"{_ratio(caffe, ours_s, GOALS['caffe'])} | "
+                             f"{_ratio(_fastest(cvs, 'median_cpu_s'), ours_cpu, GOALS['cv2.dnn'])} | "
+                             f"{_ratio(_fastest(caffes, 'median_cpu_s'), ours_cpu, GOALS['caffe'])} |")
         for prefix in ("Caffe", "caffe", "cv2"):
             for case, reason in _skip_reasons(mine, prefix):
-                lines.append(f"| {net} | {case} | {prefix} not measured: {reason} | | | | | | | |")
+                lines.append(f"| {net} | {case} | | {prefix} not measured: {reason} | | | | | | | |")
     return lines
 
 
@@ -162,7 +163,12 @@ def simple_table(records: List[Record], value_keys: List[str]) -> List[str]:
         values = []
         for key in value_keys:
             value = r.get(key)
-            values.append("" if value is None else f"{value:.3g}" if isinstance(value, float) else str(value))
+            if value is None:
+                values.append("")
+            elif key.endswith("_db"):  # PSNR figures and their differences: to the digit Table 2 shows and beyond
+                values.append(f"{value:.4f}")
+            else:
+                values.append(f"{value:.3g}" if isinstance(value, float) else str(value))
         lines.append(f"| {r.get('net', '') + ' ' if r.get('net') else ''}{r.get('case', '')} | {r['tool']} | "
                      f"{r.get('setting', '')} | {_ms(r.get('median_s'))} | " + " | ".join(values) + " |")
     return lines
@@ -180,6 +186,11 @@ def markdown(results: Dict[str, Any]) -> str:
         records = sections["cpu_inference"]
         out += ["", "## CPU inference (one Y image, same prototxt + caffemodel)", ""]
         out += cpu_inference_table(records)
+        accuracy = [r for r in records if "psnr_db" in r]
+        if accuracy:
+            out += ["", "What bf16 costs (GLRL, Set5 ×3, benchmark protocol; bf16 autocast keeps single-channel "
+                    "convolutions in fp32, plain bf16 runs everything in bf16):", ""]
+            out += simple_table(accuracy, ["psnr_db", "psnr_cost_db"])
         out += ["", "### Every tool and setting", ""] + settings_table(records)
     if "training" in sections:
         out += ["", "## CPU training (SGD iterations, batch 32 of 31×31)", ""]

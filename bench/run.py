@@ -4,7 +4,8 @@
 Sections (``--sections`` picks some):
 
 * ``cpu_inference``: one 256² and one 512² Y image through the GLRL, VDSR-20 and SRCNN deploy nets with the
-  same caffemodel: our PyTorch backend under each of its settings vs real Caffe (the oracle root) vs cv2.dnn;
+  same caffemodel: our PyTorch backend under each of its settings (fp32, and bf16 apart) vs real Caffe (the
+  oracle root) vs cv2.dnn; and GLRL's Set5 ×3 PSNR in fp32 and bf16 (what bf16 costs);
 * ``training``: SGD iterations/s at batch 32 of 31×31 patches, ours vs real Caffe, on the CPU;
 * ``data_build``: ``glrl data build`` on a few T91 images; ``bicubic``: MATLAB-compatible imresize Mpixel/s;
 * ``gpu``: only where CUDA exists (inference 256²/512²/1080p in fp32/TF32/bf16, training, FLOP/s vs the
@@ -87,7 +88,13 @@ def main(argv: List[str]) -> int:
             import cpu_inference as section
 
             tools = [t.strip() for t in args.tools.split(",")]
-            return section.run_section(nets(), sizes, args.repeats, tools)
+            records = section.run_section(nets(), sizes, args.repeats, tools)
+            glrl_net = next((n for n in nets() if n.name == "glrl"), None)
+            if glrl_net is not None and (data_root / "test" / "Set5").is_dir():
+                import gpu  # its precision modes run on the CPU too
+
+                records += gpu.set5_psnr_cost(glrl_net, data_root, "cpu")  # what bf16 costs in accuracy
+            return records
 
         def training() -> List[Dict[str, Any]]:
             import training as section

@@ -56,7 +56,19 @@ def test_the_summary_takes_each_tools_best_and_states_the_goals():
     row = next(line for line in table.splitlines() if line.startswith("| glrl | 256x256"))
     assert "fast setting" in row
     assert "1.20× (below ≥1.5×)" in row and "5.00× (meets ≥4×)" in row and "4.00× (meets ≥4×)" in row
-    assert "| glrl | 512x512 | Caffe not measured: needs 17 GiB" in table
+    assert "| glrl | 512x512 | | Caffe not measured: needs 17 GiB" in table
+
+
+def test_a_bf16_setting_is_ranked_apart_and_never_becomes_the_fp32_figure():
+    records = [
+        _record("ours (PyTorch)", "256x256", 1.0, 1.0, "fp32 setting"),
+        {**_record("ours (PyTorch)", "256x256", 0.5, 0.5, "bf16 setting"), "precision": "bf16"},
+        _record("cv2.dnn", "256x256", 1.2, 1.2),
+    ]
+    rows = [line for line in report.cpu_inference_table(records) if line.startswith("| glrl | 256x256")]
+    assert len(rows) == 2
+    assert "| fp32 | fp32 setting |" in rows[0] and "1.20× (below ≥1.5×)" in rows[0]
+    assert "| bf16 | bf16 setting |" in rows[1] and "2.40× (meets ≥1.5×)" in rows[1]
 
 
 @pytest.mark.parametrize("text", ["a\nb", "x | y"])
