@@ -23,7 +23,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     rel.add_argument("--net", required=True, help="the generated net the weights are for (glrl nets list)")
     rel.add_argument("--scales", required=True, help="scale(s) it was trained for, comma-separated (e.g. 3)")
     rel.add_argument("--schedule", default=None, help="schedule name when the run folder's name does not say")
-    rel.add_argument("--hardware", default=None, help="what it was trained on (default: this machine)")
+    rel.add_argument("--hardware", default=None,
+                     help="what it was trained on (default: the machine the run recorded, else this one)")
     rel.add_argument("--device", default="cpu", help="torch device for the Set5 measurement (default cpu)")
     rel.add_argument("--force", action="store_true", help="replace a model of the same name")
     add_data_root_argument(rel)
