@@ -420,7 +420,7 @@ def test_a_named_optimizer_replaces_the_nets_recipe_and_cpu_schedules_cap_the_te
     adam = get_net("glrl").solver("train_test.prototxt", 1000, "cpu-release", test_iters=1100, optimizer="adam")
     assert (paper.type, paper.base_lr, paper.clip_gradients) == ("SGD", pytest.approx(0.1), pytest.approx(0.01))
     assert (adam.type, adam.base_lr, adam.momentum, adam.momentum2) == (
-        "Adam", pytest.approx(1e-3), pytest.approx(0.9), pytest.approx(0.999))
+        "Adam", pytest.approx(1e-4), pytest.approx(0.9), pytest.approx(0.999))
     assert not adam.HasField("clip_gradients")
     assert adam.max_iter == paper.max_iter == 800 and list(adam.test_iter) == [50]
     full = get_net("glrl").solver("train_test.prototxt", 1000, "paper", test_iters=1100)
