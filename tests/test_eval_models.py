@@ -234,6 +234,15 @@ def test_release_records_the_run_and_the_set5_psnr_the_training_probe_measures(t
     assert release(base, run_dir, "tiny_x3", "tiny", data_root=data_root) == 2
 
 
+@pytest.mark.parametrize("folder, schedule", [
+    ("glrl-x234-cpu-20k-adam", "cpu-20k"), ("srcnn-x234-cpu-20k-adam-1e-3", "cpu-20k"),
+    ("glrl-x3-cpu-release", "cpu-release"), ("glrl-x3-paper", "paper"), ("my-run", None)])
+def test_a_release_reads_the_schedule_from_the_run_folder_name_glrl_train_gave_it(folder, schedule):
+    from glrl.release import _schedule_from_folder
+
+    assert _schedule_from_folder(Path(folder)) == schedule
+
+
 def test_models_verify_finds_corrupt_weights_and_orphans(trained_run, data_root, tmp_path, capsys):
     base = trained_run["base"]
     write_deploy(tmp_path, "tiny")
