@@ -442,8 +442,8 @@ class TorchNet(nn.Module):
         """Store the 4-D weights channels-last (NHWC), in place; returns the net.
 
         A 1×C×H×W input with C = 1 (every SR net here) is the same in both layouts and the layout then follows
-        the weights through the net, so every convolution runs oneDNN's NHWC kernels: 1.4–2.2× faster than NCHW
-        for GLRL inference on our CPU and faster for training too (docs/benchmarks.md), with the same result
-        to float rounding. Shared blobs stay shared (the parameters are converted in place).
+        the weights through the net, so every convolution runs oneDNN's NHWC kernels: GLRL inference was 1.13×
+        faster than NCHW on our AMD development machine, 1.4–2.2× on an earlier Intel one (docs/benchmarks.md),
+        with the same result to float rounding. Shared blobs stay shared (the parameters are converted in place).
         """
         return self.to(memory_format=torch.channels_last)
