@@ -147,7 +147,7 @@ def gpu_goals(records: List[Record]) -> List[str]:
                     if cost else "not measured | |"))
     goal = GPU_GOALS["train_bf16_fraction_of_peak"]
     lines.append(f"| training at ≥ {goal:.0%} of the measured bf16 matmul peak | "
-                 + (f"{best_train['fraction_of_peak']:.1%} ({best_train['setting']}) | "
+                 + (f"{best_train['fraction_of_peak']:.1%} ({best_train['setting']}, {best_train['case']}) | "
                     f"{verdict(best_train['fraction_of_peak'] >= goal)} |" if best_train else "not measured | |"))
     return lines
 

@@ -17,25 +17,26 @@ from timing import measure, threads_text
 
 Record = Dict[str, Any]
 BATCH, PATCH = 32, 31
-PATCHES_IN_FILE = 8 * BATCH
+BATCHES_IN_FILE = 8
 
 
-def write_training_files(folder: Path, net_name: str) -> None:
-    """``patches.h5`` + ``train.txt`` (list), ``train.prototxt`` and ``solver.prototxt`` in ``folder``."""
+def write_training_files(folder: Path, net_name: str, batch: int = BATCH) -> None:
+    """``patches.h5`` + ``train.txt`` (list), ``train.prototxt`` and ``solver.prototxt`` in ``folder``, for
+    batches of ``batch`` patches (the paper's 32 unless told)."""
     import h5py
     from glrl.caffe import io
     from glrl.nets.registry import get_net
 
     rng = np.random.default_rng(0)
-    label = rng.random((PATCHES_IN_FILE, 1, PATCH, PATCH), dtype=np.float32)
+    label = rng.random((BATCHES_IN_FILE * batch, 1, PATCH, PATCH), dtype=np.float32)
     data = np.clip(label + 0.05 * rng.standard_normal(label.shape).astype(np.float32), 0, 1)
     with h5py.File(str(folder / "patches.h5"), "w") as handle:
         handle.create_dataset("data", data=data)
         handle.create_dataset("label", data=label)
     (folder / "train.txt").write_text("patches.h5\n")
     recipe = get_net(net_name)
-    io.write_net(recipe.train_test("train.txt", "train.txt", batch_size=BATCH), folder / "train.prototxt")
-    solver = recipe.solver("train.prototxt", iters_per_epoch=PATCHES_IN_FILE // BATCH)
+    io.write_net(recipe.train_test("train.txt", "train.txt", batch_size=batch), folder / "train.prototxt")
+    solver = recipe.solver("train.prototxt", iters_per_epoch=BATCHES_IN_FILE)
     solver.test_interval = 10**9
     solver.test_initialization = False
     solver.snapshot = 0

@@ -99,7 +99,7 @@ def test_the_gpu_section_runs_end_to_end_on_the_cpu(tmp_path, data_root):
     bench_nets = _bench_module("bench_nets")
     nets = bench_nets.prepare(tmp_path, ["glrl"])
     records = gpu.run_section(tmp_path, nets, data_root, repeats=1, device="cpu", sizes=((24, 32),),
-                              matmul_size=64)
+                              matmul_size=64, training_batches=(4,))
     assert not [r for r in records if "error" in r]
     assert {r["setting"] for r in records if r["case"] == "matrix peak"} == {"fp32", "tf32", "bf16"}
     inference = [r for r in records if r.get("case") == "32x24"]
@@ -129,4 +129,4 @@ def test_the_gpu_goals_read_the_1080p_frame_time_the_psnr_cost_and_the_training_
     rows = report.gpu_goals(records)
     assert "8.0 ms (bf16 + CUDA graphs (torch.compile)) | meets |" in rows[2]  # autocast is not "in bf16"
     assert "+0.0040 dB | meets |" in rows[3]
-    assert "25.0% (bf16) | below |" in rows[4]
+    assert "25.0% (bf16, train batch 32 of 31x31) | below |" in rows[4]
