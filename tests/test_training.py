@@ -141,6 +141,23 @@ def test_a_resumed_run_keeps_the_seed_it_started_with(tmp_path):
     assert json.loads(sidecar_path(run_dir / "snap" / "tiny_iter_8.solverstate").read_text())["seed"] == started_with
 
 
+def test_a_resumed_run_records_each_iteration_once_in_its_metrics(tmp_path):
+    solver = make_run(tmp_path, max_iter=12, snapshot=4)
+    run_dir = tmp_path / "run"
+
+    def run(resume=None):
+        train(RunOptions(solver=solver, run_dir=run_dir, device="cpu", resume=resume, progress=False,
+                         tensorboard=False, echo=False))
+
+    def iterations_in_metrics():
+        return [line.split(",")[0] for line in (run_dir / "metrics.csv").read_text().splitlines()]
+
+    run()
+    uninterrupted = iterations_in_metrics()
+    run(resume=run_dir / "snap" / "tiny_iter_8.solverstate")  # its test and display at 8 come again
+    assert iterations_in_metrics() == uninterrupted
+
+
 def test_a_caffe_state_without_our_sidecar_resumes_to_the_same_weights(tmp_path):
     solver = make_run(tmp_path, max_iter=12)
     finish(glrl_train(solver, tmp_path / "whole"))

@@ -61,7 +61,9 @@ class Monitor:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.csv_path = self.run_dir / "metrics.csv"
         self.png_path = self.run_dir / "curves.png"
-        self.rows = [row for row in self._read_csv() if row.iteration <= start_iter]
+        # Rows at ``start_iter`` and after were logged after the snapshot being resumed; the resumed run
+        # logs them again (a Caffe solver tests and displays at the iteration it restores).
+        self.rows = [row for row in self._read_csv() if row.iteration < start_iter]
         self._write_csv()
         self._log = open(self.run_dir / "train.log", "a", encoding="utf-8")
         if progress:
