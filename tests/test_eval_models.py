@@ -218,7 +218,7 @@ def test_release_records_the_run_and_the_set5_psnr_the_training_probe_measures(t
     weights = base / "models" / "tiny_x3.caffemodel"
     assert weights.read_bytes() == trained_run["result"].caffemodel.read_bytes()
     assert meta["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
-    assert meta["iterations"] == 6 and meta["schedule"] == "smoke"
+    assert meta["iterations"] == 6 and meta["schedule"] == "smoke" and meta["solver"]["max_iter"] == 6
     assert meta["batch_size"] == 8  # 4 per pass × iter_size 2
     assert meta["data_manifest_sha256"] == hashlib.sha256(trained_run["manifest"].read_bytes()).hexdigest()
     assert meta["wall_time_s"] > 0 and meta["precision"] == "fp32"
@@ -232,6 +232,16 @@ def test_release_records_the_run_and_the_set5_psnr_the_training_probe_measures(t
     assert records[0]["psnr"] == pytest.approx(meta["set5_psnr"]["3"], abs=1e-4)
     # a second release under the same name needs --force
     assert release(base, run_dir, "tiny_x3", "tiny", data_root=data_root) == 2
+
+
+def test_a_snapshot_released_before_the_schedule_ends_says_so(trained_run, data_root, tmp_path, capsys):
+    write_deploy(tmp_path, "tiny")
+    halfway = trained_run["run_dir"] / "snapshots" / "tiny_x3_iter_3.caffemodel"
+    assert release(tmp_path, halfway, "tiny_x3", "tiny", data_root=data_root) == 0
+    meta = json.loads((tmp_path / "models" / "tiny_x3.json").read_text())
+    assert (meta["schedule"], meta["iterations"], meta["solver"]["max_iter"]) == ("smoke", 3, 6)
+    assert main(["models", "list", "--models-dir", str(tmp_path / "models")]) == 0
+    assert "| smoke | 3 of 6 |" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("folder, schedule", [

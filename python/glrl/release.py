@@ -102,7 +102,7 @@ def _solver_summary(solver) -> Dict[str, object]:
     """The optimiser settings a reader of the metadata needs to know how the weights were trained."""
     summary: Dict[str, object] = {"type": solver.type or "SGD", "base_lr": solver.base_lr,
                                   "lr_policy": solver.lr_policy, "momentum": solver.momentum,
-                                  "weight_decay": solver.weight_decay}
+                                  "weight_decay": solver.weight_decay, "max_iter": solver.max_iter}
     if solver.lr_policy == "step":
         summary.update(gamma=solver.gamma, stepsize=solver.stepsize)
     if solver.type == "Adam":

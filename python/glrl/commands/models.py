@@ -54,10 +54,18 @@ def _list(models_dir) -> int:
     print("|---|---|---|---|---|---|---|")
     for m in models:
         psnr = ", ".join(f"x{s} {m.set5_psnr[s]:.2f}" for s in m.scales if s in m.set5_psnr)
-        size = f"{m.weights.stat().st_size / 1e6:.1f} MB" if m.weights.is_file() else "missing"
+        size = _file_size(m.weights.stat().st_size) if m.weights.is_file() else "missing"
+        iterations = m.metadata.get("iterations")
+        planned = (m.metadata.get("solver") or {}).get("max_iter")
+        if planned and iterations is not None and planned != iterations:
+            iterations = f"{iterations} of {planned}"  # a snapshot taken before the schedule's end
         print(f"| {m.name} | {m.net} | {','.join(map(str, m.scales))} | {psnr} | "
-              f"{m.metadata.get('schedule')} | {m.metadata.get('iterations')} | {size} |")
+              f"{m.metadata.get('schedule')} | {iterations} | {size} |")
     return 0
+
+
+def _file_size(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size >= 1e5 else f"{size / 1e3:.1f} kB"
 
 
 def _verify(args: argparse.Namespace, models_dir) -> int:
