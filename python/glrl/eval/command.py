@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -36,6 +35,7 @@ from glrl.eval.protocol import SRMethod
 from glrl.eval.report import write_reports
 from glrl.eval.suite import Entry, SuiteResult, run_suite
 from glrl.fsutil import atomic_write_bytes, atomic_write_text
+from glrl.machine import cpu_model
 
 PUBLISHED_FILES = ("table.md", "results.json", "psnr.png", "figure6.png")
 DISPLAY_NAMES = {"bicubic": "Bicubic"}
@@ -143,7 +143,7 @@ def provenance(result: SuiteResult, where: str) -> str:
 
 def describe_where(entries: Sequence[Entry], backend: Optional[str], device: str) -> str:
     """The machine, and the backend and device the nets ran on (when any did)."""
-    machine = f"{platform.machine()}, {os.cpu_count()} CPUs"
+    machine = f"{cpu_model()}, {os.cpu_count()} CPUs"
     if not any(entry.runs_nets and entry.factories for entry in entries):
         return machine
     from glrl.backends import resolve_backend
