@@ -17,7 +17,7 @@ unless ``--gpu`` is given, and our trainer picks the device at run time.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Dict, Optional
 
 from glrl.errors import TrainingError
@@ -168,8 +168,7 @@ ADAM = SolverRecipe(base_lr=1e-4, lr_policy="step", gamma=0.5, momentum=0.9, wei
                     solver_type="Adam", momentum2=0.999)
 # The same at base_lr 1e-3, for SRCNN: three layers take the larger steps, and at 1e-4 its 20,000 cpu-20k
 # iterations ended below bicubic at x2 (Set5 32.69 dB against 33.66; x3 30.71 against 30.97 at 1e-3).
-ADAM_1E3 = SolverRecipe(base_lr=1e-3, lr_policy="step", gamma=0.5, momentum=0.9, weight_decay=0.0,
-                        solver_type="Adam", momentum2=0.999)
+ADAM_1E3 = replace(ADAM, base_lr=1e-3)
 
 # Optimiser recipes by name, for `glrl train --optimizer` (default: the net's own recipe).
 OPTIMIZERS: Dict[str, SolverRecipe] = {"paper": PAPER_SGD, "srcnn": SRCNN_SGD, "adam": ADAM,
