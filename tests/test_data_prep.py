@@ -21,6 +21,7 @@ from glrl.data_prep import build as build_module
 from glrl.data_prep.build import build, plan
 from glrl.data_prep.config import BuildConfig
 from glrl.data_prep.inspect import inspect
+from glrl.data_prep.manifest import content_sha256
 from glrl.data_prep.patches import cut_patches, dihedral, patch_count
 from glrl.data_prep.reader import CaffeHDF5Reader, GlibcRand, read_list_file
 from glrl.errors import DataError
@@ -168,9 +169,13 @@ def test_global_shuffle_is_a_seeded_permutation_independent_of_worker_count(buil
     one_worker = build(config, tiny_root, tmp_path / "w1", workers=1, progress=False, check_sources=False)
     checksums = [f["sha256"] for f in built.manifest["train"]["files"]]
     assert [f["sha256"] for f in one_worker.manifest["train"]["files"]] == checksums
+    # another folder, worker count and time: different manifests, the same content hash
+    assert one_worker.manifest != built.manifest
+    assert content_sha256(one_worker.manifest) == content_sha256(built.manifest)
     reseeded = build(BuildConfig(scales=(2, 3, 4), patches_per_file=1000, seed=7), tiny_root, tmp_path / "s7",
                      workers=2, progress=False, check_sources=False)
     ours, theirs = rows_of(built.out / "train.txt", "origin"), rows_of(reseeded.out / "train.txt", "origin")
+    assert content_sha256(reseeded.manifest) != content_sha256(built.manifest)
     assert not np.array_equal(ours, theirs)
     assert sorted(map(tuple, ours.tolist())) == sorted(map(tuple, theirs.tolist()))  # same patches, once each
     assert len(set(map(tuple, ours.tolist()))) == len(ours)
@@ -411,6 +416,7 @@ def test_inspect_reports_counts_shapes_ranges_and_draws_pairs(built, tmp_path):
     patches = built.manifest["train"]["patches"]
     assert re.search(rf"label +{patches} x 1x31x31 +float32 +min +0\.\d+ +max +0\.\d+", report)
     assert "manifest: sizes and SHA-256 match" in report
+    assert f"content SHA-256 (a released model's data_manifest_sha256): {content_sha256(built.manifest)}" in report
     from PIL import Image
 
     mosaic = np.asarray(Image.open(tmp_path / "m.png"))

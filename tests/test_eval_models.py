@@ -20,6 +20,7 @@ h5py = pytest.importorskip("h5py")
 from glrl import oracle  # noqa: E402
 from glrl.backends.torch_net import TorchNet  # noqa: E402
 from glrl.cli import main  # noqa: E402
+from glrl.data_prep.manifest import content_sha256  # noqa: E402
 from glrl.eval import table  # noqa: E402
 
 # A VDSR-like deploy net: two 3×3 convs predict a residual that an Eltwise layer adds to the input.
@@ -220,7 +221,8 @@ def test_release_records_the_run_and_the_set5_psnr_the_training_probe_measures(t
     assert meta["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
     assert meta["iterations"] == 6 and meta["schedule"] == "smoke" and meta["solver"]["max_iter"] == 6
     assert meta["batch_size"] == 8  # 4 per pass × iter_size 2
-    assert meta["data_manifest_sha256"] == hashlib.sha256(trained_run["manifest"].read_bytes()).hexdigest()
+    manifest = json.loads(trained_run["manifest"].read_text())
+    assert meta["data_manifest_sha256"] == content_sha256(manifest)
     assert meta["wall_time_s"] > 0 and meta["precision"] == "fp32"
     sidecar = json.loads(trained_run["result"].solverstate.with_suffix(".glrl.json").read_text())
     assert meta["hardware"] == sidecar["hardware"] and "CPUs" in meta["hardware"]  # the training machine's

@@ -12,7 +12,7 @@ A released model is a ``.caffemodel`` for a committed deploy prototxt plus a met
       "iterations": 2000,
       "batch_size": 32,
       "solver": {"type": "Adam", "base_lr": 0.001, "max_iter": 2000, ...},   # the run's solver settings
-      "data_manifest_sha256": "...",  # the patch set it was trained on (glrl.data_prep manifest)
+      "data_manifest_sha256": "...",  # the patch set it was trained on (glrl.data_prep.manifest.content_sha256)
       "hardware": "...", "wall_time_s": 1234.5,
       "set5_psnr": {"3": 31.95},      # Set5 PSNR per scale, benchmark protocol, PyTorch backend fp32
       "sha256": "..."                 # of the .caffemodel

@@ -74,6 +74,7 @@ def _schedule_from_folder(run_dir: Path) -> Optional[str]:
 def _training_data(run_dir: Path, record: RunRecord) -> None:
     """Batch size and patch-set manifest hash from the run's solver and train net."""
     from glrl.caffe.io import read_net, read_solver
+    from glrl.data_prep import manifest as manifest_io
     from glrl.data_prep.reader import resolve_source
 
     solver = read_solver(run_dir / "solver.prototxt")
@@ -92,9 +93,9 @@ def _training_data(run_dir: Path, record: RunRecord) -> None:
                 source = resolve_source(layer.hdf5_data_param.source, [run_dir, net_path.parent])
             except DataError:
                 return
-            manifest = source.parent / "manifest.json"
-            if manifest.is_file():
-                record.data_manifest_sha256 = sha256_file(manifest)
+            manifest = manifest_io.load(source.parent)
+            if manifest is not None:
+                record.data_manifest_sha256 = manifest_io.content_sha256(manifest)
             return
 
 

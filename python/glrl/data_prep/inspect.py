@@ -145,6 +145,8 @@ def inspect(target: Path, mosaic: Optional[Path], samples: int = 16, verify: boo
             checked = "sizes and SHA-256" if verify else "sizes (SHA-256 of modified files)"
             verdict = "match" if not issues else "DO NOT match: " + "; ".join(issues)
             lines.append(f"manifest: {checked} {verdict}")
+            lines.append(f"content SHA-256 (a released model's data_manifest_sha256): "
+                         f"{manifest_io.content_sha256(found)}")
     if mosaic is not None:
         first = next(iter(parts.values()))[0]
         data, label = sample_pairs(first, samples)

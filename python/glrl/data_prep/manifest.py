@@ -5,9 +5,14 @@ Why: a rebuild with the same settings and the same source images is skipped only
 manifest lists is still there with its recorded checksum (re-hashed only for files whose size or
 modification time differs from the record, so the check takes seconds, not a pass over gigabytes); a
 folder without a manifest (an interrupted build) is never trusted.
+
+:func:`content_sha256` names the patches themselves: two builds of the same settings from the same images
+have the same one wherever and whenever they ran, so a released model's ``data_manifest_sha256`` can be
+matched against a user's own build (``glrl data inspect`` prints it).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -46,6 +51,22 @@ def output_files(manifest: Dict[str, Any]) -> List[Dict[str, Any]]:
             records.extend(manifest[part]["files"])
             records.append(manifest[part]["list"])
     return records
+
+
+def content_sha256(manifest: Dict[str, Any]) -> str:
+    """SHA-256 of what the manifest says about the set's content: settings, source images, dataset shapes and,
+    per part, its counts and the SHA-256 of every patch file. Left out, since they differ between identical
+    builds: the build record (time, memory), the glrl version, file modification times, and the list files'
+    checksums (they hold the folder's absolute path)."""
+    content: Dict[str, Any] = {key: manifest.get(key) for key in ("format", "settings", "sources", "datasets")}
+    for part in ("train", "val"):
+        entry = manifest.get(part)
+        if entry:
+            content[part] = {key: value for key, value in entry.items() if key not in ("files", "list")}
+            content[part]["files"] = [{key: record[key] for key in ("name", "patches", "bytes", "sha256")}
+                                      for record in entry["files"]]
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def problems(folder: Path, manifest: Dict[str, Any], rehash_all: bool = False) -> List[str]:
