@@ -8,6 +8,7 @@ convolution); a training iteration counts three times its forward pass (forward,
 from __future__ import annotations
 
 import contextlib
+import functools
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -125,6 +126,20 @@ def _inference_runner(bench_net: Any, image: Any, mode: str, device: str) -> Cal
     return run
 
 
+def _measured(record: Record, make_run: Callable[[], Callable[[], Any]], repeats: int, flops_per_run: float,
+              peak: Optional[float]) -> Record:
+    """``record`` with the timing of the runner ``make_run`` builds, its FLOP/s and the fraction of ``peak``;
+    a failure (a mode this GPU or build lacks) is recorded as the record's ``error`` instead."""
+    try:
+        record.update(measure(make_run(), repeats, warmup=3))
+        achieved = flops_per_run / record["median_s"]
+        record["tflop_per_s"] = achieved / 1e12
+        record["fraction_of_peak"] = achieved / peak if peak else None
+    except Exception as exc:
+        record["error"] = f"{type(exc).__name__}: {exc}"[:300]
+    return record
+
+
 def inference(nets: List[Any], device: str, repeats: int, peaks: Dict[str, float],
               sizes=SIZES) -> List[Record]:
     import torch
@@ -139,16 +154,9 @@ def inference(nets: List[Any], device: str, repeats: int, peaks: Dict[str, float
             for mode in modes_here(device):
                 record: Record = {"net": bench_net.name, "tool": "ours (PyTorch)", "setting": mode,
                                   "case": f"{width}x{height}"}
-                try:
-                    run = _inference_runner(bench_net, image, mode, device)
-                    record.update(measure(run, repeats, warmup=3))
-                    achieved = flops_pp * height * width / record["median_s"]
-                    record["tflop_per_s"] = achieved / 1e12
-                    peak = _peak_for(mode, peaks)
-                    record["fraction_of_peak"] = achieved / peak if peak else None
-                except Exception as exc:
-                    record["error"] = f"{type(exc).__name__}: {exc}"[:300]
-                records.append(record)
+                records.append(_measured(
+                    record, functools.partial(_inference_runner, bench_net, image, mode, device), repeats,
+                    flops_pp * height * width, _peak_for(mode, peaks)))
     return records
 
 
@@ -200,15 +208,10 @@ def training(work: Path, net_name: str, device: str, repeats: int, peaks: Dict[s
 
         record: Record = {"net": net_name, "tool": "ours (PyTorch)", "setting": mode,
                           "case": f"train batch {batch_size} of {PATCH}x{PATCH}"}
-        try:
-            record.update(measure(run, repeats, warmup=3))
+        _measured(record, lambda run=run: run, repeats, 3 * deploy_flops * batch_size * PATCH * PATCH,
+                  _peak_for(mode, peaks))
+        if "median_s" in record:
             record["iters_per_s"] = 1.0 / record["median_s"]
-            achieved = 3 * deploy_flops * batch_size * PATCH * PATCH / record["median_s"]
-            record["tflop_per_s"] = achieved / 1e12
-            peak = _peak_for(mode, peaks)
-            record["fraction_of_peak"] = achieved / peak if peak else None
-        except Exception as exc:
-            record["error"] = f"{type(exc).__name__}: {exc}"[:300]
         records.append(record)
     return records
 
