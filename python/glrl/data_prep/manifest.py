@@ -21,6 +21,7 @@ from glrl.fsutil import atomic_write_text, sha256_file
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "glrl-caffe-hdf5-patches/1"
+PARTS = ("train", "val")  # the parts a set may hold, each an entry of its manifest
 
 
 def load(folder: Path) -> Optional[Dict[str, Any]]:
@@ -46,7 +47,7 @@ def file_record(path: Path, patches: int) -> Dict[str, Any]:
 def output_files(manifest: Dict[str, Any]) -> List[Dict[str, Any]]:
     """Every file record of the manifest (patch files and list files)."""
     records: List[Dict[str, Any]] = []
-    for part in ("train", "val"):
+    for part in PARTS:
         if manifest.get(part):
             records.extend(manifest[part]["files"])
             records.append(manifest[part]["list"])
@@ -59,7 +60,7 @@ def content_sha256(manifest: Dict[str, Any]) -> str:
     builds: the build record (time, memory), the glrl version, file modification times, and the list files'
     checksums (they hold the folder's absolute path)."""
     content: Dict[str, Any] = {key: manifest.get(key) for key in ("format", "settings", "sources", "datasets")}
-    for part in ("train", "val"):
+    for part in PARTS:
         entry = manifest.get(part)
         if entry:
             content[part] = {key: value for key, value in entry.items() if key not in ("files", "list")}
