@@ -186,6 +186,42 @@ def test_sigterm_writes_a_snapshot_then_stops(tmp_path):
     assert "Optimization stopped early." in log.read_text()
 
 
+def test_a_second_run_in_a_folder_in_use_stops_naming_the_first_and_writes_nothing(tmp_path):
+    """A resume started twice must not interleave two processes' snapshots and metrics in one folder."""
+    solver = make_run(tmp_path, max_iter=100000, snapshot=0)
+    first = glrl_train(solver, tmp_path / "run")
+    log = tmp_path / "run" / "train.log"
+    deadline = time.monotonic() + 120
+    while (not log.is_file() or "Iteration 2 " not in log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        metrics_before = (tmp_path / "run" / "metrics.csv").read_bytes()
+        second = glrl_train(solver, tmp_path / "run", "--resume")
+        output, _ = second.communicate(timeout=120)
+        assert second.returncode == 2, output
+        assert f"run folder {tmp_path / 'run'} is in use by pid {first.pid}" in output
+        assert (tmp_path / "run" / "metrics.csv").read_bytes().startswith(metrics_before)
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=120)
+    assert first.returncode == 130
+    # the lock went with its holder: the run resumes
+    finish(glrl_train(make_run(tmp_path, max_iter=1, snapshot=0), tmp_path / "run", "--resume"))
+
+
+def test_a_folder_lock_left_by_a_dead_process_does_not_block(tmp_path):
+    from glrl.fsutil import FolderInUse, folder_lock
+
+    (tmp_path / ".lock").write_text("pid 1 on elsewhere, since 2026-01-01 00:00:00\n")
+    with folder_lock(tmp_path, "run folder"):
+        with pytest.raises(FolderInUse) as info:
+            with folder_lock(tmp_path, "run folder"):
+                pass
+        assert f"in use by pid {os.getpid()}" in info.value.message
+    with folder_lock(tmp_path, "run folder"):
+        pass
+
+
 def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_snapshot(tmp_path):
     solver = make_run(tmp_path, base_lr=1e4, clip=-1, max_iter=60, snapshot=1, iter_size=1)
     with pytest.raises(TrainingError) as info:

@@ -1,13 +1,23 @@
 """File-system helpers: atomic writes, so that nothing already written is lost and no truncated file
-ever appears under a final name (a crash leaves the old file or no file, never half a new one)."""
+ever appears under a final name (a crash leaves the old file or no file, never half a new one); and a
+folder lock, so that two processes never write one run folder at once."""
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import IO, Iterator, Union
+
+from glrl.errors import GlrlError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; folders are not locked there
+    fcntl = None
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -65,3 +75,47 @@ def sha256_file(path: PathLike, chunk_size: int = 1 << 20) -> str:
         for chunk in iter(lambda: handle.read(chunk_size), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+class FolderInUse(GlrlError):
+    """Another process holds the lock of a folder this process must write."""
+
+
+LOCK_NAME = ".lock"
+
+
+@contextlib.contextmanager
+def folder_lock(folder: PathLike, what: str) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``folder`` (its ``.lock`` file) while the block runs.
+
+    The lock is an ``flock`` on the open file, so the kernel releases it when the holder exits in any way
+    (a crash or ``kill -9`` leaves no stale lock). The file records the holder's pid, host and start time,
+    which the :class:`FolderInUse` error raised to a second process quotes. ``what`` names the folder's
+    use in that message ("run folder", ...).
+    """
+    target = Path(folder)
+    target.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:
+        yield
+        return
+    path = target / LOCK_NAME
+    with open(path, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise FolderInUse(f"the {what} {target} is in use by {holder}",
+                              hint="wait for it to finish or stop it (SIGTERM snapshots a training run), "
+                                   "or use another folder") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}, since "
+                     f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime())}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

@@ -48,13 +48,34 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from glrl import settings
-    from glrl.backends import resolve_backend
-    from glrl.errors import TrainingError
 
     scales = _parse_scales(args.scale)
     run_name = f"{args.net}-x{args.scale}-{args.schedule}" + (f"-{args.optimizer}" if args.optimizer else "")
     run_dir = Path(args.run_dir) if args.run_dir else settings.work_dir() / "runs" / run_name
     run_dir = run_dir.resolve()
+    with _run_folder_lock(run_dir):
+        return _train(args, scales, run_dir)
+
+
+def _run_folder_lock(run_dir: Path):
+    """One process writes a run folder: a second ``glrl train`` on it (a resume started twice, two
+    ``make train`` in one work folder) stops with the holder's pid instead of interleaving snapshots and
+    metrics. Under torchrun the rank-0 process holds it for all ranks."""
+    import contextlib
+    import os
+
+    from glrl.fsutil import folder_lock
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return contextlib.nullcontext()
+    return folder_lock(run_dir, "run folder")
+
+
+def _train(args: argparse.Namespace, scales, run_dir: Path) -> int:
+    from glrl import settings
+    from glrl.backends import resolve_backend
+    from glrl.errors import TrainingError
+
     _refuse_to_overwrite(args.resume, run_dir)
     if args.solver:
         solver_path = Path(args.solver).resolve()
