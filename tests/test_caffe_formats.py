@@ -639,3 +639,33 @@ def test_an_unwritable_target_is_a_clear_error(tmp_path):
     blocker.write_text("")
     with pytest.raises(GlrlError, match="cannot write"):
         io.write_net(pb.NetParameter(name="x"), blocker / "net.prototxt")  # a file where a folder should be
+
+
+SHARED_NET = """name: "shared"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 1 dim: 8 dim: 8 } } }
+layer { name: "a" type: "Convolution" bottom: "data" top: "a" param { name: "w" } param { name: "b" }
+  convolution_param { num_output: 1 kernel_size: 3 pad: 1 } }
+layer { name: "again" type: "Convolution" bottom: "a" top: "again" param { name: "w" } param { name: "b" }
+  convolution_param { num_output: 1 kernel_size: 3 pad: 1 } }
+layer { name: "half" type: "Convolution" bottom: "again" top: "half" param { name: "w" }
+  convolution_param { num_output: 1 kernel_size: 3 pad: 1 } }
+"""
+
+
+def test_weights_cover_a_layer_through_the_blobs_it_shares_and_no_further():
+    """Caffe copies into a shared blob through any layer that uses it: a model holding 'a' sets 'again'
+    (both blobs shared), not 'half' (its bias is its own)."""
+    from glrl.caffe.weights import layers_left_unset, require_complete_weights
+
+    net = io.parse_net(SHARED_NET)
+    counts = {"a": 2, "again": 2, "half": 2}
+    model = pb.NetParameter()
+    stored = model.layer.add(name="a")
+    stored.blobs.extend([io.array_to_blob(np.zeros((1, 1, 3, 3), np.float32)),
+                         io.array_to_blob(np.zeros(1, np.float32))])
+    assert layers_left_unset(net, counts, model) == ["half"]
+    with pytest.raises(FormatError) as info:
+        require_complete_weights(net, counts, model, "m.caffemodel", "net.prototxt")
+    assert "1 of the 3 layers with parameters" in info.value.message and "'half'" in info.value.message
+    assert layers_left_unset(net, {"a": 2, "again": 2, "half": 1}, model) == []
+    assert layers_left_unset(net, counts, pb.NetParameter()) == ["a", "again", "half"]

@@ -150,6 +150,29 @@ def test_external_models_must_keep_the_image_size(tmp_path, data_root, capsys):
     assert "keeps the image size" in err and "pad" in err
 
 
+@pytest.mark.parametrize("stored, message", [
+    ({"conv1": "other1", "conv2": "other2"}, "holds no weights for any layer of"),
+    ({"conv1": "conv1", "conv2": "other2"}, "holds no weights for 1 of the 2 layers with parameters of"),
+])
+def test_weights_of_another_net_are_refused_naming_the_layers_left_unset(tmp_path, data_root, capsys, stored,
+                                                                          message):
+    """Caffe would run the unmatched layers on their fillers and the table would score a net nobody trained."""
+    deploy = write_deploy(tmp_path, "tiny")
+    other = tmp_path / "other.prototxt"
+    text = deploy.read_text()
+    for name, stored_as in stored.items():
+        text = text.replace(f'name: "{name}"', f'name: "{stored_as}"')
+    other.write_text(text)
+    weights = write_weights(other, tmp_path / "other.caffemodel",
+                            {stored[k]: v for k, v in random_blobs(5, 0.01).items()})
+    argv = ["eval", "--datasets", "Set5", "--scales", "3", "--quiet", "--device", "cpu", "--data-root",
+            str(data_root), "--out", str(tmp_path / "out"), "--prototxt", str(deploy), "--weights", str(weights)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "'conv2'" in err and "another net" in err
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
 @pytest.mark.parametrize("options, message", [
     (["--method", "bicubic", "--transposed"], "apply to --prototxt/--weights models only"),
     (["--method", "bicubic", "--publish", "docs"], "--publish goes with --all"),

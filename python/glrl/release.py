@@ -158,16 +158,9 @@ def read_run(source: Path) -> RunRecord:
 def check_weights_fit(deploy: Path, weights: Path) -> None:
     """Every layer of ``deploy`` with parameters must get them from ``weights`` (same shapes): a model that
     left a layer at its initial values is not one to release."""
-    from glrl.backends.torch_net import TorchNet
-    from glrl.caffe.io import layer_blobs, read_caffemodel
+    from glrl.backends import open_net
 
-    stored = layer_blobs(read_caffemodel(weights))
-    net = TorchNet(str(deploy), "TEST", device="cpu")
-    missing = [name for name in net.layer_blobs() if name not in stored]
-    if missing:
-        raise ModelError(f"{weights} has no weights for layer(s) {', '.join(missing)} of {deploy}",
-                         hint="release weights trained for this net (check --net)")
-    net.load_weights(weights)  # raises FormatError naming a layer whose shapes differ
+    open_net(str(deploy), str(weights), backend="torch")  # FormatError: a layer left unset, or a misfit shape
 
 
 def measure_set5(deploy: Path, weights: Path, scales: Sequence[int], root: Path,

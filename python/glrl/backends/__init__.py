@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from typing import Optional, Union
+from typing import Dict, Optional, Union
 
 from glrl.backends.base import InferenceNet
 from glrl.errors import ModelError
@@ -70,6 +70,7 @@ def open_net(prototxt: PathLike, weights: Optional[PathLike] = None, *, backend:
 
         net = TorchNet(prototxt, "TEST", device=device)
         if weights is not None:
+            _require_complete(prototxt, {name: len(blobs) for name, blobs in net.layer_blobs().items()}, weights)
             net.load_weights(weights)
         net.eval()
         return net.use_channels_last().use_precision(precision)
@@ -81,7 +82,20 @@ def open_net(prototxt: PathLike, weights: Optional[PathLike] = None, *, backend:
                          hint="use --precision fp32, or the torch backend")
     from glrl.backends.pycaffe_net import PycaffeNet
 
-    return PycaffeNet(prototxt, weights)
+    net = PycaffeNet(prototxt, weights)
+    if weights is not None:
+        _require_complete(prototxt, {name: len(blobs) for name, blobs in net.params.items()}, weights)
+    return net
+
+
+def _require_complete(prototxt: PathLike, blob_counts: Dict[str, int], weights: PathLike) -> None:
+    """Inference needs every parameter of the net from the weights (see
+    :func:`glrl.caffe.weights.require_complete_weights`)."""
+    from glrl.caffe import io
+    from glrl.caffe.weights import require_complete_weights
+
+    require_complete_weights(io.read_net(prototxt), blob_counts, io.read_caffemodel(weights), str(weights),
+                             str(prototxt))
 
 
 __all__ = ["BACKENDS", "BACKEND_CHOICES", "BACKEND_ENV", "InferenceNet", "open_net", "resolve_backend"]

@@ -7,10 +7,14 @@ arrays back into a NetParameter for writing a caffemodel. Both backends share th
   the layer, the blob and both shapes;
 - a legacy 4-D blob (num, channels, height, width) fits a shape of at most four axes when it equals that
   shape padded with leading 1s (so a legacy 1x1x1x64 bias fits 64), as Caffe's ``Blob::ShapeEquals`` allows.
+
+Running a net is stricter than Caffe's loading: :func:`require_complete_weights` refuses weights that leave
+a layer at its initial values (weights of another net whose layer names do not match would otherwise run
+the net on its fillers and report numbers for a net nobody trained).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
@@ -75,3 +79,39 @@ def set_layer_blobs(net: Any, blobs: Dict[str, Sequence[Any]]) -> Any:
         del layer.blobs[:]
         layer.blobs.extend(io.array_to_blob(array) for array in arrays)
     return out
+
+
+def layers_left_unset(net: Any, blob_counts: Mapping[str, int], model: Any) -> List[str]:
+    """The layers of ``net`` (an upgraded NetParameter) with parameters (``blob_counts``: layer name -> its
+    number of parameter blobs, as the backend built them) that ``model`` (a caffemodel's NetParameter) gives no
+    values for: no blobs under the layer's name, nor, for some blob, under a layer sharing it by
+    ``param { name }`` (Caffe copies into shared blobs through any of their layers)."""
+    stored = {layer.name for layer in model.layer if len(layer.blobs)}
+    shared_and_stored = {spec.name for layer in net.layer if layer.name in stored
+                         for spec in layer.param if spec.name}
+    unset = []
+    for layer in net.layer:
+        count = blob_counts.get(layer.name, 0)
+        if not count or layer.name in stored:
+            continue
+        names = [spec.name for spec in layer.param][:count]
+        if len(names) < count or not all(name in shared_and_stored for name in names):
+            unset.append(layer.name)
+    return unset
+
+
+def require_complete_weights(net: Any, blob_counts: Mapping[str, int], model: Any, weights: str,
+                             prototxt: str) -> None:
+    """Raise a FormatError naming the layers of ``prototxt`` that ``weights`` would leave at their fillers."""
+    unset = layers_left_unset(net, blob_counts, model)
+    if not unset:
+        return
+    shown = ", ".join(f"'{name}'" for name in unset[:6]) + (f" and {len(unset) - 6} more" if len(unset) > 6 else "")
+    with_parameters = sum(1 for count in blob_counts.values() if count)
+    what = ("any layer" if len(unset) == with_parameters
+            else f"{len(unset)} of the {with_parameters} layers with parameters")
+    raise FormatError(
+        f"{weights} holds no weights for {what} of {prototxt} (left at their initial values: {shown})",
+        hint="the weights belong to another net: pass the deploy prototxt they were trained with "
+             "(glrl models list shows each released model's)",
+    )
