@@ -171,13 +171,19 @@ def test_a_caffe_state_without_our_sidecar_resumes_to_the_same_weights(tmp_path)
     assert_identical(final_weights(tmp_path / "half", 12), final_weights(tmp_path / "whole", 12))
 
 
-def test_sigterm_writes_a_snapshot_then_stops(tmp_path):
-    solver = make_run(tmp_path, max_iter=100000, snapshot=0)
-    process = glrl_train(solver, tmp_path / "run")
-    log = tmp_path / "run" / "train.log"
+def start_long_run(folder: Path) -> subprocess.Popen:
+    """A ``glrl train`` in ``folder/run`` that would run for hours, once it has done two iterations."""
+    process = glrl_train(make_run(folder, max_iter=100000, snapshot=0), folder / "run")
+    log = folder / "run" / "train.log"
     deadline = time.monotonic() + 120
     while (not log.is_file() or "Iteration 2 " not in log.read_text()) and time.monotonic() < deadline:
         time.sleep(0.05)
+    return process
+
+
+def test_sigterm_writes_a_snapshot_then_stops(tmp_path):
+    process = start_long_run(tmp_path)
+    log = tmp_path / "run" / "train.log"
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 130, output
@@ -188,15 +194,10 @@ def test_sigterm_writes_a_snapshot_then_stops(tmp_path):
 
 def test_a_second_run_in_a_folder_in_use_stops_naming_the_first_and_writes_nothing(tmp_path):
     """A resume started twice must not interleave two processes' snapshots and metrics in one folder."""
-    solver = make_run(tmp_path, max_iter=100000, snapshot=0)
-    first = glrl_train(solver, tmp_path / "run")
-    log = tmp_path / "run" / "train.log"
-    deadline = time.monotonic() + 120
-    while (not log.is_file() or "Iteration 2 " not in log.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    first = start_long_run(tmp_path)
     try:
         metrics_before = (tmp_path / "run" / "metrics.csv").read_bytes()
-        second = glrl_train(solver, tmp_path / "run", "--resume")
+        second = glrl_train(tmp_path / "solver.prototxt", tmp_path / "run", "--resume")
         output, _ = second.communicate(timeout=120)
         assert second.returncode == 2, output
         assert f"run folder {tmp_path / 'run'} is in use by pid {first.pid}" in output
