@@ -397,6 +397,17 @@ def test_a_new_run_refuses_a_run_folder_that_holds_snapshots(tmp_path, capsys):
     assert "already holds snapshots" in capsys.readouterr().err
 
 
+def test_resume_of_a_run_folder_that_does_not_exist_fails_and_creates_nothing(tmp_path, capsys):
+    from glrl.cli import main
+
+    solver = make_run(tmp_path)
+    status = main(["train", "--solver", str(solver), "--run-dir", str(tmp_path / "mistyped"), "--resume",
+                   "--no-set5"])
+    assert status == 2
+    assert "there is no run folder" in capsys.readouterr().err
+    assert not (tmp_path / "mistyped").exists()
+
+
 def test_the_psnr_probe_runs_the_deploy_net_with_the_training_weights_when_the_train_net_shrinks(tmp_path):
     """SRCNN's train net has no padding (33 in, 21 out): whole images go through its padded deploy net."""
     from glrl.caffe.io import write_net, write_solver

@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     run_name = f"{args.net}-x{args.scale}-{args.schedule}" + (f"-{args.optimizer}" if args.optimizer else "")
     run_dir = Path(args.run_dir) if args.run_dir else settings.work_dir() / "runs" / run_name
     run_dir = run_dir.resolve()
+    _refuse_to_resume_nothing(args.resume, run_dir)
     with _run_folder_lock(run_dir):
         return _train(args, scales, run_dir)
 
@@ -124,6 +125,17 @@ def _parse_scales(text: str):
     if not text.isdigit() or any(c not in "234" for c in text) or len(set(text)) != len(text):
         raise TrainingError(f"--scale {text!r} is not one of 2, 3, 4, 234", hint="e.g. --scale 3")
     return tuple(int(c) for c in text)
+
+
+def _refuse_to_resume_nothing(resume, run_dir: Path) -> None:
+    """``--resume`` without a state names a run folder that must exist: checked before the lock is taken,
+    so that a mistyped folder name is reported and not created."""
+    from glrl.errors import TrainingError
+
+    if resume == "auto" and not run_dir.is_dir():
+        raise TrainingError(f"--resume: there is no run folder {run_dir}",
+                            hint="check --run-dir (or --net/--scale/--schedule/--optimizer, which name the "
+                                 "default folder), or start without --resume")
 
 
 def _refuse_to_overwrite(resume, run_dir: Path) -> None:
