@@ -434,3 +434,55 @@ def test_command_line_build_then_up_to_date_then_bad_root(tiny_root, tmp_path, c
     assert "does not exist" in capsys.readouterr().err
     assert cli.main(["data", "inspect", str(tmp_path / "x3" / "train.txt"), "--no-mosaic"]) == 0
     assert "train.txt: " in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def packed_root(tiny_root: Path, tmp_path_factory) -> Path:
+    """The tiny root as `glrl data pack` writes it: T91 and BSD200 as luma packs, Set5 copied."""
+    root = tmp_path_factory.mktemp("packed")
+    assert cli.main(["data", "pack", "--data-root", str(tiny_root), "--out", str(root), "--skip-checksums"]) == 0
+    return root
+
+
+def test_a_patch_set_built_from_luma_packs_is_the_one_built_from_the_images(built, packed_root, tmp_path):
+    assert sorted(p.name for p in (packed_root / "train").iterdir()) == ["BSD200.luma.h5", "T91.luma.h5"]
+    assert [p.name for p in (packed_root / "test" / "Set5").iterdir()] == ["butterfly.png"]
+    from_packs = build(BuildConfig(scales=(2, 3, 4), patches_per_file=1000), packed_root, tmp_path / "x234",
+                       workers=2, progress=False, check_sources=False)
+    assert from_packs.manifest["sources"] == built.manifest["sources"]
+    assert content_sha256(from_packs.manifest) == content_sha256(built.manifest)
+
+
+def test_a_luma_pack_is_checked_against_the_published_checksums_of_its_files(data_root, tmp_path):
+    assert cli.main(["data", "pack", "--data-root", str(data_root), "--out", str(tmp_path), "--sets", "Set5",
+                     "--copy", "none"]) == 0
+    pack = tmp_path / "test" / "Set5.luma.h5"
+    config = BuildConfig(train_sets=("Set5",), val_set="", augment=False)
+    assert plan(config, tmp_path)["train"]["images"] == 5
+    with h5py.File(pack, "r+") as handle:
+        handle["baby.png"].attrs["source_sha256"] = "0" * 64
+    with pytest.raises(DataError, match="not the published Set5: 1 altered"):
+        plan(config, tmp_path)
+
+
+def test_a_damaged_luma_pack_fails_naming_the_pack_and_the_image(packed_root, tmp_path):
+    damaged = tmp_path / "train" / "T91.luma.h5"
+    damaged.parent.mkdir()
+    shutil.copy(packed_root / "train" / "T91.luma.h5", damaged)
+    with h5py.File(damaged, "r") as handle:
+        chunk = handle["t20.bmp"].id.get_chunk_info(0)
+    with open(damaged, "r+b") as handle:
+        handle.seek(chunk.byte_offset + chunk.size // 2)
+        byte = handle.read(1)
+        handle.seek(-1, 1)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    config = BuildConfig(train_sets=("T91",), val_set="", augment=False)
+    with pytest.raises(DataError, match=r"t20\.bmp from the luma pack .*T91\.luma\.h5"):
+        build(config, tmp_path, tmp_path / "x3", workers=1, progress=False, check_sources=False)
+    assert not (tmp_path / "x3").exists()
+
+
+def test_down_scaled_copies_need_the_colour_images_not_a_luma_pack(packed_root, tmp_path):
+    config = BuildConfig(train_sets=("T91",), val_set="", downscales=(0.7,))
+    with pytest.raises(DataError, match="luma pack holds no colour"):
+        build(config, packed_root, tmp_path / "ds", workers=1, progress=False, check_sources=False)

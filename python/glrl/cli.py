@@ -22,6 +22,7 @@ COMMANDS: Dict[str, str] = {
     "data download": "data_download",
     "data build": "data_build",
     "data inspect": "data_inspect",
+    "data pack": "data_pack",
     "nets": "nets",
     "eval": "eval",
     "train": "train",
@@ -31,7 +32,7 @@ COMMANDS: Dict[str, str] = {
     "models": "models",
 }
 
-GROUP_HELP = {"data": "datasets (verify, download) and HDF5 patch sets (build, inspect)"}
+GROUP_HELP = {"data": "datasets (verify, download, pack) and HDF5 patch sets (build, inspect)"}
 
 
 def _available_modules() -> Dict[str, object]:

@@ -1,5 +1,6 @@
-"""The images a patch set is cut from: where they are under the data root, their checksums and sizes, and
-their luminance as the MATLAB scripts compute it.
+"""The images a patch set is cut from: where they are under the data root (an image folder, or its luma
+pack: :mod:`glrl.data_prep.luma_pack`), their checksums and sizes, and their luminance as the MATLAB scripts
+compute it.
 
 Why checksums: the manifest records the SHA-256 of every source image, so a rebuild is skipped only when the
 very same images (not merely the same names) would be read again.
@@ -13,6 +14,7 @@ from typing import Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
 
+from glrl.data_prep import luma_pack
 from glrl.data_prep.patches import dihedral
 from glrl.errors import DataError
 from glrl.fsutil import sha256_file
@@ -37,8 +39,9 @@ class SourceImage:
                 "shape": [self.height, self.width]}
 
 
-def set_folder(root: Path, name: str) -> Path:
-    """The folder of the image set ``name`` under the data root ``root``."""
+def set_location(root: Path, name: str) -> Path:
+    """The folder of the image set ``name`` under the data root ``root`` or, where there is none, its luma
+    pack."""
     if not root.is_dir():
         raise DataError(
             f"data root {root} does not exist",
@@ -48,18 +51,23 @@ def set_folder(root: Path, name: str) -> Path:
         folder = root / parent / name
         if folder.is_dir():
             return folder
+    for parent in SET_PARENTS:
+        pack = luma_pack.pack_path(root / parent, name)
+        if pack.is_file():
+            return pack
     raise DataError(
-        f"image set {name!r} not found under {root} "
-        f"(looked in {', '.join(parent + '/' + name for parent in SET_PARENTS)})",
+        f"image set {name!r} not found under {root} (looked for "
+        f"{', '.join(parent + '/' + name for parent in SET_PARENTS)} and their {luma_pack.SUFFIX} packs)",
         hint="check --data-root / GLRL_DATA, or `glrl data verify` / `glrl data download`",
     )
 
 
 def read_source(path: Path) -> np.ndarray:
-    """Decode an image file into uint8 H x W or H x W x 3, with a clear error when that is impossible."""
+    """Decode an image file into uint8 H x W or H x W x 3 (an image of a luma pack: its luminance), with a
+    clear error when that is impossible."""
     from glrl.imageio import read_image
 
-    return read_image(path)
+    return luma_pack.read_packed(path) if luma_pack.is_packed(path) else read_image(path)
 
 
 def check_published(name: str, folder: Path, found: Dict[str, str]) -> None:
@@ -89,7 +97,15 @@ def list_sources(root: Path, names: Sequence[str], check: bool = True) -> List[S
     registered sets must match their published checksums."""
     sources: List[SourceImage] = []
     for name in names:
-        folder = set_folder(root, name)
+        location = set_location(root, name)
+        if location.is_file():
+            packed = luma_pack.list_pack(location)
+            if check:
+                check_published(name, location, {file_name: digest for file_name, digest, _, _ in packed})
+            sources.extend(SourceImage(name, location / file_name, digest, height, width)
+                           for file_name, digest, height, width in packed)
+            continue
+        folder = location
         files = list_images(folder)
         if not files:
             raise DataError(f"image set folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})",
@@ -120,10 +136,19 @@ def downscaled_shape(height: int, width: int, factor: float) -> Tuple[int, int]:
     return int(math.ceil(round(factor * height, 9))), int(math.ceil(round(factor * width, 9)))
 
 
+def require_colour(path: Path) -> None:
+    """Down-scaled copies are shrunk from the RGB image (MATLAB's order), which a luma pack does not hold."""
+    if luma_pack.is_packed(path):
+        raise DataError(f"{path}: a luma pack holds no colour, so it cannot give down-scaled copies",
+                        hint="build from the image folder, or without --downscales")
+
+
 def augmented_luminances(path: Path, transforms: Sequence[int], factor: float) -> Iterator[np.ndarray]:
     """The luminance of each dihedral ``transforms`` of the image at ``path``, shrunk by ``factor`` (MATLAB
     bicubic on the uint8 RGB after the flip and turn, the order of the VDSR-lineage MATLAB scripts) when
     ``factor`` is not 1. Without shrinking, Y of the turned image is the turned Y (rgb2ycbcr is per pixel)."""
+    if factor != 1.0:
+        require_colour(path)
     img = read_source(path)
     if factor == 1.0:
         y = luminance(img)
