@@ -125,6 +125,16 @@ def test_resume_after_kill_9_ends_with_the_uninterrupted_weights(tmp_path, unint
     assert_identical(final_weights(run_dir, 24), uninterrupted)
 
 
+def test_training_in_time_slices_ends_with_the_uninterrupted_weights(tmp_path, uninterrupted):
+    solver = make_run(tmp_path, shuffle=True)
+    run_dir = tmp_path / "run"
+    output = finish(glrl_train(solver, run_dir, "--time-limit", "0"))  # stops after its first iteration
+    assert "time limit reached at iteration 1: continue with --resume" in output
+    assert read_solverstate(latest_snapshot(run_dir)).iter == 1
+    finish(glrl_train(solver, run_dir, "--resume"))
+    assert_identical(final_weights(run_dir, 24), uninterrupted)
+
+
 def test_a_resumed_run_keeps_the_seed_it_started_with(tmp_path):
     solver = make_run(tmp_path, max_iter=8, snapshot=4)
     solver.write_text(solver.read_text().replace("random_seed: 5", ""))  # a fresh seed per process

@@ -44,6 +44,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-set5", action="store_true", help="skip the Set5 PSNR at test intervals")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch")
+    parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                        help="snapshot and stop (exit status 0) after SECONDS of training; --resume continues "
+                             "(training in slices of a machine's time)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,6 +81,10 @@ def _train(args: argparse.Namespace, scales, run_dir: Path) -> int:
     from glrl.errors import TrainingError
 
     _refuse_to_overwrite(args.resume, run_dir)
+    backend = resolve_backend(args.backend)
+    if args.time_limit is not None and backend == "caffe":
+        raise TrainingError("--time-limit needs the torch backend (pycaffe's solve() runs to max_iter)",
+                            hint="use --backend torch, which snapshots and resumes bit-identically")
     if args.solver:
         solver_path = Path(args.solver).resolve()
         if not solver_path.is_file():
@@ -85,7 +92,7 @@ def _train(args: argparse.Namespace, scales, run_dir: Path) -> int:
     else:
         solver_path = _prepare_run(args, scales, run_dir)
     resume = _resume_path(args.resume, run_dir)
-    if resolve_backend(args.backend) == "caffe":
+    if backend == "caffe":
         from glrl.train.caffe_backend import train_in_caffe
 
         return train_in_caffe(solver_path, run_dir, device=args.device, resume=resume, weights=args.weights)
@@ -109,13 +116,17 @@ def _train(args: argparse.Namespace, scales, run_dir: Path) -> int:
     options = RunOptions(solver=solver_path, run_dir=run_dir, device=args.device, precision=args.precision,
                          resume=resume, weights=Path(args.weights) if args.weights else None,
                          adjustable_clip=args.adjustable_clip, psnr_probe=probe, deploy=deploy,
-                         bicubic_psnr=probe.bicubic if probe else None, progress=not args.no_progress)
+                         bicubic_psnr=probe.bicubic if probe else None, progress=not args.no_progress,
+                         time_limit=args.time_limit)
     result = train(options)
     if result.solverstate is not None:
         print(f"snapshot: {result.solverstate}")
         print(f"weights:  {result.caffemodel}")
     if result.set5_psnr is not None and probe is not None:
         print(f"Set5 x{probe.scale} PSNR: {result.set5_psnr:.2f} dB (bicubic {probe.bicubic:.2f} dB)")
+    if result.time_limit_reached:
+        print(f"time limit reached at iteration {result.iterations}: continue with --resume")
+        return 0
     return 130 if result.stopped_early else 0
 
 

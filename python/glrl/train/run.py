@@ -58,6 +58,9 @@ class RunOptions:
     progress: bool = True
     tensorboard: bool = True
     echo: bool = True
+    # stop with a snapshot once this many seconds of training (from the first iteration) have passed: a run
+    # cut into slices of a machine's time, each resumed from the last (None: no limit)
+    time_limit: Optional[float] = None
 
 
 @dataclass
@@ -65,11 +68,12 @@ class RunResult:
     """What a finished (or cleanly stopped) run left behind."""
 
     iterations: int
-    stopped_early: bool
+    stopped_early: bool  # by a signal or the time limit, before max_iter
     solverstate: Optional[Path]
     caffemodel: Optional[Path]
     losses: List[float] = field(default_factory=list)
     set5_psnr: Optional[float] = None
+    time_limit_reached: bool = False
 
 
 class LossSmoother:
@@ -265,7 +269,8 @@ class Trainer:
         started = time.monotonic()
         losses: List[float] = []
         psnr: Optional[float] = None
-        stopped = False
+        stopped = out_of_time = False
+        time_limit = self.options.time_limit
         try:
             with StopSignals() as signals:
                 self._log(f"Solving {self.net_param.name} ({self.device}, seed {self.seed}, "
@@ -306,6 +311,10 @@ class Trainer:
                         stopped = True
                         self._log("Stop requested (signal): snapshotting and stopping.")
                         break
+                    if time_limit is not None and self.dist.any(time.monotonic() - started >= time_limit):
+                        stopped = out_of_time = True
+                        self._log(f"Time limit of {time_limit:g} s reached: snapshotting and stopping.")
+                        break
             on_schedule = bool(settings.snapshot) and solver.iter % settings.snapshot == 0
             if settings.snapshot_after_train and not on_schedule:
                 self._snapshot(started)
@@ -325,7 +334,7 @@ class Trainer:
                 self.test_batches.close()
         last = self.last_snapshot
         return RunResult(solver.iter, stopped, last.solverstate if last else None,
-                         last.caffemodel if last else None, losses, psnr)
+                         last.caffemodel if last else None, losses, psnr, time_limit_reached=out_of_time)
 
     # -- testing ---------------------------------------------------------------------------------------------
     def _test_all(self, started: float) -> Optional[float]:
