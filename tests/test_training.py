@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 from string import Template
@@ -133,6 +135,61 @@ def test_training_in_time_slices_ends_with_the_uninterrupted_weights(tmp_path, u
     assert read_solverstate(latest_snapshot(run_dir)).iter == 1
     finish(glrl_train(solver, run_dir, "--resume"))
     assert_identical(final_weights(run_dir, 24), uninterrupted)
+
+
+def test_a_run_stopped_at_an_iteration_snapshots_there_and_resumes_to_the_uninterrupted_weights(
+        tmp_path, uninterrupted):
+    solver = make_run(tmp_path, shuffle=True)
+    run_dir = tmp_path / "run"
+    assert "Stopped at iteration 10 as asked (max_iter 24)" in finish(glrl_train(solver, run_dir, "--stop-at", "10"))
+    assert read_solverstate(latest_snapshot(run_dir)).iter == 10
+    finish(glrl_train(solver, run_dir, "--resume"))
+    assert_identical(final_weights(run_dir, 24), uninterrupted)
+
+
+def run_gpu_slice(folder: Path, out: str, seconds: int, **env: str) -> subprocess.CompletedProcess:
+    """``scripts/gpu_slice.sh`` on the CPU: the tiny run, a work folder of its own, no packing margin."""
+    from glrl.settings import REPO_ROOT
+
+    options = ["--solver", str(folder / "solver.prototxt"), "--device", "cpu", "--no-set5", "--threads", "1"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", GLRL_WORK=str(folder / "work"), MARGIN="0", **env)
+    done = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "gpu_slice.sh"), str(folder / out), str(seconds),
+                           *options], cwd=str(folder), env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def test_a_run_in_two_gpu_slices_on_machines_returned_bare_ends_with_the_uninterrupted_weights(
+        tmp_path, uninterrupted):
+    make_run(tmp_path, shuffle=True)
+    run_gpu_slice(tmp_path, "first", 0)  # no time left: one iteration, then snapshot and pack
+    with tarfile.open(tmp_path / "first" / "run.tar") as tar:
+        assert "snap/tiny_iter_1.solverstate" in tar.getnames() and "train.log" in tar.getnames()
+    shutil.rmtree(tmp_path / "work")  # the next slice starts on a bare machine
+    run_gpu_slice(tmp_path, "second", 600, RUN_TAR=str(tmp_path / "first" / "run.tar"))
+    with tarfile.open(tmp_path / "second" / "run.tar") as tar:
+        assert sorted(n for n in tar.getnames() if n.startswith("snap/")) == [
+            "snap/tiny_iter_24.caffemodel", "snap/tiny_iter_24.glrl.json", "snap/tiny_iter_24.solverstate"]
+        tar.extractall(tmp_path / "unpacked", filter="data")
+    assert_identical(final_weights(tmp_path / "unpacked", 24), uninterrupted)
+
+
+def test_table1_on_a_gpu_trains_the_two_nets_to_the_same_iteration(tmp_path, data_root):
+    from glrl.data_prep.build import build
+    from glrl.data_prep.config import BuildConfig
+    from glrl.settings import REPO_ROOT
+
+    build(BuildConfig(train_sets=("Set5",), augment=False), data_root, tmp_path / "work" / "data" / "x3",
+          workers=1, progress=False)  # the patch set both runs find (a few hundred patches)
+    env = dict(os.environ, OMP_NUM_THREADS="1", GLRL_WORK=str(tmp_path / "work"), MARGIN="0", FIRST_SHARE="0")
+    done = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "gpu_table1.sh"), str(tmp_path / "out"), "200",
+                           "--scale", "3", "--schedule", "smoke", "--optimizer", "adam", "--device", "cpu",
+                           "--threads", "1", "--no-set5"], env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "GLRL at iteration 1, GLRL-2LRB at iteration 1\n" in done.stdout  # GLRL had no time: 1 iteration
+    for net, prefix in (("glrl", "glrl_x3"), ("glrl-2lrb", "glrl-2lrb_x3")):
+        with tarfile.open(tmp_path / "out" / net / "run.tar") as tar:
+            assert f"snapshots/{prefix}_iter_1.caffemodel" in tar.getnames()
 
 
 def test_a_resumed_run_keeps_the_seed_it_started_with(tmp_path):

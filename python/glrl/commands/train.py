@@ -45,12 +45,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch")
     parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
-                        help="snapshot and stop (exit status 0) after SECONDS of training; --resume continues "
-                             "(training in slices of a machine's time)")
+                        help="snapshot and stop (exit status 0) at the first iteration that ends SECONDS after "
+                             "the command started (data building included); --resume continues: training in "
+                             "slices of a machine's time")
+    parser.add_argument("--stop-at", type=int, default=None, metavar="ITER",
+                        help="snapshot and stop once iteration ITER is done (the schedule unchanged up to "
+                             "there): e.g. a second net trained to the iteration the first reached")
 
 
 def run(args: argparse.Namespace) -> int:
+    import time
+
     from glrl import settings
+
+    args.deadline = None if args.time_limit is None else time.monotonic() + args.time_limit
 
     scales = _parse_scales(args.scale)
     run_name = f"{args.net}-x{args.scale}-{args.schedule}" + (f"-{args.optimizer}" if args.optimizer else "")
@@ -82,8 +90,9 @@ def _train(args: argparse.Namespace, scales, run_dir: Path) -> int:
 
     _refuse_to_overwrite(args.resume, run_dir)
     backend = resolve_backend(args.backend)
-    if args.time_limit is not None and backend == "caffe":
-        raise TrainingError("--time-limit needs the torch backend (pycaffe's solve() runs to max_iter)",
+    if (args.time_limit is not None or args.stop_at is not None) and backend == "caffe":
+        raise TrainingError("--time-limit and --stop-at need the torch backend (pycaffe's solve() runs to "
+                            "max_iter)",
                             hint="use --backend torch, which snapshots and resumes bit-identically")
     if args.solver:
         solver_path = Path(args.solver).resolve()
@@ -117,7 +126,7 @@ def _train(args: argparse.Namespace, scales, run_dir: Path) -> int:
                          resume=resume, weights=Path(args.weights) if args.weights else None,
                          adjustable_clip=args.adjustable_clip, psnr_probe=probe, deploy=deploy,
                          bicubic_psnr=probe.bicubic if probe else None, progress=not args.no_progress,
-                         time_limit=args.time_limit)
+                         deadline=args.deadline, stop_at=args.stop_at)
     result = train(options)
     if result.solverstate is not None:
         print(f"snapshot: {result.solverstate}")

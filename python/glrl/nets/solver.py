@@ -73,6 +73,10 @@ SCHEDULES: Dict[str, Schedule] = {
                  "validation batches (small nets such as SRCNN on a CPU: ~100x cheaper per step than GLRL)",
                  Length(20000, ITERATION), Length(7000, ITERATION), Length(2500, ITERATION), display=500,
                  max_test_batches=50),
+        Schedule("gpu-60k", "60000 iterations, lr halved every 20000, snapshot and test every 5000 on 50 "
+                 "validation batches (GLRL in minutes of a GPU: scripts/gpu_table1.sh)",
+                 Length(60000, ITERATION), Length(20000, ITERATION), Length(5000, ITERATION), display=1000,
+                 max_test_batches=50),
         Schedule("smoke", "8 iterations, lr halved every 4, snapshot and test every 4 (CI, quick checks)",
                  Length(8, ITERATION), Length(4, ITERATION), Length(4, ITERATION), display=1),
     )

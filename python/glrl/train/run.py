@@ -58,9 +58,12 @@ class RunOptions:
     progress: bool = True
     tensorboard: bool = True
     echo: bool = True
-    # stop with a snapshot once this many seconds of training (from the first iteration) have passed: a run
-    # cut into slices of a machine's time, each resumed from the last (None: no limit)
-    time_limit: Optional[float] = None
+    # stop with a snapshot after the first iteration that ends past this time.monotonic() instant: a run cut
+    # into slices of a machine's time, each resumed from the last (None: no deadline)
+    deadline: Optional[float] = None
+    # stop with a snapshot once this iteration is done (before max_iter): a run cut at the iteration another
+    # run reached, with the same learning-rate schedule up to there (None: run to max_iter)
+    stop_at: Optional[int] = None
 
 
 @dataclass
@@ -270,7 +273,8 @@ class Trainer:
         losses: List[float] = []
         psnr: Optional[float] = None
         stopped = out_of_time = False
-        time_limit = self.options.time_limit
+        deadline = self.options.deadline
+        end = settings.max_iter if self.options.stop_at is None else min(self.options.stop_at, settings.max_iter)
         try:
             with StopSignals() as signals:
                 self._log(f"Solving {self.net_param.name} ({self.device}, seed {self.seed}, "
@@ -279,7 +283,7 @@ class Trainer:
                 if self.resume_note:
                     self._log(self.resume_note)
                 window_start, window_iter = time.monotonic(), solver.iter
-                while solver.iter < settings.max_iter:
+                while solver.iter < end:
                     if settings.test_interval and solver.iter % settings.test_interval == 0 and (
                             solver.iter > 0 or settings.test_initialization):
                         psnr = self._test_all(started) or psnr
@@ -311,9 +315,9 @@ class Trainer:
                         stopped = True
                         self._log("Stop requested (signal): snapshotting and stopping.")
                         break
-                    if time_limit is not None and self.dist.any(time.monotonic() - started >= time_limit):
+                    if deadline is not None and self.dist.any(time.monotonic() >= deadline):
                         stopped = out_of_time = True
-                        self._log(f"Time limit of {time_limit:g} s reached: snapshotting and stopping.")
+                        self._log("Time limit reached: snapshotting and stopping.")
                         break
             on_schedule = bool(settings.snapshot) and solver.iter % settings.snapshot == 0
             if settings.snapshot_after_train and not on_schedule:
@@ -323,7 +327,10 @@ class Trainer:
             else:
                 if settings.test_interval and solver.iter % settings.test_interval == 0:
                     psnr = self._test_all(started) or psnr
-                self._log("Optimization Done.")
+                if solver.iter < settings.max_iter:
+                    self._log(f"Stopped at iteration {solver.iter} as asked (max_iter {settings.max_iter}).")
+                else:
+                    self._log("Optimization Done.")
             if self.monitor is not None:
                 self.monitor.plot(self.options.bicubic_psnr)
         finally:
