@@ -478,7 +478,7 @@ def test_a_damaged_luma_pack_fails_naming_the_pack_and_the_image(packed_root, tm
         handle.write(bytes([byte[0] ^ 0xFF]))
     config = BuildConfig(train_sets=("T91",), val_set="", augment=False)
     with pytest.raises(DataError, match=r"t20\.bmp from the luma pack .*T91\.luma\.h5"):
-        build(config, tmp_path, tmp_path / "x3", workers=1, progress=False, check_sources=False)
+        build(config, tmp_path, tmp_path / "x3", workers=2, progress=False, check_sources=False)
     assert not (tmp_path / "x3").exists()
 
 
