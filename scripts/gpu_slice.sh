@@ -6,9 +6,9 @@
 #
 #   scripts/gpu_slice.sh OUT SECONDS [glrl train options]
 #
-# OUT receives run.tar (the run folder with its newest snapshot only; pass it back as RUN_TAR to continue),
-# slice.log (this slice's output) and, with BENCH=1, the GPU benchmark tables (run before training).
-# Environment: GLRL_DATA (the data root), RUN_TAR, BENCH, RUN (the run folder's name, default "run"),
+# OUT receives run.tar (the run folder with its newest snapshot only; pass it back as RUN_TAR to continue)
+# and slice.log (this slice's output).
+# Environment: GLRL_DATA (the data root), RUN_TAR, RUN (the run folder's name, default "run"),
 # MARGIN (seconds kept for packing, default 45), GLRL_WORK (default /tmp/glrl-work).
 set -uo pipefail
 if [ $# -lt 2 ]; then echo "usage: $0 OUT SECONDS [glrl train options]" >&2; exit 2; fi
@@ -27,9 +27,6 @@ resume=()
 if [ -n "${RUN_TAR:-}" ]; then
   rm -rf "$run_dir" && mkdir -p "$run_dir" && tar -xf "$RUN_TAR" -C "$run_dir" || { echo "cannot unpack $RUN_TAR"; exit 2; }
   resume=(--resume)
-fi
-if [ "${BENCH:-0}" = 1 ]; then
-  python3 "$repo/bench/run.py" --sections gpu --out "$out" --name gpu || echo "warning: the GPU benchmarks failed"
 fi
 left=$(( seconds - ($(date +%s) - start) - ${MARGIN:-45} ))
 [ "$left" -lt 0 ] && left=0
