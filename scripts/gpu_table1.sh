@@ -6,8 +6,9 @@
 #   e.g. GLRL_DATA=work/pack scripts/gpu_table1.sh "$OUT" 540 --scale 234 --schedule gpu-60k \
 #          --optimizer adam --device cuda --precision tf32
 #
-# OUT/glrl/ and OUT/glrl-2lrb/ receive each run's run.tar and slice.log. FIRST_SHARE (default 0.58; a 2-LRB
-# iteration costs 0.68 of a 3-LRB one, and the first run also builds the patch set) is GLRL's share of
+# OUT/glrl/ and OUT/glrl-2lrb/ receive each run's run.tar and slice.log. FIRST_SHARE (default 0.55; a 2-LRB
+# iteration costs 0.68 of a 3-LRB one on a CPU, each slice spends seconds starting, and the first run
+# also builds the patch set) is GLRL's share of
 # the SECONDS left after the benchmarks. BENCH=1 runs the GPU benchmarks first (bench/run.py --sections gpu
 # $BENCH_ARGS; tables in OUT/bench/). RUN_TAR_GLRL and RUN_TAR_2LRB continue runs an earlier call packed.
 # Other variables: gpu_slice.sh.
@@ -22,7 +23,7 @@ if [ "${BENCH:-0}" = 1 ]; then
   python3 "$here/../bench/run.py" --sections gpu --out "$out/bench" --name gpu ${BENCH_ARGS:-} \
     || echo "warning: the GPU benchmarks failed"
 fi
-first=$(python3 -c "print(int(($seconds - $(date +%s) + $start) * ${FIRST_SHARE:-0.58}))") || exit 2
+first=$(python3 -c "print(int(($seconds - $(date +%s) + $start) * ${FIRST_SHARE:-0.55}))") || exit 2
 
 newest_iteration() {  # the iteration of the snapshot a run.tar holds
   python3 -c "import re, sys, tarfile
