@@ -482,6 +482,13 @@ def test_a_damaged_luma_pack_fails_naming_the_pack_and_the_image(packed_root, tm
     assert not (tmp_path / "x3").exists()
 
 
+def test_packing_into_a_place_that_cannot_be_written_says_so(tiny_root, tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    assert cli.main(["data", "pack", "--data-root", str(tiny_root), "--out", str(tmp_path / "file" / "root"),
+                     "--skip-checksums"]) == 2
+    assert "cannot write the luma pack" in capsys.readouterr().err
+
+
 def test_down_scaled_copies_need_the_colour_images_not_a_luma_pack(packed_root, tmp_path):
     config = BuildConfig(train_sets=("T91",), val_set="", downscales=(0.7,))
     with pytest.raises(DataError, match="luma pack holds no colour"):

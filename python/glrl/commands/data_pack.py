@@ -49,11 +49,15 @@ def run(args: argparse.Namespace) -> int:
             raise DataError(f"{name} is a luma pack under {root}; --copy needs its image folder")
         target = out / folder.parent.name / name
         partial = target.with_name(f".{name}.partial-{os.getpid()}")
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        for source in sources:
-            shutil.copy2(source.path, partial / source.path.name)
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(partial, target)
+        try:
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+            for source in sources:
+                shutil.copy2(source.path, partial / source.path.name)
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(partial, target)
+        except OSError as exc:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise DataError(f"cannot copy {name} into {target}: {exc}", hint="choose a writable --out") from exc
         print(f"{name}: {len(sources)} images copied -> {target}")
     return 0

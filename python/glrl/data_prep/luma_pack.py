@@ -14,6 +14,7 @@ read instead of yielding other pixels), attribute ``source_sha256``.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -42,9 +43,9 @@ def write_pack(target: Path, set_name: str, images: List[Tuple[str, str, np.ndar
     atomically: a failed write leaves no pack and keeps an older one."""
     import h5py
 
-    target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         with h5py.File(partial, "w") as handle:
             handle.attrs["format"] = FORMAT
             handle.attrs["set"] = set_name
@@ -56,9 +57,18 @@ def write_pack(target: Path, set_name: str, images: List[Tuple[str, str, np.ndar
                                                 compression_opts=9, fletcher32=True)
                 dataset.attrs["source_sha256"] = sha256
         os.replace(partial, target)
+    except OSError as exc:
+        _discard(partial)
+        raise DataError(f"cannot write the luma pack {target}: {exc}",
+                        hint="choose a writable --out with room for it; an older pack there is kept") from exc
     except BaseException:
-        partial.unlink(missing_ok=True)
+        _discard(partial)
         raise
+
+
+def _discard(partial: Path) -> None:
+    with contextlib.suppress(OSError):
+        partial.unlink()
 
 
 def list_pack(pack: Path) -> List[Tuple[str, str, int, int]]:
