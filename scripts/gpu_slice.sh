@@ -34,27 +34,9 @@ echo "training for at most $left s: glrl train --run-dir $run_dir ${resume[*]} $
 python3 -m glrl train --run-dir "$run_dir" --no-progress --time-limit "$left" "${resume[@]}" "$@"
 status=$?
 
-python3 - "$run_dir" "$out/run.tar" <<'PY' || { [ "$status" -eq 0 ] && status=2; }
-"""Pack the run folder with its newest snapshot only (the older ones stay behind), atomically."""
-import os, sys, tarfile
-from pathlib import Path
-
-from glrl.train.snapshot import latest_snapshot
-
-run, target = Path(sys.argv[1]), Path(sys.argv[2])
-state = latest_snapshot(run)
-if state is None:
-    sys.exit(f"{run} holds no complete snapshot; nothing to pack")
-prefix = str(state)[: -len(".solverstate")]
-keep = {Path(prefix + suffix) for suffix in (".solverstate", ".caffemodel", ".glrl.json")}
-partial = target.with_name(target.name + ".partial")
-with tarfile.open(partial, "w") as tar:
-    for path in sorted(run.rglob("*")):
-        snapshot_file = path.name.endswith((".solverstate", ".caffemodel", ".glrl.json"))
-        if path.is_file() and path.name != ".lock" and (not snapshot_file or path in keep):
-            tar.add(path, arcname=str(path.relative_to(run)))
-os.replace(partial, target)
-print(f"packed {run} (newest snapshot {state.name}) into {target} ({target.stat().st_size / 1e6:.1f} MB)")
-PY
+python3 -c "import sys; from pathlib import Path; from glrl.train.snapshot import pack_run
+state = pack_run(Path(sys.argv[1]), Path(sys.argv[2]))
+print(f'packed {sys.argv[1]} (newest snapshot {state.name}) into {sys.argv[2]}')" "$run_dir" "$out/run.tar" \
+  || { [ "$status" -eq 0 ] && status=2; }
 echo "slice done in $(( $(date +%s) - start )) s, status $status"
 exit $status

@@ -26,9 +26,7 @@ fi
 first=$(python3 -c "print(int(($seconds - $(date +%s) + $start) * ${FIRST_SHARE:-0.55}))") || exit 2
 
 newest_iteration() {  # the iteration of the snapshot a run.tar holds
-  python3 -c "import re, sys, tarfile
-names = tarfile.open(sys.argv[1]).getnames()
-print(max(int(m.group(1)) for m in (re.search(r'_iter_(\d+)\.solverstate$', n) for n in names) if m))" "$1"
+  python3 -c "import sys; from glrl.train.snapshot import packed_iteration; print(packed_iteration(sys.argv[1]))" "$1"
 }
 
 RUN=glrl RUN_TAR=${RUN_TAR_GLRL:-} "$here/gpu_slice.sh" "$out/glrl" "$first" --net glrl "$@" || exit $?

@@ -38,8 +38,7 @@ from glrl.data_prep import manifest as manifest_io
 from glrl.data_prep.config import BuildConfig
 from glrl.data_prep.h5file import write_patch_file
 from glrl.data_prep.patches import cut_patches, interpolated_pair, patch_count
-from glrl.data_prep.sources import (SourceImage, augmented_luminances, downscaled_shape, list_sources,
-                                    require_colour)
+from glrl.data_prep.sources import SourceImage, augmented_luminances, downscaled_shape, list_sources
 from glrl.errors import DataError
 from glrl.fsutil import atomic_write_text
 
@@ -302,9 +301,6 @@ def build(
     specs = part_specs(config)
     sources = {spec.name: list_sources(data_root, config.train_sets if spec.name == "train" else
                                        (config.val_set,), check_sources) for spec in specs}
-    if config.downscales:
-        for source in sources["train"]:
-            require_colour(source.path)
     source_records = {name: [s.record() for s in images] for name, images in sources.items()}
     settings = config.to_dict()
     if not force and manifest_io.is_current(out, settings, source_records):

@@ -136,19 +136,13 @@ def downscaled_shape(height: int, width: int, factor: float) -> Tuple[int, int]:
     return int(math.ceil(round(factor * height, 9))), int(math.ceil(round(factor * width, 9)))
 
 
-def require_colour(path: Path) -> None:
-    """Down-scaled copies are shrunk from the RGB image (MATLAB's order), which a luma pack does not hold."""
-    if luma_pack.is_packed(path):
-        raise DataError(f"{path}: a luma pack holds no colour, so it cannot give down-scaled copies",
-                        hint="build from the image folder, or without --downscales")
-
-
 def augmented_luminances(path: Path, transforms: Sequence[int], factor: float) -> Iterator[np.ndarray]:
     """The luminance of each dihedral ``transforms`` of the image at ``path``, shrunk by ``factor`` (MATLAB
     bicubic on the uint8 RGB after the flip and turn, the order of the VDSR-lineage MATLAB scripts) when
     ``factor`` is not 1. Without shrinking, Y of the turned image is the turned Y (rgb2ycbcr is per pixel)."""
-    if factor != 1.0:
-        require_colour(path)
+    if factor != 1.0 and luma_pack.is_packed(path):  # MATLAB shrinks the RGB image, which a pack does not hold
+        raise DataError(f"{path}: a luma pack holds no colour, so it cannot give down-scaled copies",
+                        hint="build from the image folder, or without --downscales")
     img = read_source(path)
     if factor == 1.0:
         y = luminance(img)

@@ -114,3 +114,33 @@ def resolve_learned_net(learned_net: str, solverstate: Path) -> Path:
         f"(looked in {', '.join(str(c) for c in candidates)})",
         hint="keep each .caffemodel beside its .solverstate",
     )
+
+
+def pack_run(run_dir: Path, target: Path) -> Path:
+    """Write the run folder, with its newest complete snapshot only (older snapshots stay behind) and without
+    its lock, as the tar file ``target``, atomically: how a run moves to the next machine of a run cut into
+    slices (``scripts/gpu_slice.sh``). Returns the packed ``.solverstate``."""
+    import os
+    import tarfile
+
+    run_dir = Path(run_dir)
+    state = latest_snapshot(run_dir)
+    if state is None:
+        raise TrainingError(f"{run_dir} holds no complete snapshot to pack", hint="train it first")
+    keep = {state, state.with_suffix(".caffemodel"), sidecar_path(state)}
+    partial = Path(f"{target}.partial")
+    with tarfile.open(partial, "w") as tar:
+        for path in sorted(run_dir.rglob("*")):
+            snapshot_file = path.name.endswith((".solverstate", ".caffemodel", ".glrl.json"))
+            if path.is_file() and path.name != ".lock" and (not snapshot_file or path in keep):
+                tar.add(str(path), arcname=str(path.relative_to(run_dir)))
+    os.replace(partial, target)
+    return state
+
+
+def packed_iteration(tar_path: Path) -> int:
+    """The iteration of the snapshot a :func:`pack_run` tar holds."""
+    import tarfile
+
+    with tarfile.open(tar_path) as tar:
+        return max(snapshot_iteration(Path(name)) for name in tar.getnames())
