@@ -11,7 +11,7 @@ import statistics
 import time
 from typing import Any, Callable, Dict, List
 
-from glrl.machine import cpu_model
+from glrl.machine import cpu_model, cpu_speed_features
 
 
 def measure(fn: Callable[[], Any], repeats: int, warmup: int = 1, budget_s: float = 25.0) -> Dict[str, Any]:
@@ -59,6 +59,7 @@ def machine_description() -> Dict[str, Any]:
     info: Dict[str, Any] = {
         "host": platform.node(),
         "cpu": cpu_model(),
+        "cpu_features": cpu_speed_features(),
         "cores_usable": len(os.sched_getaffinity(0)),
         "memory_gib": _memory_gib(),
         "load_average_at_start": [round(v, 2) for v in os.getloadavg()],

@@ -96,9 +96,15 @@ def test_the_gpu_section_runs_end_to_end_on_the_cpu(tmp_path, data_root):
     """CI has no GPU: the section's code runs here on the CPU at toy sizes, so a GPU session spends its
     minutes measuring, not debugging (every record measured, none failed)."""
     pytest.importorskip("torch")
+    from PIL import Image
+
     bench_nets = _bench_module("bench_nets")
     nets = bench_nets.prepare(tmp_path, ["glrl"])
-    records = gpu.run_section(tmp_path, nets, data_root, repeats=1, device="cpu", sizes=((24, 32),),
+    # a 96x96 crop of one Set5 image: bf16 is emulated (~9x slower than fp32) on CPUs without AVX-512 BF16
+    small_set5 = tmp_path / "data" / "test" / "Set5"
+    small_set5.mkdir(parents=True)
+    Image.open(data_root / "test" / "Set5" / "butterfly.png").crop((96, 96, 192, 192)).save(small_set5 / "b.png")
+    records = gpu.run_section(tmp_path, nets, tmp_path / "data", repeats=1, device="cpu", sizes=((24, 32),),
                               matmul_size=64, training_batches=(4,))
     assert not [r for r in records if "error" in r]
     assert {r["setting"] for r in records if r["case"] == "matrix peak"} == {"fp32", "tf32", "bf16"}
@@ -108,7 +114,8 @@ def test_the_gpu_section_runs_end_to_end_on_the_cpu(tmp_path, data_root):
     trained = [r for r in records if r["case"].startswith("train")]
     assert [r["setting"] for r in trained] == ["fp32", "bf16"] and all(r["iters_per_s"] > 0 for r in trained)
     psnr = {r["setting"]: r for r in records if r["case"] == "Set5 x3 PSNR"}
-    assert psnr["fp32"]["psnr_cost_db"] == 0.0 and psnr["bf16"]["psnr_db"] > 25
+    assert psnr["fp32"]["psnr_cost_db"] == 0.0 and psnr["fp32"]["psnr_db"] > 20
+    assert abs(psnr["bf16 autocast"]["psnr_cost_db"]) < 0.05 and abs(psnr["bf16"]["psnr_cost_db"]) < 0.2
     document = report.markdown({"machine": {"host": "cpu-check", "time_utc": "now"}, "sections": {"gpu": records}})
     assert "| bf16 within 0.01 dB of fp32 (Set5 ×3 PSNR) |" in document
 

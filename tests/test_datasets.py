@@ -3,6 +3,7 @@ local HTTP server on 127.0.0.1 from archives built here out of the shared datase
 from __future__ import annotations
 
 import functools
+import json
 import http.server
 import shutil
 import tarfile
@@ -10,6 +11,7 @@ import threading
 import zipfile
 from pathlib import Path
 
+import h5py
 import pytest
 
 from glrl.cli import main
@@ -51,6 +53,38 @@ def test_verify_names_every_missing_and_corrupt_file(data_root, tmp_path, capsys
     assert "missing: test/Set5/bird.png" in out and "corrupt (checksum differs): test/Set5/head.png" in out
     with pytest.raises(DataError, match="1 missing, 1 corrupt"):
         require_datasets(["Set5"], tmp_path)
+
+
+def test_verify_checks_a_set_held_as_a_luma_pack_by_its_recorded_checksums_and_pixels(data_root, tmp_path, capsys):
+    assert main(["data", "pack", "--data-root", str(data_root), "--out", str(tmp_path), "--sets", "Set5",
+                 "--copy", "none"]) == 0
+    pack = tmp_path / "test" / "Set5.luma.h5"
+    assert main(["data", "verify", "--dataset", "Set5", "--data-root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"Set5: OK (5 files in the luma pack {pack}: recorded checksums match, pixels intact)" in out
+    with pytest.raises(DataError, match="5 missing"):  # evaluation reads the colour images, not a pack
+        require_datasets(["Set5"], tmp_path)
+
+    with h5py.File(pack, "r+") as handle:
+        handle["bird.png"].attrs["source_sha256"] = "0" * 64
+        chunk = handle["head.png"].id.get_chunk_info(0)
+        del handle["baby.png"]
+        handle.attrs["names"] = json.dumps([n for n in json.loads(handle.attrs["names"]) if n != "baby.png"])
+    with open(pack, "r+b") as handle:
+        handle.seek(chunk.byte_offset + chunk.size // 2)
+        byte = handle.read(1)
+        handle.seek(-1, 1)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    result = verify_dataset(get_dataset("Set5"), tmp_path, accept_pack=True)
+    assert result.missing == ["test/Set5/baby.png"]
+    assert result.corrupt == ["test/Set5/bird.png", "test/Set5/head.png"]
+    assert main(["data", "verify", "--dataset", "Set5", "--data-root", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "corrupt (recorded checksum differs or pixels fail to read): test/Set5/head.png" in out
+
+    pack.write_bytes(b"not HDF5")
+    result = verify_dataset(get_dataset("Set5"), tmp_path, accept_pack=True)
+    assert len(result.corrupt) == 5 and f"5 corrupt of 5 files in the luma pack {pack}" in result.summary()
 
 
 # --- download against a local server ------------------------------------------------------------------

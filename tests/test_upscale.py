@@ -396,3 +396,17 @@ def test_an_input_is_never_overwritten_by_its_own_output(models_dir, tmp_path, c
                               "--models-dir", str(models_dir), "--device", "cpu")
         assert status == 2 and "overwritten" in err
     assert (tmp_path / "in.png").read_bytes() == before
+
+
+def test_bf16_on_a_cpu_without_native_bf16_comes_with_a_note_that_fp32_is_faster(monkeypatch):
+    from glrl import machine
+
+    monkeypatch.setattr(machine, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    assert "bf16 is emulated" in machine.bf16_emulation_note("bf16", "cpu")
+    assert machine.cpu_speed_features() == "avx2"
+    assert machine.bf16_emulation_note("fp32", "cpu") is None
+    assert machine.bf16_emulation_note("bf16", "cuda:0") is None
+    monkeypatch.setattr(machine, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
+    assert machine.bf16_emulation_note("bf16", "cpu") is None
+    monkeypatch.setattr(machine, "cpu_flags", lambda: None)  # a system that does not say: no guess
+    assert machine.bf16_emulation_note("bf16", "cpu") is None and machine.cpu_speed_features() == "unknown"

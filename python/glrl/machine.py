@@ -6,7 +6,14 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 from pathlib import Path
+from typing import FrozenSet, Optional
+
+# The CPU features that decide how fast our convolutions run: bf16 is native only with AVX-512 BF16 or AMX;
+# on an AVX2-only CPU oneDNN emulates it (GLRL on Set5: ~9x slower than fp32 on a Zen 2 EPYC, 2026-12-01).
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 def cpu_model() -> str:
@@ -18,6 +25,51 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown"
+
+
+def cpu_flags() -> Optional[FrozenSet[str]]:
+    """The CPU's feature flags (``/proc/cpuinfo``); None where the system does not tell."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None
+
+
+def cpu_speed_features() -> str:
+    """Which of :data:`SPEED_FLAGS` this CPU has, e.g. ``"avx2"`` or ``"avx2 avx512f avx512_bf16"``."""
+    flags = cpu_flags()
+    if flags is None:
+        return "unknown"
+    return " ".join(flag for flag in SPEED_FLAGS if flag in flags) or "none of " + ", ".join(SPEED_FLAGS)
+
+
+def bf16_emulation_note(precision: str, device: str) -> Optional[str]:
+    """A warning when bf16 is asked for on a CPU that has no native bf16 arithmetic (then it is slower than
+    fp32, not faster); None where bf16 is native, not asked for, or on a GPU."""
+    if precision != "bf16" or str(device).startswith("cuda"):
+        return None
+    if device == "auto":
+        try:
+            import torch
+        except ImportError:
+            return None
+        if torch.cuda.is_available():
+            return None
+    flags = cpu_flags()
+    if flags is None or any(flag in flags for flag in NATIVE_BF16_FLAGS):
+        return None
+    return ("note: this CPU has no native bf16 (neither AVX-512 BF16 nor AMX), so bf16 is emulated and "
+            "several times slower than fp32 here; --precision fp32 is faster and exact")
+
+
+def warn_if_bf16_emulated(precision: str, device: str) -> None:
+    """Print :func:`bf16_emulation_note` to stderr where it applies."""
+    note = bf16_emulation_note(precision, device)
+    if note:
+        print(note, file=sys.stderr)
 
 
 def describe_hardware() -> str:

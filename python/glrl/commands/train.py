@@ -108,8 +108,10 @@ def _train(args: argparse.Namespace, scales, run_dir: Path) -> int:
 
     import torch
 
+    from glrl.machine import warn_if_bf16_emulated
     from glrl.train.run import RunOptions, train
 
+    warn_if_bf16_emulated(args.precision, args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     probe = None

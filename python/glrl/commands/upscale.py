@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from glrl.errors import GlrlError
+    from glrl.machine import warn_if_bf16_emulated
     from glrl.upscale_io import check_writable, output_format, read_picture, write_picture
     from glrl.upscaling import Upscaler
 
@@ -76,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     upscaler = Upscaler.for_scale(args.scale, model=args.model, net=args.net, models_dir=args.models_dir,
                                   backend=args.backend, device=args.device, tile=args.tile,
                                   precision=args.precision)
+    warn_if_bf16_emulated(upscaler.precision, str(upscaler.device))
     if len(jobs) == 1:
         source, out = jobs[0]
         fmt = output_format(out)

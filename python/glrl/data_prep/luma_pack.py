@@ -88,6 +88,21 @@ def list_pack(pack: Path) -> List[Tuple[str, str, int, int]]:
                         hint="make it again with `glrl data pack` from the image folder") from exc
 
 
+def unreadable_images(pack: Path) -> List[str]:
+    """The images of ``pack`` whose pixels fail to read back (HDF5's Fletcher-32 check, or damage elsewhere
+    in the file), in listing order: reading every image is the only way a pack's data can be checked."""
+    import h5py
+
+    damaged = []
+    with h5py.File(pack, "r") as handle:
+        for name in json.loads(handle.attrs["names"]):
+            try:
+                handle[name][...]
+            except (OSError, KeyError):
+                damaged.append(name)
+    return damaged
+
+
 def read_packed(path: Path) -> np.ndarray:
     """The uint8 luminance of the image ``path`` (``<pack file>/<image name>``)."""
     import h5py

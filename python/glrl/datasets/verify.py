@@ -1,14 +1,17 @@
 """Checking a data root against the carried checksums: every missing or corrupt file is named.
 
 Evaluation and data preparation call :func:`require_datasets` first, so no figure is ever computed from
-images that differ from the published ones.
+images that differ from the published ones. ``glrl data verify`` also accepts a set held as a luma pack
+(:mod:`glrl.data_prep.luma_pack`, what a patch-set build reads where the folder is missing): there the
+recorded checksum of every file must be the published one and every image's pixels must read back intact.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import List, Sequence
+from pathlib import Path, PurePosixPath
+from typing import List, Optional, Sequence
 
+from glrl.data_prep import luma_pack
 from glrl.datasets.registry import Dataset, get_dataset
 from glrl.errors import DataError
 from glrl.fsutil import sha256_file
@@ -16,13 +19,15 @@ from glrl.fsutil import sha256_file
 
 @dataclass
 class Verification:
-    """The result of checking one dataset: files that are absent and files whose checksum differs."""
+    """The result of checking one dataset: files that are absent and files whose checksum differs (for a
+    set held as a luma pack, ``pack``: whose recorded checksum differs or whose pixels fail to read)."""
 
     dataset: Dataset
     root: Path
     expected: int = 0
     missing: List[str] = field(default_factory=list)
     corrupt: List[str] = field(default_factory=list)
+    pack: Optional[Path] = None
 
     @property
     def ok(self) -> bool:
@@ -30,15 +35,24 @@ class Verification:
 
     def summary(self) -> str:
         if self.ok:
-            return f"{self.dataset.name}: OK ({self.expected} files)"
-        return (
-            f"{self.dataset.name}: {len(self.missing)} missing, {len(self.corrupt)} corrupt "
-            f"of {self.expected} files under {self.root / self.dataset.folder}"
-        )
+            packed = f" in the luma pack {self.pack}: recorded checksums match, pixels intact" if self.pack else ""
+            return f"{self.dataset.name}: OK ({self.expected} files{packed})"
+        where = f"in the luma pack {self.pack}" if self.pack else f"under {self.root / self.dataset.folder}"
+        return (f"{self.dataset.name}: {len(self.missing)} missing, {len(self.corrupt)} corrupt "
+                f"of {self.expected} files {where}")
+
+    @property
+    def corrupt_reason(self) -> str:
+        return "recorded checksum differs or pixels fail to read" if self.pack else "checksum differs"
 
 
-def verify_dataset(dataset: Dataset, root: Path) -> Verification:
-    """Check every file of ``dataset`` under ``root`` (existence, then SHA-256)."""
+def verify_dataset(dataset: Dataset, root: Path, accept_pack: bool = False) -> Verification:
+    """Check every file of ``dataset`` under ``root`` (existence, then SHA-256); with ``accept_pack``, a set
+    whose folder is missing is checked in its luma pack where there is one."""
+    folder = root / dataset.folder
+    pack = luma_pack.pack_path(folder.parent, folder.name)
+    if accept_pack and not folder.is_dir() and pack.is_file():
+        return _verify_pack(dataset, root, pack)
     result = Verification(dataset, root)
     for relative, digest in dataset.checksums().items():
         result.expected += 1
@@ -46,6 +60,25 @@ def verify_dataset(dataset: Dataset, root: Path) -> Verification:
         if not path.is_file():
             result.missing.append(relative)
         elif sha256_file(path) != digest:
+            result.corrupt.append(relative)
+    return result
+
+
+def _verify_pack(dataset: Dataset, root: Path, pack: Path) -> Verification:
+    result = Verification(dataset, root, pack=pack)
+    try:
+        recorded = {name: sha256 for name, sha256, _, _ in luma_pack.list_pack(pack)}
+        damaged = set(luma_pack.unreadable_images(pack))
+    except (DataError, OSError):  # not a pack at all: nothing in it can be vouched for
+        result.corrupt = dataset.files()
+        result.expected = len(result.corrupt)
+        return result
+    for relative, digest in dataset.checksums().items():
+        result.expected += 1
+        name = PurePosixPath(relative).name
+        if name not in recorded:
+            result.missing.append(relative)
+        elif recorded[name] != digest or name in damaged:
             result.corrupt.append(relative)
     return result
 
