@@ -12,7 +12,8 @@ Sections (``--sections`` picks some):
   measured matmul peak, Set5 PSNR cost of reduced precision).
 
 A section whose tool is missing (no Caffe root, no GPU, no datasets) is reported as not measured, with
-why; the others still run. Results: ``bench/results/<host>-<date>.json`` (every run) and ``.md`` (tables).
+why; the others still run. Results: ``bench/results/<host>-<date>[-N].json`` (every run; N numbers a day's
+later runs on that host) and ``.md`` (tables).
 """
 from __future__ import annotations
 
@@ -127,8 +128,8 @@ def main(argv: List[str]) -> int:
         runners: Dict[str, Callable[[], List[Dict[str, Any]]]] = {
             "cpu_inference": cpu_inference, "training": training, "data_build": data_build,
             "bicubic": bicubic, "gpu": gpu}
-        stem = args.name or f"{machine['host']}-{time.strftime('%Y%m%d', time.gmtime())}"
         out = Path(args.out)
+        stem = args.name or _unused_stem(out, f"{machine['host']}-{time.strftime('%Y%m%d', time.gmtime())}")
         for name in sections:
             print(f"[bench] {name} ...", flush=True)
             started = time.perf_counter()
@@ -144,6 +145,15 @@ def main(argv: List[str]) -> int:
     print(_write(results, out, stem))
     print(f"[bench] written {out / stem}.json and .md")
     return 0
+
+
+def _unused_stem(out: Path, stem: str) -> str:
+    """``stem``, or ``stem-2``, ``stem-3``... where an earlier run of the day already wrote its results."""
+    candidate, number = stem, 1
+    while (out / f"{candidate}.json").exists():
+        number += 1
+        candidate = f"{stem}-{number}"
+    return candidate
 
 
 def _write(results: Dict[str, Any], out: Path, stem: str) -> str:

@@ -30,6 +30,14 @@ def test_measure_times_the_asked_repeats_or_at_least_three_within_the_budget():
     assert len(slow["runs_s"]) == 3 and slow["median_s"] >= 0.02
 
 
+def test_a_second_run_of_the_day_keeps_the_first_runs_results(tmp_path):
+    run = _bench_module("run")
+    assert run._unused_stem(tmp_path, "vm-20261201") == "vm-20261201"
+    (tmp_path / "vm-20261201.json").write_text("{}")
+    (tmp_path / "vm-20261201-2.json").write_text("{}")
+    assert run._unused_stem(tmp_path, "vm-20261201") == "vm-20261201-3"
+
+
 def test_flops_per_pixel_of_srcnn_are_counted_from_its_prototxt():
     from glrl.caffe.io import read_net
 
