@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import FrozenSet, Optional
 
 # The CPU features that decide how fast our convolutions run: bf16 is native only with AVX-512 BF16 or AMX;
-# on an AVX2-only CPU oneDNN emulates it (GLRL on Set5: ~9x slower than fp32 on a Zen 2 EPYC, 2026-12-01).
+# on an AVX2-only CPU oneDNN emulates it (8-15x slower than fp32 on a Zen 2 EPYC: docs/benchmarks.md).
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -62,7 +62,7 @@ def bf16_emulation_note(precision: str, device: str) -> Optional[str]:
     if flags is None or any(flag in flags for flag in NATIVE_BF16_FLAGS):
         return None
     return ("note: this CPU has no native bf16 (neither AVX-512 BF16 nor AMX), so bf16 is emulated and "
-            "several times slower than fp32 here; --precision fp32 is faster and exact")
+            "about ten times slower than fp32 here; --precision fp32 is faster and exact")
 
 
 def warn_if_bf16_emulated(precision: str, device: str) -> None:
