@@ -1,4 +1,5 @@
-"""What machine this is, in one line: recorded by training runs, released models and benchmarks.
+"""What machine this is, in one line: recorded by training runs, released models and benchmarks; and what
+its CPU can do fast (the features that decide whether bf16 helps or hurts, noted to the user when it hurts).
 
 Torch is optional: without it (the core, the real-Caffe image) the GPU part is left out.
 """
@@ -16,26 +17,26 @@ SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
+def _cpuinfo(field: str) -> Optional[str]:
+    """The first ``field`` of ``/proc/cpuinfo``; None where the system has no such file or field."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(field):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine() or "unknown"
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
+    return _cpuinfo("model name") or platform.processor() or platform.machine() or "unknown"
 
 
 def cpu_flags() -> Optional[FrozenSet[str]]:
     """The CPU's feature flags (``/proc/cpuinfo``); None where the system does not tell."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return None
+    flags = _cpuinfo("flags")
+    return None if flags is None else frozenset(flags.split())
 
 
 def cpu_speed_features() -> str:
