@@ -108,7 +108,7 @@ def test_the_gpu_section_runs_end_to_end_on_the_cpu(tmp_path, data_root):
 
     bench_nets = _bench_module("bench_nets")
     nets = bench_nets.prepare(tmp_path, ["glrl"])
-    # a 96x96 crop of one Set5 image: bf16 is emulated (~9x slower than fp32) on CPUs without AVX-512 BF16
+    # a 96x96 crop of one Set5 image: bf16 is emulated (8-15x slower than fp32) on CPUs without AVX-512 BF16
     small_set5 = tmp_path / "data" / "test" / "Set5"
     small_set5.mkdir(parents=True)
     Image.open(data_root / "test" / "Set5" / "butterfly.png").crop((96, 96, 192, 192)).save(small_set5 / "b.png")

@@ -3,8 +3,8 @@ local HTTP server on 127.0.0.1 from archives built here out of the shared datase
 from __future__ import annotations
 
 import functools
-import json
 import http.server
+import json
 import shutil
 import tarfile
 import threading
