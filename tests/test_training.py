@@ -433,6 +433,13 @@ def train_in_both_backends(session, folder: Path, iterations: int):
 
 
 # ------------------------------------------------------------------------------------------- real Caffe
+# Nesterov's look-ahead step amplifies the float rounding of the gradients (oneDNN's summation order is not
+# OpenBLAS's): after 20 iterations the largest difference, relative to each blob's largest value, was
+# 4.6e-7 with SGD and 1.2e-5 with Nesterov (a bias that starts at 0) on an AVX-512 AMD EPYC, 0.9e-5 earlier
+# on another CPU. With the SGD rule in its place the biases differ by 0.2-0.4.
+NESTEROV_TOLERANCE = 3e-5
+
+
 @pytest.mark.oracle
 @pytest.mark.parametrize("solver_type", ["SGD", "Nesterov", "Adam"])
 def test_backend_caffe_and_backend_torch_end_with_the_same_weights(tmp_path, require, solver_type):
@@ -448,10 +455,11 @@ def test_backend_caffe_and_backend_torch_end_with_the_same_weights(tmp_path, req
         make_run(folder, shuffle=True, max_iter=20, snapshot=10, solver_type=solver_type, width=8)
         caffe_weights, torch_weights, initial = train_in_both_backends(session, folder, 20)
     assert caffe_weights.keys() == torch_weights.keys() == initial.keys()
+    tolerance = NESTEROV_TOLERANCE if solver_type == "Nesterov" else 1e-5
     for key, expected in caffe_weights.items():
         assert not np.array_equal(expected, initial[key])
         scale = np.abs(expected).max()
-        assert np.abs(torch_weights[key] - expected).max() <= 1e-5 * scale, key
+        assert np.abs(torch_weights[key] - expected).max() <= tolerance * scale, key
 
 
 def test_a_new_run_refuses_a_run_folder_that_holds_snapshots(tmp_path, capsys):
