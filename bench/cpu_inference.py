@@ -32,11 +32,15 @@ def test_image(size: int, seed: int = 0) -> np.ndarray:
 
 def _torch_variants(cores: int) -> List[Tuple[str, Dict[str, Any]]]:
     """The settings tried, the usually fastest first (so slow ones can be cut short against it). The
-    first two are what ``glrl eval`` and ``glrl upscale`` run: ``open_net``'s channels-last net whose
-    ``run`` drops each blob after its last reader."""
+    first two are what ``glrl eval`` and ``glrl upscale`` run: ``open_net``'s channels-last net with
+    Winograd 3×3 convolutions, whose ``run`` drops each blob after its last reader. The others run
+    oneDNN's direct convolutions (what ``GLRL_WINOGRAD=0`` gives; torch.compile and tracing cannot see
+    into the Winograd kernel)."""
     variants = [
-        ("as glrl eval runs (channels_last), 1 thread", {"threads": 1}),
-        (f"as glrl eval runs (channels_last), {cores} threads", {"threads": cores}),
+        ("as glrl eval runs (channels_last, Winograd), 1 thread", {"threads": 1}),
+        (f"as glrl eval runs (channels_last, Winograd), {cores} threads", {"threads": cores}),
+        ("channels_last, oneDNN direct, 1 thread", {"threads": 1, "direct": True}),
+        (f"channels_last, oneDNN direct, {cores} threads", {"threads": cores, "direct": True}),
         ("channels_last + torch.compile, 1 thread", {"threads": 1, "compile": True}),
         (f"channels_last + torch.compile, {cores} threads", {"threads": cores, "compile": True}),
         (f"NCHW, {cores} threads", {"threads": cores, "nchw": True}),
@@ -61,6 +65,8 @@ def _our_runner(deploy: Path, weights: Path, image: np.ndarray, options: Dict[st
     torch.set_num_threads(options["threads"])
     torch.backends.mkldnn.enabled = options.get("mkldnn", True)
     net = open_net(str(deploy), str(weights), backend="torch", device="cpu", precision=_precision(options))
+    if any(options.get(k) for k in ("direct", "nchw", "freeze", "compile")):
+        net.use_winograd(False)
     if not any(options.get(k) for k in ("nchw", "freeze", "compile")):
         feed = {net.input_names[0]: image}
         return lambda: net.run(feed)

@@ -89,6 +89,9 @@ INFERENCE_MODES = {
     "bf16": ("bfloat16", False, False, False),
     "bf16 + CUDA graphs (torch.compile)": ("bfloat16", False, False, True),
 }
+# On the CPU, fp32 with the Winograd 3×3 kernel (what glrl eval and glrl upscale run there) is a mode too,
+# so that its rounding is priced in Set5 PSNR beside bf16's; "fp32" is oneDNN's direct convolution.
+CPU_WINOGRAD = "fp32 Winograd"
 
 
 def _peak_for(mode: str, peaks: Dict[str, float]) -> Optional[float]:
@@ -100,13 +103,13 @@ def _inference_runner(bench_net: Any, image: Any, mode: str, device: str) -> Cal
     import torch
     from glrl.backends.torch_net import TorchNet
 
-    dtype_name, tf32, autocast, graphs = INFERENCE_MODES[mode]
+    dtype_name, tf32, autocast, graphs = INFERENCE_MODES["fp32" if mode == CPU_WINOGRAD else mode]
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
     dtype = getattr(torch, dtype_name)
     net = TorchNet(str(bench_net.deploy), "TEST", device=device, dtype=dtype)
     net.load_weights(str(bench_net.weights))
-    net.eval().use_channels_last()
+    net.eval().use_channels_last().use_winograd(mode == CPU_WINOGRAD)
     name, out_name = net.input_names[0], net.output_names[-1]
 
     def forward(x: Any) -> Any:
@@ -164,7 +167,7 @@ def modes_here(device: str) -> List[str]:
     """Every mode on a GPU; on a CPU (used only to check this code) those that make sense there."""
     if device.startswith("cuda"):
         return list(INFERENCE_MODES)
-    return ["fp32", "bf16 autocast", "bf16"]
+    return ["fp32", CPU_WINOGRAD, "bf16 autocast", "bf16"]
 
 
 def training(work: Path, net_name: str, device: str, repeats: int, peaks: Dict[str, float],

@@ -117,12 +117,13 @@ def test_the_gpu_section_runs_end_to_end_on_the_cpu(tmp_path, data_root):
     assert not [r for r in records if "error" in r]
     assert {r["setting"] for r in records if r["case"] == "matrix peak"} == {"fp32", "tf32", "bf16"}
     inference = [r for r in records if r.get("case") == "32x24"]
-    assert {r["setting"] for r in inference} == {"fp32", "bf16 autocast", "bf16"}
+    assert {r["setting"] for r in inference} == {"fp32", gpu.CPU_WINOGRAD, "bf16 autocast", "bf16"}
     assert all(r["median_s"] > 0 and r["tflop_per_s"] > 0 for r in inference)
     trained = [r for r in records if r["case"].startswith("train")]
     assert [r["setting"] for r in trained] == ["fp32", "bf16"] and all(r["iters_per_s"] > 0 for r in trained)
     psnr = {r["setting"]: r for r in records if r["case"] == "Set5 x3 PSNR"}
     assert psnr["fp32"]["psnr_cost_db"] == 0.0 and psnr["fp32"]["psnr_db"] > 20
+    assert abs(psnr[gpu.CPU_WINOGRAD]["psnr_cost_db"]) < 0.001
     assert abs(psnr["bf16 autocast"]["psnr_cost_db"]) < 0.05 and abs(psnr["bf16"]["psnr_cost_db"]) < 0.2
     document = report.markdown({"machine": {"host": "cpu-check", "time_utc": "now"}, "sections": {"gpu": records}})
     assert "| bf16 within 0.01 dB of fp32 (Set5 ×3 PSNR) |" in document

@@ -247,9 +247,12 @@ def test_the_tiled_net_equals_the_whole_image_net(models_dir):
     luma = np.random.default_rng(3).random((75, 61))
     whole = Upscaler.refine_luma(_with_tile(upscaler, 0, upscaler.margin), luma)
     tiled = Upscaler.refine_luma(_with_tile(upscaler, 24, upscaler.margin), luma)
-    assert np.abs(tiled - whole).max() <= 1e-5
+    # Equal to float rounding: the Winograd kernel's 4x4 tiles fall differently in a tile than in the whole
+    # image (measured 4e-6 of the output's range; with GLRL_WINOGRAD=0 the two are identical).
+    tolerance = 1e-5 * np.abs(whole).max()
+    assert np.abs(tiled - whole).max() <= tolerance
     short = Upscaler.refine_luma(_with_tile(upscaler, 24, upscaler.margin - 2), luma)
-    assert np.abs(short - whole).max() > 1e-5  # less context than the receptive radius is not exact
+    assert np.abs(short - whole).max() > tolerance  # less context than the receptive radius is not exact
 
 
 def _with_tile(upscaler, tile: int, margin: int):

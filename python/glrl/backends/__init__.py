@@ -62,7 +62,8 @@ def open_net(prototxt: PathLike, weights: Optional[PathLike] = None, *, backend:
     ``device`` is a torch device for the torch backend ("cpu", "cuda", "cuda:1"); the caffe backend
     runs on the CPU (Debian's Caffe build) and accepts only "cpu". ``backend`` may also be ``auto``
     (see :func:`resolve_backend`). ``precision`` is ``fp32`` or, on the torch backend, ``bf16``
-    (:meth:`glrl.backends.torch_net.TorchNet.use_precision`).
+    (:meth:`glrl.backends.torch_net.TorchNet.use_precision`). On the CPU the torch backend runs fp32 3×3
+    convolutions with Winograd's algorithm unless ``$GLRL_WINOGRAD`` is 0 (:mod:`glrl.backends.winograd`).
     """
     backend = resolve_backend(backend)
     if backend == "torch":
@@ -73,7 +74,9 @@ def open_net(prototxt: PathLike, weights: Optional[PathLike] = None, *, backend:
             _require_complete(prototxt, {name: len(blobs) for name, blobs in net.layer_blobs().items()}, weights)
             net.load_weights(weights)
         net.eval()
-        return net.use_channels_last().use_precision(precision)
+        from glrl.backends import winograd
+
+        return net.use_channels_last().use_precision(precision).use_winograd(not winograd.switched_off())
     if device != "cpu":
         raise ModelError(f"the caffe backend runs on the CPU only, not on '{device}'",
                          hint="use --device cpu, or the torch backend for GPUs")

@@ -20,6 +20,7 @@ from typing import ClassVar, Dict, List, Optional, Sequence, Tuple, Type
 import torch
 import torch.nn.functional as F
 
+from glrl.backends import winograd
 from glrl.backends.torch_fillers import filler_or_default
 from glrl.caffe import pb
 from glrl.errors import ModelError
@@ -125,6 +126,10 @@ class Convolution(Layer):
     transposed = False
     _functions: ClassVar[Dict[int, Tuple]] = {1: (F.conv1d, F.conv_transpose1d), 2: (F.conv2d, F.conv_transpose2d),
                   3: (F.conv3d, F.conv_transpose3d)}
+    # Set by TorchNet.use_winograd: run on the Winograd kernel when no gradient is wanted (glrl.backends.winograd).
+    winograd = False
+    # The weights as the Winograd kernel wants them, and the (version, address) of the blob they came from.
+    _winograd_weights: Optional[Tuple[Tuple[int, int], torch.Tensor]] = None
 
     def setup(self, bottom_shapes: List[Shape]) -> List[Shape]:
         cp = self.param.convolution_param
@@ -164,6 +169,8 @@ class Convolution(Layer):
             self.blob_specs.append(BlobSpec((cp.num_output,), filler_or_default(
                 cp.bias_filler, cp.HasField("bias_filler"), value=0.0)))
         self._conv = self._functions[spatial][1 if self.transposed else 0]
+        self.winograd_eligible = not self.transposed and spatial == 2 and winograd.eligible(
+            self.kernel, self.stride, self.dilation, self.pad, self.groups, channels, cp.num_output)
         out_spatial = tuple(self._output_size(size, k, s, p, d) for size, k, s, p, d in zip(
             shape[2:], self.kernel, self.stride, self.pad, self.dilation))
         return [(shape[0], cp.num_output) + out_spatial for _ in bottom_shapes]
@@ -205,6 +212,12 @@ class Convolution(Layer):
         weight = self.blob(0)
         bias = self.blob(1) if self.bias_term else None
         device_type = bottoms[0].device.type
+        if (self.winograd and device_type == "cpu" and bottoms[0].dtype == torch.float32
+                and not torch.is_grad_enabled() and not autocast_active(device_type)):
+            module = winograd.kernel()
+            if module is not None:
+                transformed = self._winograd_transformed(weight)
+                return [winograd.conv3x3(x, transformed, bias, self.pad[0], module) for x in bottoms]
         if self.param.convolution_param.num_output == 1 and autocast_active(device_type):
             # A convolution that makes a single-channel map makes an image (or a residual added to one):
             # under bf16 autocast its output would keep 8 bits of mantissa, about half a grey level at
@@ -216,6 +229,14 @@ class Convolution(Layer):
                                    groups=self.groups) for x in bottoms]
         return [self._conv(x, weight, bias, stride=self.stride, padding=self.pad, dilation=self.dilation,
                            groups=self.groups) for x in bottoms]
+
+
+    def _winograd_transformed(self, weight: torch.Tensor) -> torch.Tensor:
+        """The Winograd form of ``weight``, recomputed only when the blob was written to or replaced."""
+        key = (weight._version, weight.data_ptr())
+        if self._winograd_weights is None or self._winograd_weights[0] != key:
+            self._winograd_weights = (key, winograd.transform_weights(weight))
+        return self._winograd_weights[1]
 
 
 class Deconvolution(Convolution):

@@ -1,0 +1,113 @@
+"""Winograd F(4×4, 3×3) convolution for fp32 CPU inference: a small C++ kernel, built on first use.
+
+Why: almost all of GLRL's and VDSR's work is 64→64 3×3 convolutions. oneDNN runs them as direct
+convolutions at the core's arithmetic peak, and on x86 CPUs PyTorch has no faster algorithm (oneDNN 3
+dropped its Winograd kernels); OpenCV's dnn module uses Winograd and so matched us in fp32. Winograd's
+F(4×4, 3×3) does each 4×4 output tile's work as 36 matrix products over the channels instead of 144
+multiply-adds per channel pair (4× fewer multiplications), at a rounding error of a few 1e-6 of the output's
+range instead of about 1e-7 — invisible in 8-bit images and in PSNR to four decimals (docs/benchmarks.md).
+
+When: :meth:`glrl.backends.torch_net.TorchNet.use_winograd` marks the eligible convolutions (3×3, stride 1,
+dilation 1, one group, ≥ 16 input and output channels) and they use this kernel for CPU float32 tensors when
+no gradient is wanted — inference through ``open_net`` (``glrl upscale``, ``glrl eval``). Training keeps
+oneDNN's direct convolutions (Caffe's arithmetic, checked against real Caffe to 1e-5).
+
+Building needs a C++ compiler and ninja (both come with a development setup; the kernel is compiled with
+``-march=native``, about 40 s once, cached under ``$GLRL_CACHE`` or ``~/.cache/glrl``, keyed by the
+source, torch version and CPU). Where it cannot be built, nets use oneDNN's direct convolution and say so
+once. ``GLRL_WINOGRAD=0`` switches the kernel off.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Optional, Tuple
+
+import torch
+
+SOURCE = Path(__file__).with_name("winograd_f43.cpp")
+SWITCH_ENV = "GLRL_WINOGRAD"
+CACHE_ENV = "GLRL_CACHE"
+MIN_CHANNELS = 16  # below this the 36 matrix products are too thin to pay for the transforms
+
+# G of F(4×4, 3×3) (Lavin & Gray 2016): the weight transform U = G g Gᵀ.
+_G = ((1 / 4, 0.0, 0.0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6), (1 / 24, 1 / 12, 1 / 6),
+      (1 / 24, -1 / 12, 1 / 6), (0.0, 0.0, 1.0))
+
+_kernel: Optional[ModuleType] = None
+_failure: Optional[str] = None
+
+
+def switched_off() -> bool:
+    """Whether ``$GLRL_WINOGRAD`` turns the kernel off (``0``, ``off``, ``false``, ``no``)."""
+    return os.environ.get(SWITCH_ENV, "").strip().lower() in ("0", "off", "false", "no")
+
+
+def _build_directory() -> Path:
+    from glrl.machine import cpu_flags
+
+    digest = hashlib.sha256()
+    digest.update(SOURCE.read_bytes())
+    digest.update(torch.__version__.encode())
+    digest.update(" ".join(sorted(cpu_flags())).encode())
+    root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "glrl")
+    return root / "winograd" / digest.hexdigest()[:16]
+
+
+def kernel() -> Optional[ModuleType]:
+    """The compiled kernel module, building it on the first call; None where it cannot be built (the
+    reason is printed once to stderr) or where ``$GLRL_WINOGRAD`` switches it off."""
+    global _kernel, _failure
+    if _kernel is not None or switched_off():
+        return _kernel
+    if _failure is not None:
+        return None
+    from torch.utils import cpp_extension
+
+    directory = _build_directory()
+    fresh = not any(directory.glob("glrl_winograd*.so"))
+    if fresh:
+        print(f"glrl: building the Winograd convolution kernel for this CPU (once, about 40 s; cached in "
+              f"{directory})", file=sys.stderr)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        _kernel = cpp_extension.load(
+            name="glrl_winograd", sources=[str(SOURCE)], build_directory=str(directory),
+            extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"], verbose=False)
+    except Exception as exc:  # noqa: BLE001  (no compiler, no ninja, no headers, a full disk: all fall back)
+        _failure = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+        print(f"glrl: the Winograd convolution kernel could not be built ({_failure}); using oneDNN's direct "
+              f"convolution, which is slower (install a C++ compiler and ninja, or set {SWITCH_ENV}=0 to "
+              f"silence this)", file=sys.stderr)
+        return None
+    return _kernel
+
+
+def eligible(kernel_size: Tuple[int, ...], stride: Tuple[int, ...], dilation: Tuple[int, ...],
+             pad: Tuple[int, ...], groups: int, channels: int, outputs: int) -> bool:
+    """Whether a (non-transposed) convolution with these settings can use the kernel."""
+    return (tuple(kernel_size) == (3, 3) and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1)
+            and len(pad) == 2 and pad[0] == pad[1] and groups == 1
+            and channels >= MIN_CHANNELS and outputs >= MIN_CHANNELS)
+
+
+def transform_weights(weight: torch.Tensor) -> torch.Tensor:
+    """Caffe's K × C × 3 × 3 weights as the kernel wants them: 36 × C × K, position i·6+j holding
+    (G g Gᵀ)[i][j] for every (input, output) channel pair, computed in float64."""
+    g = torch.tensor(_G, dtype=torch.float64)
+    u = torch.einsum("ia,kcab,jb->ijck", g, weight.detach().to("cpu", torch.float64), g)
+    return u.reshape(36, weight.shape[1], weight.shape[0]).to(torch.float32).contiguous()
+
+
+def conv3x3(x: torch.Tensor, transformed: torch.Tensor, bias: Optional[torch.Tensor], pad: int,
+            module: ModuleType) -> torch.Tensor:
+    """Caffe's 3×3 convolution (stride 1, ``pad`` zeros on every side) of the N × C × H × W float32 CPU
+    tensor ``x`` with weights ``transformed`` by :func:`transform_weights`; the result is N × K × H' × W',
+    stored channels-last."""
+    nhwc = x.permute(0, 2, 3, 1).contiguous()
+    empty = torch.empty(0, dtype=torch.float32)
+    out = module.conv3x3(nhwc, transformed, empty if bias is None else bias.detach().contiguous(), pad)
+    return out.permute(0, 3, 1, 2)

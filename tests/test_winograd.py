@@ -1,0 +1,143 @@
+"""The Winograd F(4×4, 3×3) kernel computes Caffe's 3×3 convolution (to float rounding) and inference nets
+use it only where it applies: CPU, float32, no gradient, 3×3 stride-1 single-group convolutions of at least
+16 channels in and out. Where the kernel cannot be built, nets fall back to oneDNN and say so."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+import torch.nn.functional as F  # noqa: E402
+
+from glrl.backends import open_net, winograd  # noqa: E402
+from glrl.backends.torch_net import TorchNet  # noqa: E402
+
+# Measured: a few 1e-6 of the output's largest magnitude (oneDNN's direct convolution: about 1e-7).
+TOLERANCE = 2e-5
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    module = winograd.kernel()
+    if module is None:
+        if os.environ.get("CI"):
+            pytest.fail("the Winograd kernel must build under CI (a C++ compiler and ninja are installed)")
+        pytest.skip("the Winograd kernel cannot be built here")
+    return module
+
+
+def reference(x, weight, bias, pad):
+    return F.conv2d(x.double(), weight.double(), None if bias is None else bias.double(), padding=pad).float()
+
+
+@pytest.mark.parametrize("batch, channels, outputs, height, width, pad, with_bias", [
+    (1, 64, 64, 32, 32, 1, True),     # GLRL's convolution, whole tiles
+    (2, 24, 17, 13, 19, 1, True),     # partial tiles, channel counts off the vector width, a batch
+    (1, 16, 16, 5, 7, 0, False),      # no padding, no bias
+    (1, 16, 32, 6, 3, 2, True),       # wide padding, an output narrower than one tile
+])
+def test_the_kernel_computes_caffe_convolution(kernel, batch, channels, outputs, height, width, pad, with_bias):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, channels, height, width, generator=generator)
+    weight = torch.randn(outputs, channels, 3, 3, generator=generator) * 0.1
+    bias = torch.randn(outputs, generator=generator) if with_bias else None
+    ours = winograd.conv3x3(x.contiguous(memory_format=torch.channels_last), winograd.transform_weights(weight),
+                            bias, pad, kernel)
+    expected = reference(x, weight, bias, pad)
+    assert ours.shape == expected.shape
+    assert ours.is_contiguous(memory_format=torch.channels_last)
+    assert (ours - expected).abs().max() <= TOLERANCE * expected.abs().max()
+
+
+NET = """
+name: "mixed"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 1 dim: 20 dim: 20 } } }
+layer { name: "first" type: "Convolution" bottom: "data" top: "a"
+  convolution_param { num_output: 32 kernel_size: 3 pad: 1 weight_filler { type: "msra" } } }
+layer { name: "body" type: "Convolution" bottom: "a" top: "b"
+  convolution_param { num_output: 32 kernel_size: 3 pad: 1 weight_filler { type: "msra" }
+                      bias_filler { type: "uniform" min: -0.1 max: 0.1 } } }
+layer { name: "act" type: "PReLU" bottom: "b" top: "b" }
+layer { name: "strided" type: "Convolution" bottom: "b" top: "c"
+  convolution_param { num_output: 32 kernel_size: 3 pad: 1 stride: 2 weight_filler { type: "msra" } } }
+layer { name: "grouped" type: "Convolution" bottom: "b" top: "d"
+  convolution_param { num_output: 32 kernel_size: 3 pad: 1 group: 2 weight_filler { type: "msra" } } }
+layer { name: "wide" type: "Convolution" bottom: "b" top: "e"
+  convolution_param { num_output: 32 kernel_size: 5 pad: 2 weight_filler { type: "msra" } } }
+layer { name: "last" type: "Convolution" bottom: "b" top: "out"
+  convolution_param { num_output: 1 kernel_size: 3 pad: 1 weight_filler { type: "msra" } } }
+"""
+
+
+@pytest.fixture
+def mixed_net(tmp_path):
+    prototxt = tmp_path / "deploy.prototxt"
+    prototxt.write_text(NET)
+    weights = tmp_path / "weights.caffemodel"
+    TorchNet(str(prototxt), "TEST", seed=0).save_caffemodel(weights)
+    return prototxt, weights
+
+
+def winograd_layers(net):
+    return sorted(layer.name for layer in net.layers if getattr(layer, "winograd", False))
+
+
+def test_inference_nets_use_it_for_the_eligible_convolutions_only(kernel, mixed_net):
+    net = open_net(*mixed_net)
+    assert winograd_layers(net) == ["body"]  # not 1 channel in or out, strided, grouped or 5x5
+    image = {"data": np.random.default_rng(0).random((1, 1, 20, 20), dtype=np.float32)}
+    fast = net.run(image)
+    direct = net.use_winograd(False).run(image)
+    for name in net.output_names:
+        scale = np.abs(direct[name]).max()
+        assert np.abs(fast[name] - direct[name]).max() <= TOLERANCE * scale, name
+        assert np.abs(fast[name] - direct[name]).max() > 0, f"{name}: the Winograd kernel did not run"
+
+
+def test_new_weights_reach_the_kernel(kernel, mixed_net, tmp_path):
+    prototxt, weights = mixed_net
+    net = open_net(prototxt, weights)
+    image = {"data": np.random.default_rng(1).random((1, 1, 20, 20), dtype=np.float32)}
+    net.run(image)  # transforms the first weights
+    other = tmp_path / "other.caffemodel"
+    TorchNet(str(prototxt), "TEST", seed=1).save_caffemodel(other)
+    net.load_weights(str(other))
+    fresh = open_net(prototxt, other).use_winograd(False)
+    np.testing.assert_allclose(net.run(image)["out"], fresh.run(image)["out"], rtol=0,
+                               atol=TOLERANCE * np.abs(fresh.run(image)["out"]).max())
+
+
+def test_gradients_and_training_use_the_direct_convolution(kernel, mixed_net):
+    net = open_net(*mixed_net)
+    x = torch.rand(1, 1, 20, 20, requires_grad=True)
+    with_grad = net({"data": x})["out"]
+    with_grad.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    direct = net.use_winograd(False)({"data": x.detach()})["out"]
+    assert torch.equal(with_grad.detach(), direct)
+
+
+def test_glrl_winograd_0_switches_it_off(mixed_net, monkeypatch):
+    monkeypatch.setenv(winograd.SWITCH_ENV, "0")
+    assert winograd_layers(open_net(*mixed_net)) == []
+
+
+def test_a_kernel_that_cannot_be_built_falls_back_to_onednn_and_says_why(mixed_net, monkeypatch, capsys):
+    from torch.utils import cpp_extension
+
+    def no_compiler(**_):
+        raise RuntimeError("Error building extension 'glrl_winograd': c++: command not found")
+
+    monkeypatch.setattr(winograd, "_kernel", None)
+    monkeypatch.setattr(winograd, "_failure", None)
+    monkeypatch.setattr(cpp_extension, "load", no_compiler)
+    net = open_net(*mixed_net)
+    image = {"data": np.random.default_rng(2).random((1, 1, 20, 20), dtype=np.float32)}
+    out = net.run(image)["out"]
+    assert "could not be built (RuntimeError: Error building extension 'glrl_winograd': c++: command not " \
+           "found); using oneDNN's direct convolution" in capsys.readouterr().err
+    np.testing.assert_array_equal(out, net.use_winograd(False).run(image)["out"])
+    net.run(image)
+    assert "could not be built" not in capsys.readouterr().err  # said once
