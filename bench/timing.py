@@ -90,6 +90,10 @@ def machine_description() -> Dict[str, Any]:
             info["caffe"] = (f"Debian {packages.get('suite', '?')} python3-caffe "
                              f"{packages.get('package python3-caffe', '?')}, OpenBLAS "
                              f"{packages.get('package libopenblas0-pthread', '?')} (oracle root)")
+            with oracle.RootSession() as session:
+                core = session.run(["sh", "-c", f"echo ${oracle.BLAS_CORE_ENV}"]).strip()
+            if core:
+                info["caffe"] += f", {oracle.BLAS_CORE_ENV}={core}"
         else:
             info["caffe"] = None
     except Exception as exc:  # the root is optional for a benchmark run
