@@ -1,6 +1,7 @@
 """The Winograd F(4×4, 3×3) kernel computes Caffe's 3×3 convolution (to float rounding) and inference nets
 use it only where it applies: CPU, float32, no gradient, 3×3 stride-1 single-group convolutions of at least
-16 channels in and out. Where the kernel cannot be built, nets fall back to oneDNN and say so."""
+16 channels in and out. Where the kernel cannot be built or fails its first check, nets fall back to oneDNN
+and say so."""
 from __future__ import annotations
 
 import os
@@ -136,8 +137,24 @@ def test_a_kernel_that_cannot_be_built_falls_back_to_onednn_and_says_why(mixed_n
     net = open_net(*mixed_net)
     image = {"data": np.random.default_rng(2).random((1, 1, 20, 20), dtype=np.float32)}
     out = net.run(image)["out"]
-    assert "could not be built (RuntimeError: Error building extension 'glrl_winograd': c++: command not " \
+    assert "is unavailable (RuntimeError: Error building extension 'glrl_winograd': c++: command not " \
            "found); using oneDNN's direct convolution" in capsys.readouterr().err
     np.testing.assert_array_equal(out, net.use_winograd(False).run(image)["out"])
     net.run(image)
-    assert "could not be built" not in capsys.readouterr().err  # said once
+    assert "unavailable" not in capsys.readouterr().err  # said once
+
+
+def test_a_kernel_that_computes_wrongly_is_not_used(kernel, mixed_net, monkeypatch, capsys):
+    class Wrong:
+        @staticmethod
+        def conv3x3(x, u, bias, pad):
+            return kernel.conv3x3(x, u, bias, pad) * 1.01
+
+    from torch.utils import cpp_extension
+
+    monkeypatch.setattr(winograd, "_kernel", None)
+    monkeypatch.setattr(winograd, "_failure", None)
+    monkeypatch.setattr(cpp_extension, "load", lambda **_: Wrong())
+    assert winograd.kernel() is None
+    assert "is unavailable (RuntimeError: the built kernel is 1.0e-02 off PyTorch's convolution)" \
+        in capsys.readouterr().err

@@ -14,8 +14,9 @@ oneDNN's direct convolutions (Caffe's arithmetic, checked against real Caffe to 
 
 Building needs a C++ compiler and ninja (both come with a development setup; the kernel is compiled with
 ``-march=native``, about 40 s once, cached under ``$GLRL_CACHE`` or ``~/.cache/glrl``, keyed by the
-source, torch version and CPU). Where it cannot be built, nets use oneDNN's direct convolution and say so
-once. ``GLRL_WINOGRAD=0`` switches the kernel off.
+source, its path, torch version and CPU). Where it cannot be built, or fails its first run against PyTorch's
+convolution (ATen's float batch-reduce GEMM may be missing on other CPUs and builds), nets use oneDNN's direct
+convolution and say so once. ``GLRL_WINOGRAD=0`` switches the kernel off.
 """
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ def _build_directory() -> Path:
 
     digest = hashlib.sha256()
     digest.update(SOURCE.read_bytes())
+    digest.update(str(SOURCE).encode())  # each checkout its own build: ninja rebuilds when the path changes
     digest.update(torch.__version__.encode())
     digest.update(" ".join(sorted(cpu_flags())).encode())
     root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "glrl")
@@ -58,8 +60,8 @@ def _build_directory() -> Path:
 
 
 def kernel() -> Optional[ModuleType]:
-    """The compiled kernel module, building it on the first call; None where it cannot be built (the
-    reason is printed once to stderr) or where ``$GLRL_WINOGRAD`` switches it off."""
+    """The compiled kernel module, building it on the first call; None where it cannot be built or fails
+    its first check (the reason is printed once to stderr) or where ``$GLRL_WINOGRAD`` switches it off."""
     global _kernel, _failure
     if _kernel is not None or switched_off():
         return _kernel
@@ -74,16 +76,33 @@ def kernel() -> Optional[ModuleType]:
               f"{directory})", file=sys.stderr)
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        _kernel = cpp_extension.load(
+        module = cpp_extension.load(
             name="glrl_winograd", sources=[str(SOURCE)], build_directory=str(directory),
             extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"], verbose=False)
+        _self_check(module)
     except Exception as exc:  # noqa: BLE001  (no compiler, no ninja, no headers, a full disk: all fall back)
         _failure = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
-        print(f"glrl: the Winograd convolution kernel could not be built ({_failure}); using oneDNN's direct "
+        print(f"glrl: the Winograd convolution kernel is unavailable ({_failure}); using oneDNN's direct "
               f"convolution, which is slower (install a C++ compiler and ninja, or set {SWITCH_ENV}=0 to "
               f"silence this)", file=sys.stderr)
         return None
+    _kernel = module
     return _kernel
+
+
+def _self_check(module: ModuleType) -> None:
+    """Run the freshly loaded kernel once against PyTorch's convolution: ATen's float batch-reduce GEMM may be
+    missing on other CPUs and builds, and a kernel that fails or computes wrongly must not be used."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 16, 9, 7, generator=generator)
+    weight = torch.randn(16, 16, 3, 3, generator=generator)
+    bias = torch.randn(16, generator=generator)
+    with torch.no_grad():
+        ours = conv3x3(x, transform_weights(weight), bias, 1, module)
+        expected = torch.nn.functional.conv2d(x, weight, bias, padding=1)
+    error = float((ours - expected).abs().max() / expected.abs().max())
+    if not error <= 1e-4:
+        raise RuntimeError(f"the built kernel is {error:.1e} off PyTorch's convolution")
 
 
 def eligible(kernel_size: Tuple[int, ...], stride: Tuple[int, ...], dilation: Tuple[int, ...],
