@@ -61,9 +61,10 @@ def read_train_net(folder: Path) -> Any:
 
 
 def ours(folder: Path, repeats: int, threads: int, precision: str = "fp32",
-         channels_last: Optional[bool] = None) -> Record:
+         channels_last: Optional[bool] = None, winograd: bool = False) -> Record:
     """Our trainer's iteration in fp32 (Caffe's arithmetic) or under bf16 autocast (``--precision bf16``),
-    in the layout ``glrl train`` uses at that precision unless ``channels_last`` says otherwise."""
+    in the layout ``glrl train`` uses at that precision unless ``channels_last`` says otherwise; with
+    ``winograd``, as ``glrl train --winograd`` runs (fp32, channels-last, Winograd 3×3 convolutions)."""
     import torch
     from glrl.backends.torch_net import TorchNet
     from glrl.caffe.io import read_solver
@@ -77,16 +78,19 @@ def ours(folder: Path, repeats: int, threads: int, precision: str = "fp32",
     net = TorchNet(read_train_net(folder), "TRAIN", seed=0)
     as_glrl_train = channels_last is None
     if channels_last is None:
-        channels_last = channels_last_for(precision)
+        channels_last = channels_last_for(precision) or winograd
     if channels_last:
         net.use_channels_last()
+    if winograd:
+        net.use_winograd(gradients=True)
     batches = HDF5Batches(folder / "train.txt", ["data", "label"], BATCH, shuffle=True)
     solver = CaffeSolver(settings, net, autocast=precision_context(precision, torch.device("cpu")))
     try:
         timing = measure(lambda: solver.iteration(batches), repeats, warmup=2)
     finally:
         batches.close()
-    layout = ("channels_last" if channels_last else "NCHW") + (" (as glrl train runs)" if as_glrl_train else "")
+    layout = ("channels_last" if channels_last else "NCHW") + (" + Winograd" if winograd else "") + (
+        (" (as glrl train --winograd runs)" if winograd else " (as glrl train runs)") if as_glrl_train else "")
     return {"tool": "ours (PyTorch)", "setting": f"{precision}, {layout}, {threads_text(threads)}",
             "precision": precision, **timing}
 
@@ -126,7 +130,8 @@ def caffe(folder: Path, repeats: int, threads: int) -> Record:
 
 
 def run_section(work: Path, nets: List[str], repeats: int) -> List[Record]:
-    """Each net, each tool (ours as ``glrl train`` runs it in fp32 and in bf16, and fp32 channels-last), with
+    """Each net, each tool (ours as ``glrl train`` runs it in fp32 and in bf16, fp32 channels-last, and fp32 with
+    ``--winograd``), with
     1 thread and with all cores (the ratios take each tool's fastest, fp32 and bf16 apart)."""
     cores = len(os.sched_getaffinity(0))
     records: List[Record] = []
@@ -136,6 +141,7 @@ def run_section(work: Path, nets: List[str], repeats: int) -> List[Record]:
         write_training_files(folder, name)
         variants = [("ours", lambda t, f=folder: ours(f, repeats, t)),
                     ("ours", lambda t, f=folder: ours(f, repeats, t, channels_last=True)),
+                    ("ours", lambda t, f=folder: ours(f, repeats, t, winograd=True)),
                     ("ours", lambda t, f=folder: ours(f, repeats, t, precision="bf16")),
                     ("caffe", lambda t, f=folder: caffe(f, repeats, t))]
         for tool, fn in variants:

@@ -570,3 +570,44 @@ def test_fifty_iterations_of_the_paper_solver_on_glrl_agree_with_real_caffe(tmp_
         layer = key.rsplit("/", 1)[0]
         assert error <= (1e-3 if layer in zero_start else 1e-4) * layer_scale[layer], (key, error)
     assert moved == len(initial)  # every learnable blob took part
+
+
+def test_winograd_training_follows_the_direct_run_and_its_snapshots_say_so(tmp_path):
+    """``glrl train --winograd`` (fp32, CPU): 3x3 convolutions of >= 16 channels on the Winograd kernel. Over
+    12 iterations its weights stay within 1e-4 of the direct run's (float rounding, not a different method),
+    and the snapshot records the precision as "fp32 + Winograd"."""
+    from glrl.backends import winograd
+
+    if winograd.kernel() is None:
+        pytest.skip("the Winograd kernel cannot be built here")
+    finals = {}
+    for use_kernel in (False, True):
+        folder = tmp_path / ("winograd" if use_kernel else "direct")
+        solver = make_run(folder, width=16, max_iter=12, snapshot=12, iter_size=1)
+        train(RunOptions(solver=solver, run_dir=folder / "run", device="cpu", winograd=use_kernel,
+                         progress=False, tensorboard=False, echo=False))
+        finals[use_kernel] = final_weights(folder / "run", 12)
+        sidecar = json.loads((folder / "run" / "snap" / "tiny_iter_12.glrl.json").read_text())
+        assert sidecar["precision"] == ("fp32 + Winograd" if use_kernel else "fp32")
+    for key, expected in finals[False].items():
+        scale = np.abs(expected).max()
+        assert np.abs(finals[True][key] - expected).max() <= 1e-4 * scale, key
+    assert any(not np.array_equal(finals[True][key], finals[False][key]) for key in finals[False])
+
+
+def test_winograd_training_is_refused_off_fp32(tmp_path):
+    solver = make_run(tmp_path, width=16)
+    with pytest.raises(TrainingError, match="--winograd is for fp32 training on the CPU, not bf16"):
+        train(RunOptions(solver=solver, run_dir=tmp_path / "run", device="cpu", precision="bf16", winograd=True,
+                         progress=False, tensorboard=False, echo=False))
+
+
+def test_winograd_training_is_refused_in_real_caffe(tmp_path, capsys):
+    from glrl.cli import main
+
+    solver = make_run(tmp_path)
+    status = main(["train", "--solver", str(solver), "--run-dir", str(tmp_path / "run"), "--no-set5",
+                   "--backend", "caffe", "--winograd"])
+    assert status == 2
+    assert "--winograd needs the torch backend" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -158,3 +158,35 @@ def test_a_kernel_that_computes_wrongly_is_not_used(kernel, mixed_net, monkeypat
     assert winograd.kernel() is None
     assert "is unavailable (RuntimeError: the built kernel is 1.0e-02 off PyTorch's convolution)" \
         in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("pad", [0, 1, 2])
+def test_with_gradients_the_kernel_gives_the_direct_convolutions_gradients(kernel, pad):
+    generator = torch.Generator().manual_seed(pad)
+    x = torch.randn(3, 24, 11, 9, generator=generator).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(20, 24, 3, 3, generator=generator) * 0.1
+    bias = torch.randn(20, generator=generator)
+    upstream = torch.randn_like(F.conv2d(x, weight, bias, padding=pad), memory_format=torch.channels_last)
+    results = []
+    for use_kernel in (True, False):
+        leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
+        out = (winograd.Conv3x3Function.apply(*leaves, pad, kernel) if use_kernel
+               else F.conv2d(leaves[0], leaves[1], leaves[2], padding=pad))
+        (out * upstream).sum().backward()
+        results.append([out.detach()] + [leaf.grad for leaf in leaves])
+    for name, ours, expected in zip(("output", "input grad", "weight grad", "bias grad"), *results):
+        assert (ours - expected).abs().max() <= TOLERANCE * expected.abs().max(), name
+
+
+def test_a_training_net_uses_it_only_when_asked(kernel, mixed_net):
+    prototxt, _ = mixed_net
+    net = TorchNet(str(prototxt), "TEST", seed=0).use_channels_last()
+    x = torch.rand(1, 1, 20, 20)
+    direct = net({"data": x})["out"]
+    net.use_winograd(gradients=True)
+    fast = net({"data": x})["out"]
+    assert 0 < (fast - direct).abs().max() <= TOLERANCE * direct.abs().max()
+    fast.sum().backward()
+    blobs = net.layer_blobs()
+    assert all(blob.grad is not None and blob.grad.abs().sum() > 0
+               for name in ("first", "body", "last") for blob in blobs[name])

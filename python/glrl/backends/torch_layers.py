@@ -126,8 +126,10 @@ class Convolution(Layer):
     transposed = False
     _functions: ClassVar[Dict[int, Tuple]] = {1: (F.conv1d, F.conv_transpose1d), 2: (F.conv2d, F.conv_transpose2d),
                   3: (F.conv3d, F.conv_transpose3d)}
-    # Set by TorchNet.use_winograd: run on the Winograd kernel when no gradient is wanted (glrl.backends.winograd).
+    # Set by TorchNet.use_winograd: run on the Winograd kernel when no gradient is wanted (glrl.backends.winograd),
+    # and with gradients too where winograd_gradients is set.
     winograd = False
+    winograd_gradients = False
     # The weights as the Winograd kernel wants them, and the (version, address) of the blob they came from.
     _winograd_weights: Optional[Tuple[Tuple[int, int], torch.Tensor]] = None
 
@@ -213,11 +215,13 @@ class Convolution(Layer):
         bias = self.blob(1) if self.bias_term else None
         device_type = bottoms[0].device.type
         if (self.winograd and device_type == "cpu" and bottoms[0].dtype == torch.float32
-                and not torch.is_grad_enabled() and not autocast_active(device_type)):
+                and not autocast_active(device_type)):
             module = winograd.kernel()
-            if module is not None:
+            if module is not None and not torch.is_grad_enabled():
                 transformed = self._winograd_transformed(weight)
                 return [winograd.conv3x3(x, transformed, bias, self.pad[0], module) for x in bottoms]
+            if module is not None and self.winograd_gradients:
+                return [winograd.Conv3x3Function.apply(x, weight, bias, self.pad[0], module) for x in bottoms]
         if self.param.convolution_param.num_output == 1 and autocast_active(device_type):
             # A convolution that makes a single-channel map makes an image (or a residual added to one):
             # under bf16 autocast its output would keep 8 bits of mantissa, about half a grey level at

@@ -10,7 +10,10 @@ range instead of about 1e-7 — invisible in 8-bit images and in PSNR to four de
 When: :meth:`glrl.backends.torch_net.TorchNet.use_winograd` marks the eligible convolutions (3×3, stride 1,
 dilation 1, one group, ≥ 16 input and output channels) and they use this kernel for CPU float32 tensors when
 no gradient is wanted — inference through ``open_net`` (``glrl upscale``, ``glrl eval``). Training keeps
-oneDNN's direct convolutions (Caffe's arithmetic, checked against real Caffe to 1e-5).
+oneDNN's direct convolutions (Caffe's arithmetic, checked against real Caffe to 1e-5) unless asked
+(``glrl train --winograd``, ``use_winograd(gradients=True)``): then :class:`Conv3x3Function` runs the
+forward pass and the input gradient (a 3×3 convolution with the flipped, transposed weights) on the kernel
+and the weight and bias gradients on oneDNN — a GLRL step on the CPU about 1.3× faster.
 
 Building needs a C++ compiler and ninja (both come with a development setup; the kernel is compiled with
 ``-march=native``, about 40 s once, cached under ``$GLRL_CACHE`` or ``~/.cache/glrl``, keyed by the
@@ -25,7 +28,7 @@ import os
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import torch
 
@@ -119,6 +122,40 @@ def transform_weights(weight: torch.Tensor) -> torch.Tensor:
     g = torch.tensor(_G, dtype=torch.float64)
     u = torch.einsum("ia,kcab,jb->ijck", g, weight.detach().to("cpu", torch.float64), g)
     return u.reshape(36, weight.shape[1], weight.shape[0]).to(torch.float32).contiguous()
+
+
+def gradients_eligible(pad: int) -> bool:
+    """Whether the input gradient of a 3×3 convolution padded by ``pad`` is a 3×3 convolution the kernel
+    runs (padded by 2 − pad)."""
+    return 0 <= pad <= 2
+
+
+class Conv3x3Function(torch.autograd.Function):
+    """A 3×3 convolution (stride 1) whose forward pass and input gradient run on the Winograd kernel; the
+    weight and bias gradients come from oneDNN (``aten.convolution_backward``)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], pad: int,
+                module: ModuleType) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.pad, ctx.module, ctx.has_bias = pad, module, bias is not None
+        return conv3x3(x, transform_weights(weight), bias, pad, module)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:
+        x, weight = ctx.saved_tensors
+        grad = grad.contiguous(memory_format=torch.channels_last)
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            flipped = weight.detach().transpose(0, 1).flip(2, 3)
+            grad_x = conv3x3(grad, transform_weights(flipped), None, 2 - ctx.pad, ctx.module)
+        grad_w = grad_b = None
+        if ctx.needs_input_grad[1] or (ctx.has_bias and ctx.needs_input_grad[2]):
+            _, grad_w, grad_b = torch.ops.aten.convolution_backward(
+                grad, x, weight, [weight.shape[0]] if ctx.has_bias else None, [1, 1], [ctx.pad, ctx.pad],
+                [1, 1], False, [0, 0], 1, [False, bool(ctx.needs_input_grad[1]),
+                                           bool(ctx.has_bias and ctx.needs_input_grad[2])])
+        return grad_x, grad_w, grad_b, None, None
 
 
 def conv3x3(x: torch.Tensor, transformed: torch.Tensor, bias: Optional[torch.Tensor], pad: int,
