@@ -190,3 +190,13 @@ def test_a_training_net_uses_it_only_when_asked(kernel, mixed_net):
     blobs = net.layer_blobs()
     assert all(blob.grad is not None and blob.grad.abs().sum() > 0
                for name in ("first", "body", "last") for blob in blobs[name])
+
+
+def test_a_net_built_under_inference_mode_runs_on_the_kernel_too(kernel, mixed_net):
+    prototxt, weights = mixed_net
+    image = {"data": np.random.default_rng(3).random((1, 1, 20, 20), dtype=np.float32)}
+    with torch.inference_mode():
+        net = TorchNet(str(prototxt), "TEST", seed=0).use_channels_last().use_winograd()
+        out = net.run(image)["out"]
+    direct = open_net(prototxt, weights).use_winograd(False).run(image)["out"]
+    assert 0 < np.abs(out - direct).max() <= TOLERANCE * np.abs(direct).max()

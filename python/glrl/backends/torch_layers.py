@@ -236,7 +236,10 @@ class Convolution(Layer):
 
 
     def _winograd_transformed(self, weight: torch.Tensor) -> torch.Tensor:
-        """The Winograd form of ``weight``, recomputed only when the blob was written to or replaced."""
+        """The Winograd form of ``weight``, recomputed only when the blob was written to or replaced (or on
+        every call for a net built under ``torch.inference_mode``, whose blobs keep no version counter)."""
+        if weight.is_inference():
+            return winograd.transform_weights(weight)
         key = (weight._version, weight.data_ptr())
         if self._winograd_weights is None or self._winograd_weights[0] != key:
             self._winograd_weights = (key, winograd.transform_weights(weight))
