@@ -40,8 +40,9 @@ def _fastest(records: List[Record], key: str) -> Optional[float]:
 
 def cpu_inference_table(records: List[Record]) -> List[str]:
     lines = [("Each tool's best setting (threads, layout) at that size; ratios are their median / ours. Our fp32 "
-              "(Caffe's arithmetic) and bf16 settings are ranked apart, each against the others' fp32, so a "
-              "reduced-precision figure never stands in for an exact one. The CPU-time ratios compare the least "
+              "settings (oneDNN's direct convolutions, Caffe's arithmetic to float rounding, or our Winograd "
+              "kernel, a few 1e-6 of the range off it) and bf16 settings are ranked apart, each against the "
+              "others' fp32, so a reduced-precision figure never stands in for an fp32 one. The CPU-time ratios compare the least "
               "processor time (all threads) any setting of each tool used: on a shared, loaded machine they "
               "show the work each tool does when wall-clock times are disturbed."), "",
              ("| net | image | precision | ours, best setting | ours median | cv2.dnn | Caffe | cv2.dnn / ours "
@@ -90,7 +91,7 @@ def settings_table(records: List[Record]) -> List[str]:
 
 
 def training_table(records: List[Record]) -> List[str]:
-    """One row per net and precision: our fastest setting in fp32 (Caffe's arithmetic) and, apart, in bf16
+    """One row per net and precision: our fastest setting in fp32 (direct or Winograd) and, apart, in bf16
     autocast, each against real Caffe's fastest (fp32, the only precision it has)."""
     lines = [("| net | case | precision | ours iter/s (setting) | Caffe iter/s (threads) | ours / Caffe "
               "| CPU time: Caffe / ours |"), "|---|---|---|---|---|---|---|"]
