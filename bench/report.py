@@ -189,8 +189,9 @@ def markdown(results: Dict[str, Any]) -> str:
         out += cpu_inference_table(records)
         accuracy = [r for r in records if "psnr_db" in r]
         if accuracy:
-            out += ["", "What bf16 costs (GLRL, Set5 ×3, benchmark protocol; bf16 autocast keeps single-channel "
-                    "convolutions in fp32, plain bf16 runs everything in bf16):", ""]
+            out += ["", "What bf16 and the Winograd kernel cost (GLRL, Set5 ×3, benchmark protocol; fp32 is oneDNN's "
+                    "direct convolution; bf16 autocast keeps single-channel convolutions in fp32, plain bf16 runs "
+                    "everything in bf16):", ""]
             out += simple_table(accuracy, ["psnr_db", "psnr_cost_db"])
         out += ["", "### Every tool and setting", ""] + settings_table(records)
     if "training" in sections:
