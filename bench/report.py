@@ -42,8 +42,8 @@ def cpu_inference_table(records: List[Record]) -> List[str]:
     lines = [("Each tool's best setting (threads, layout) at that size; ratios are their median / ours. Our fp32 "
               "settings (oneDNN's direct convolutions, Caffe's arithmetic to float rounding, or our Winograd "
               "kernel, a few 1e-6 of the range off it) and bf16 settings are ranked apart, each against the "
-              "others' fp32, so a reduced-precision figure never stands in for an fp32 one. The CPU-time ratios compare the least "
-              "processor time (all threads) any setting of each tool used: on a shared, loaded machine they "
+              "others' fp32, so a reduced-precision figure never stands in for an fp32 one. The CPU-time "
+              "ratios compare the least processor time (all threads) any setting of each tool used: on a shared, loaded machine they "
               "show the work each tool does when wall-clock times are disturbed."), "",
              ("| net | image | precision | ours, best setting | ours median | cv2.dnn | Caffe | cv2.dnn / ours "
               "| Caffe / ours | CPU time: cv2.dnn / ours | CPU time: Caffe / ours |"),
