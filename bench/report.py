@@ -43,8 +43,9 @@ def cpu_inference_table(records: List[Record]) -> List[str]:
               "settings (oneDNN's direct convolutions, Caffe's arithmetic to float rounding, or our Winograd "
               "kernel, a few 1e-6 of the range off it) and bf16 settings are ranked apart, each against the "
               "others' fp32, so a reduced-precision figure never stands in for an fp32 one. The CPU-time "
-              "ratios compare the least processor time (all threads) any setting of each tool used: on a shared, loaded machine they "
-              "show the work each tool does when wall-clock times are disturbed."), "",
+              "ratios compare the least processor time (all threads) any setting of each tool used: on a "
+              "shared, loaded machine they show the work each tool does when wall-clock times are disturbed."),
+             "",
              ("| net | image | precision | ours, best setting | ours median | cv2.dnn | Caffe | cv2.dnn / ours "
               "| Caffe / ours | CPU time: cv2.dnn / ours | CPU time: Caffe / ours |"),
              "|---|---|---|---|---|---|---|---|---|---|---|"]
