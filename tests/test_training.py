@@ -573,7 +573,7 @@ def test_fifty_iterations_of_the_paper_solver_on_glrl_agree_with_real_caffe(tmp_
 
 
 def test_winograd_training_follows_the_direct_run_and_its_snapshots_say_so(tmp_path):
-    """``glrl train --winograd`` (fp32, CPU): 3x3 convolutions of >= 16 channels on the Winograd kernel. Over
+    """``glrl train --winograd`` (fp32, CPU): 3x3 convolutions of >= 24 channels on the Winograd kernel. Over
     12 iterations its weights stay within 1e-4 of the direct run's (float rounding, not a different method),
     and the snapshot records the precision as "fp32 + Winograd"."""
     from glrl.backends import winograd
@@ -583,7 +583,7 @@ def test_winograd_training_follows_the_direct_run_and_its_snapshots_say_so(tmp_p
     finals = {}
     for use_kernel in (False, True):
         folder = tmp_path / ("winograd" if use_kernel else "direct")
-        solver = make_run(folder, width=16, max_iter=12, snapshot=12, iter_size=1)
+        solver = make_run(folder, width=24, max_iter=12, snapshot=12, iter_size=1)
         train(RunOptions(solver=solver, run_dir=folder / "run", device="cpu", winograd=use_kernel,
                          progress=False, tensorboard=False, echo=False))
         finals[use_kernel] = final_weights(folder / "run", 12)
@@ -596,7 +596,7 @@ def test_winograd_training_follows_the_direct_run_and_its_snapshots_say_so(tmp_p
 
 
 def test_winograd_training_is_refused_off_fp32(tmp_path):
-    solver = make_run(tmp_path, width=16)
+    solver = make_run(tmp_path, width=24)
     with pytest.raises(TrainingError, match="--winograd is for fp32 training on the CPU, not bf16"):
         train(RunOptions(solver=solver, run_dir=tmp_path / "run", device="cpu", precision="bf16", winograd=True,
                          progress=False, tensorboard=False, echo=False))

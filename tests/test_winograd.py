@@ -1,6 +1,6 @@
 """The Winograd F(4×4, 3×3) kernel computes Caffe's 3×3 convolution (to float rounding) and inference nets
 use it only where it applies: CPU, float32, no gradient, 3×3 stride-1 single-group convolutions of at least
-16 channels in and out. Where the kernel cannot be built or fails its first check, nets fall back to oneDNN
+24 channels in and out. Where the kernel cannot be built or fails its first check, nets fall back to oneDNN
 and say so."""
 from __future__ import annotations
 
@@ -65,6 +65,8 @@ layer { name: "strided" type: "Convolution" bottom: "b" top: "c"
   convolution_param { num_output: 32 kernel_size: 3 pad: 1 stride: 2 weight_filler { type: "msra" } } }
 layer { name: "grouped" type: "Convolution" bottom: "b" top: "d"
   convolution_param { num_output: 32 kernel_size: 3 pad: 1 group: 2 weight_filler { type: "msra" } } }
+layer { name: "narrow" type: "Convolution" bottom: "b" top: "f"
+  convolution_param { num_output: 16 kernel_size: 3 pad: 1 weight_filler { type: "msra" } } }
 layer { name: "wide" type: "Convolution" bottom: "b" top: "e"
   convolution_param { num_output: 32 kernel_size: 5 pad: 2 weight_filler { type: "msra" } } }
 layer { name: "last" type: "Convolution" bottom: "b" top: "out"
@@ -87,7 +89,7 @@ def winograd_layers(net):
 
 def test_inference_nets_use_it_for_the_eligible_convolutions_only(kernel, mixed_net):
     net = open_net(*mixed_net)
-    assert winograd_layers(net) == ["body"]  # not 1 channel in or out, strided, grouped or 5x5
+    assert winograd_layers(net) == ["body"]  # not 1 or 16 channels in or out, strided, grouped or 5x5
     image = {"data": np.random.default_rng(0).random((1, 1, 20, 20), dtype=np.float32)}
     fast = net.run(image)
     direct = net.use_winograd(False).run(image)
