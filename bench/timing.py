@@ -90,8 +90,7 @@ def machine_description() -> Dict[str, Any]:
             info["caffe"] = (f"Debian {packages.get('suite', '?')} python3-caffe "
                              f"{packages.get('package python3-caffe', '?')}, OpenBLAS "
                              f"{packages.get('package libopenblas0-pthread', '?')} (oracle root)")
-            with oracle.RootSession() as session:
-                core = session.run(["sh", "-c", f"echo ${oracle.BLAS_CORE_ENV}"]).strip()
+            core = oracle.blas_core()
             if core:
                 info["caffe"] += f", {oracle.BLAS_CORE_ENV}={core}"
         else:

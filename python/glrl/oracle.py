@@ -67,6 +67,33 @@ def _check_built(root: Path) -> None:
         raise GlrlError(f"the real-Caffe root is not built at {root}", hint=BUILD_HINT)
 
 
+def _command_in_root(root: Path, cwd: str, variables: Dict[str, str], argv: Sequence[str]) -> List[str]:
+    """``argv`` run in ``root`` from ``cwd`` (a path inside it) with exactly ``variables`` as environment."""
+    return _chroot_prefix() + [str(root), "/usr/bin/env", "-i", "-C", cwd,
+                               *(f"{k}={v}" for k, v in variables.items()), *argv]
+
+
+def blas_core(root: Optional[Union[str, Path]] = None) -> Optional[str]:
+    """The OPENBLAS_CORETYPE sessions in the root use: ``$OPENBLAS_CORETYPE`` if set here, else Haswell where
+    the root's OpenBLAS would pick a pre-AVX2 core on an AVX2+FMA CPU, else None (OpenBLAS's own choice).
+    The root is asked once per process."""
+    if os.environ.get(BLAS_CORE_ENV):
+        return os.environ[BLAS_CORE_ENV]
+    path = caffe_root(root)
+    if path not in _blas_cores:
+        from glrl.machine import cpu_flags
+
+        _blas_cores[path] = None
+        if {"avx2", "fma"} <= (cpu_flags() or frozenset()):
+            probe = ["python3", "-c", "import numpy; numpy.ones((8, 8)) @ numpy.ones((8, 8))"]
+            done = subprocess.run(_command_in_root(path, "/", {"PATH": "/usr/bin:/bin", "OPENBLAS_VERBOSE": "2"},
+                                                   probe), capture_output=True, text=True, timeout=120, check=False)
+            said = (done.stderr + done.stdout).split("Core:")
+            if len(said) > 1 and said[1].split()[0] in PRE_AVX2_CORES:
+                _blas_cores[path] = "Haswell"
+    return _blas_cores[path]
+
+
 def _chroot_prefix() -> List[str]:
     """``chroot`` as root; elsewhere inside a user namespace where this user is root."""
     if os.geteuid() == 0:
@@ -149,12 +176,11 @@ class RootSession:
             "OPENBLAS_NUM_THREADS": str(self.threads),
             "OMP_NUM_THREADS": str(self.threads),
         }
-        core = self._blas_core(variables) if BLAS_CORE_ENV not in (env or {}) else None
+        core = blas_core(self.root)
         if core:
             variables[BLAS_CORE_ENV] = core
         variables.update(env or {})
-        command = _chroot_prefix() + [str(self.root), "/usr/bin/env", "-i", "-C", self.inside,
-                                      *(f"{k}={v}" for k, v in variables.items()), *argv]
+        command = _command_in_root(self.root, self.inside, variables, argv)
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
         except subprocess.TimeoutExpired as exc:
@@ -168,22 +194,3 @@ class RootSession:
                                  "'make caffe-root'")
         return done.stdout
 
-    def _blas_core(self, variables: Dict[str, str]) -> Optional[str]:
-        """The OPENBLAS_CORETYPE sessions in this root use: ``$OPENBLAS_CORETYPE`` if set here, else
-        Haswell where OpenBLAS would pick a pre-AVX2 core on an AVX2+FMA CPU, else none (asked once)."""
-        if os.environ.get(BLAS_CORE_ENV):
-            return os.environ[BLAS_CORE_ENV]
-        if self.root not in _blas_cores:
-            from glrl.machine import cpu_flags
-
-            _blas_cores[self.root] = None
-            if {"avx2", "fma"} <= set(cpu_flags()):
-                probe = "import numpy; numpy.ones((8, 8)) @ numpy.ones((8, 8))"
-                command = _chroot_prefix() + [str(self.root), "/usr/bin/env", "-i", "-C", self.inside,
-                                              *(f"{k}={v}" for k, v in variables.items()), "OPENBLAS_VERBOSE=2",
-                                              "python3", "-c", probe]
-                done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
-                said = (done.stderr + done.stdout).split("Core:")
-                if len(said) > 1 and said[1].split()[0] in PRE_AVX2_CORES:
-                    _blas_cores[self.root] = "Haswell"
-        return _blas_cores[self.root]

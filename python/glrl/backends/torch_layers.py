@@ -214,14 +214,15 @@ class Convolution(Layer):
         weight = self.blob(0)
         bias = self.blob(1) if self.bias_term else None
         device_type = bottoms[0].device.type
-        if (self.winograd and device_type == "cpu" and bottoms[0].dtype == torch.float32
-                and not autocast_active(device_type)):
+        gradients = torch.is_grad_enabled()
+        if (self.winograd and (self.winograd_gradients or not gradients) and device_type == "cpu"
+                and bottoms[0].dtype == torch.float32 and not autocast_active(device_type)):
             module = winograd.kernel()
-            if module is not None and not torch.is_grad_enabled():
+            if module is not None and gradients:
+                return [winograd.Conv3x3Function.apply(x, weight, bias, self.pad[0], module) for x in bottoms]
+            if module is not None:
                 transformed = self._winograd_transformed(weight)
                 return [winograd.conv3x3(x, transformed, bias, self.pad[0], module) for x in bottoms]
-            if module is not None and self.winograd_gradients:
-                return [winograd.Conv3x3Function.apply(x, weight, bias, self.pad[0], module) for x in bottoms]
         if self.param.convolution_param.num_output == 1 and autocast_active(device_type):
             # A convolution that makes a single-channel map makes an image (or a residual added to one):
             # under bf16 autocast its output would keep 8 bits of mantissa, about half a grey level at
@@ -233,7 +234,6 @@ class Convolution(Layer):
                                    groups=self.groups) for x in bottoms]
         return [self._conv(x, weight, bias, stride=self.stride, padding=self.pad, dilation=self.dilation,
                            groups=self.groups) for x in bottoms]
-
 
     def _winograd_transformed(self, weight: torch.Tensor) -> torch.Tensor:
         """The Winograd form of ``weight``, recomputed only when the blob was written to or replaced (or on

@@ -33,9 +33,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from glrl.backends import winograd
 from glrl.backends.torch_data import HDF5Data, Input
 from glrl.backends.torch_fillers import fill
-from glrl.backends import winograd
 from glrl.backends.torch_layers import LAYER_CLASSES, Convolution, Layer, Shape
 from glrl.caffe import io, pb
 from glrl.caffe.upgrade import upgrade_net

@@ -59,7 +59,7 @@ def _build_directory() -> Path:
     digest.update(SOURCE.read_bytes())
     digest.update(str(SOURCE).encode())  # each checkout its own build: ninja rebuilds when the path changes
     digest.update(torch.__version__.encode())
-    digest.update(" ".join(sorted(cpu_flags())).encode())
+    digest.update(" ".join(sorted(cpu_flags() or ())).encode())
     root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "glrl")
     return root / "winograd" / digest.hexdigest()[:16]
 
