@@ -5,9 +5,9 @@ floats); inference on a 512² image, feature maps of 64 MiB. glibc's ``malloc`` 
 ``mmap`` and gives them back with ``munmap`` (or trims the heap top) as soon as they are freed, so every new
 tensor starts as fresh pages that fault in one 4 KiB page at a time. Serving every block from the heap
 (no ``mmap``: glibc's own mmap threshold stops at 32 MiB) and never trimming it makes freed blocks stay
-mapped for the next tensor, as a caching allocator would. Measured on a 2-core AVX-512 AMD EPYC
-(docs/benchmarks.md): GLRL inference on a 512² image 1.59 → 0.73 s, a training step 0.53 → 0.48 s. The
-process then keeps its peak footprint instead of shrinking; results are bit-identical.
+mapped for the next tensor, as a caching allocator would: GLRL inference on a 512² image took 673 ms
+instead of 1,975 ms on a 2-core AMD EPYC (``python bench/kernels.py``, docs/benchmarks.md). The process
+then keeps its peak footprint instead of shrinking; results are bit-identical.
 
 The ``glrl`` command calls :func:`retain_freed_memory` once at start-up. Library users decide for their own
 process. Elsewhere than glibc (musl, macOS, Windows) it does nothing.

@@ -36,7 +36,8 @@ SOURCE = Path(__file__).with_name("winograd_f43.cpp")
 SWITCH_ENV = "GLRL_WINOGRAD"
 CACHE_ENV = "GLRL_CACHE"
 # Fewer channels make the 36 matrix products too thin to pay for the transforms: one convolution of a 256² map
-# on 2 Zen 5 threads ran 0.78× oneDNN's speed at 16→16 channels, 1.6× at 24→24, 1.2× at 32→32, 1.9× at 64→64.
+# on 2 Zen 5 threads ran 0.69-0.91x oneDNN's speed at 16->16 channels, 1.3-1.8x at 24->24, 1.9-2.6x at 64->64
+# (python bench/kernels.py, four runs).
 MIN_CHANNELS = 24
 
 # G of F(4×4, 3×3) (Lavin & Gray 2016): the weight transform U = G g Gᵀ.
