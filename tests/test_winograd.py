@@ -1,7 +1,8 @@
-"""The Winograd F(4×4, 3×3) kernel computes Caffe's 3×3 convolution (to float rounding) and inference nets
-use it only where it applies: CPU, float32, no gradient, 3×3 stride-1 single-group convolutions of at least
-24 channels in and out. Where the kernel cannot be built or fails its first check, nets fall back to oneDNN
-and say so."""
+"""The compiled kernel computes Caffe's 3×3 convolution and its weight gradient (Winograd F(4×4, 3×3), to float
+rounding) and PReLU's backward pass. Inference nets use the convolution only where it applies: CPU, float32,
+no gradient, 3×3 stride-1 single-group convolutions of at least 24 channels in and out; training nets use all
+three when asked. Where the kernel cannot be built or fails its first check, nets fall back to oneDNN and
+PyTorch and say so."""
 from __future__ import annotations
 
 import os
@@ -146,26 +147,55 @@ def test_a_kernel_that_cannot_be_built_falls_back_to_onednn_and_says_why(mixed_n
     assert "unavailable" not in capsys.readouterr().err  # said once
 
 
-def test_a_kernel_that_computes_wrongly_is_not_used(kernel, mixed_net, monkeypatch, capsys):
+@pytest.mark.parametrize("wrong, name", [("conv3x3", "convolution"), ("conv3x3_weight_grad", "weight gradient"),
+                                         ("prelu_backward", "PReLU backward")])
+def test_a_kernel_that_computes_wrongly_is_not_used(kernel, mixed_net, monkeypatch, capsys, wrong, name):
     class Wrong:
-        @staticmethod
-        def conv3x3(x, u, bias, pad):
-            return kernel.conv3x3(x, u, bias, pad) * 1.01
+        conv3x3 = staticmethod(kernel.conv3x3)
+        conv3x3_weight_grad = staticmethod(kernel.conv3x3_weight_grad)
+        prelu_backward = staticmethod(kernel.prelu_backward)
 
+    def off_by_one_percent(*args):
+        result = getattr(kernel, wrong)(*args)
+        return [t * 1.01 for t in result] if isinstance(result, list) else result * 1.01
+
+    setattr(Wrong, wrong, staticmethod(off_by_one_percent))
     from torch.utils import cpp_extension
 
     monkeypatch.setattr(winograd, "_kernel", None)
     monkeypatch.setattr(winograd, "_failure", None)
     monkeypatch.setattr(cpp_extension, "load", lambda **_: Wrong())
     assert winograd.kernel() is None
-    assert "is unavailable (RuntimeError: the built kernel is 1.0e-02 off PyTorch's convolution)" \
+    assert f"is unavailable (RuntimeError: the built kernel's {name} is 1.0e-02 off PyTorch's)" \
         in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("pad", [0, 1, 2])
-def test_with_gradients_the_kernel_gives_the_direct_convolutions_gradients(kernel, pad):
+@pytest.mark.parametrize("batch, channels, outputs, height, width, pad", [
+    (4, 64, 64, 31, 31, 1),     # GLRL's training patches: partial tiles at the edge
+    (2, 24, 17, 13, 19, 0),     # channel counts off the vector width, no padding
+    (1, 32, 24, 6, 3, 2),       # wide padding, an output narrower than one tile
+    (3, 24, 24, 40, 36, 1),     # several blocks of tiles per thread
+])
+def test_the_kernel_computes_the_weight_gradient(kernel, batch, channels, outputs, height, width, pad):
+    generator = torch.Generator().manual_seed(height)
+    x = torch.randn(batch, channels, height, width, generator=generator)
+    weight = torch.randn(outputs, channels, 3, 3, generator=generator)
+    grad = torch.randn(batch, outputs, height + 2 * pad - 2, width + 2 * pad - 2, generator=generator)
+    ours = winograd.weight_gradient(x.contiguous(memory_format=torch.channels_last), grad, pad, kernel)
+    expected = torch.ops.aten.convolution_backward(
+        grad.double(), x.double(), weight.double(), None, [1, 1], [pad, pad], [1, 1], False, [0, 0], 1,
+        [False, True, False])[1].float()
+    assert ours.shape == weight.shape
+    assert (ours - expected).abs().max() <= TOLERANCE * expected.abs().max()
+
+
+@pytest.mark.parametrize("batch, height, width, pad", [
+    (3, 11, 9, 0), (3, 11, 9, 1), (3, 11, 9, 2),   # few tiles: the weight gradient on oneDNN
+    (8, 30, 31, 1),                                 # 512 tiles: on the kernel
+])
+def test_with_gradients_the_kernel_gives_the_direct_convolutions_gradients(kernel, batch, height, width, pad):
     generator = torch.Generator().manual_seed(pad)
-    x = torch.randn(3, 24, 11, 9, generator=generator).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(batch, 24, height, width, generator=generator).contiguous(memory_format=torch.channels_last)
     weight = torch.randn(20, 24, 3, 3, generator=generator) * 0.1
     bias = torch.randn(20, generator=generator)
     upstream = torch.randn_like(F.conv2d(x, weight, bias, padding=pad), memory_format=torch.channels_last)
@@ -180,18 +210,77 @@ def test_with_gradients_the_kernel_gives_the_direct_convolutions_gradients(kerne
         assert (ours - expected).abs().max() <= TOLERANCE * expected.abs().max(), name
 
 
-def test_a_training_net_uses_it_only_when_asked(kernel, mixed_net):
+def test_a_training_net_uses_it_only_when_asked_and_gets_the_direct_nets_gradients(kernel, mixed_net,
+                                                                                   monkeypatch):
+    monkeypatch.setattr(winograd, "MIN_GRADIENT_TILES", 0)  # the weight gradients on the kernel too
     prototxt, _ = mixed_net
-    net = TorchNet(str(prototxt), "TEST", seed=0).use_channels_last()
     x = torch.rand(1, 1, 20, 20)
-    direct = net({"data": x})["out"]
-    net.use_winograd(gradients=True)
-    fast = net({"data": x})["out"]
+    nets = [TorchNet(str(prototxt), "TEST", seed=0).use_channels_last() for _ in range(2)]
+    direct, fast = (net({"data": x})["out"] for net in nets)
+    assert torch.equal(fast, direct)
+    assert not any(layer.compiled_backward for layer in nets[1].layers if layer.type_name == "PReLU")
+    nets[1].use_winograd(gradients=True)
+    assert all(layer.compiled_backward for layer in nets[1].layers if layer.type_name == "PReLU")
+    fast = nets[1]({"data": x})["out"]
     assert 0 < (fast - direct).abs().max() <= TOLERANCE * direct.abs().max()
+    direct.sum().backward()
     fast.sum().backward()
-    blobs = net.layer_blobs()
-    assert all(blob.grad is not None and blob.grad.abs().sum() > 0
-               for name in ("first", "body", "last") for blob in blobs[name])
+    expected, ours = (net.layer_blobs() for net in nets)
+    for name in ("first", "body", "act", "last"):
+        for mine, theirs in zip(ours[name], expected[name]):
+            assert theirs.grad.abs().max() > 0
+            assert (mine.grad - theirs.grad).abs().max() <= TOLERANCE * theirs.grad.abs().max(), name
+
+
+def reference_prelu_backward(grad, x, slope):
+    """Caffe's PReLULayer::Backward_cpu, in float64."""
+    grad, x = grad.double(), x.double()
+    broadcast = slope.double().view((1, -1) + (1,) * (x.dim() - 2)) if slope.numel() > 1 else slope.double()
+    negative = x <= 0
+    grad_x = torch.where(negative, grad * broadcast, grad)
+    dims = [0] + list(range(2, x.dim())) if slope.numel() > 1 else list(range(x.dim()))
+    return grad_x.float(), (grad * x * negative).sum(dims).float().reshape(slope.shape)
+
+
+@pytest.mark.parametrize("shape, channels_last, shared", [
+    ((4, 64, 31, 31), False, False),   # GLRL's training batch
+    ((4, 64, 31, 31), True, False),    # as glrl train --winograd stores it
+    ((2, 17, 5, 9), True, False),      # channels off the vector width
+    ((3, 24, 7, 6), False, True),      # one shared slope
+    ((3, 24, 7, 6), True, True),
+    ((5, 3, 11), False, False),        # 3-D and 2-D bottoms
+    ((6, 5), False, False),
+])
+def test_the_kernel_computes_caffes_prelu_backward(kernel, shape, channels_last, shared):
+    generator = torch.Generator().manual_seed(len(shape))
+    x = torch.randn(shape, generator=generator)
+    x[x.abs() < 0.1] = 0  # at x = 0 Caffe takes the slope side
+    grad = torch.randn(shape, generator=generator)
+    if channels_last:
+        x, grad = (t.contiguous(memory_format=torch.channels_last) for t in (x, grad))
+    slope = torch.rand(() if shared else (shape[1],), generator=generator)
+    grad_x, grad_slope = kernel.prelu_backward(grad, x, slope.reshape(-1))
+    expected_x, expected_slope = reference_prelu_backward(grad, x, slope)
+    assert grad_x.stride() == x.stride()
+    assert torch.equal(grad_x, expected_x)  # one rounding, as in Caffe
+    magnitude = (grad * x).abs().sum() / (1 if shared else shape[1])
+    assert (grad_slope.view(slope.shape) - expected_slope).abs().max() <= 1e-6 * magnitude
+
+
+def test_prelu_layers_take_gradients_of_any_layout_through_the_kernel(kernel):
+    from glrl.backends.torch_layers import prelu
+
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 24, 6, 5, generator=generator).contiguous(memory_format=torch.channels_last)
+    upstream = torch.randn(2, 24, 6, 5, generator=generator)  # NCHW: other strides than x
+    results = []
+    for module in (kernel, None):
+        leaves = [x.clone().requires_grad_(), torch.rand(24, generator=torch.Generator().manual_seed(1))]
+        leaves[1].requires_grad_()
+        (prelu(*leaves, module) * upstream).sum().backward()
+        results.append([leaf.grad for leaf in leaves])
+    for ours, expected in zip(*results):
+        assert (ours - expected).abs().max() <= 1e-6 * expected.abs().max()
 
 
 def test_a_net_built_under_inference_mode_runs_on_the_kernel_too(kernel, mixed_net):

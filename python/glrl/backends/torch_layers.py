@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from types import ModuleType
 from typing import ClassVar, Dict, List, Optional, Sequence, Tuple, Type
 
 import torch
@@ -282,28 +283,44 @@ class PReLU(Layer):
             pp.filler, pp.HasField("filler"), value=0.25)))
         return [shape]
 
+    # Set by TorchNet.use_winograd(gradients=True): compute the backward pass with the compiled kernel
+    # (glrl.backends.winograd) for CPU float32 tensors.
+    compiled_backward = False
+
     def forward(self, x: torch.Tensor) -> Sequence[torch.Tensor]:
-        return [prelu(x, self.blob(0))]
+        module = None
+        if (self.compiled_backward and torch.is_grad_enabled() and x.device.type == "cpu"
+                and x.dtype == torch.float32):
+            module = winograd.kernel()
+        return [prelu(x, self.blob(0), module)]
 
 
 class _PReLUFunction(torch.autograd.Function):
-    """PReLU with Caffe's gradients, computed in a few fused passes.
+    """PReLU with Caffe's gradients, computed in one pass by the compiled kernel or in a few fused ones.
 
     Forward is ``F.prelu``. Backward (Caffe's ``PReLULayer::Backward_cpu``): the bottom gradient is the top
     gradient where x > 0 and slope · top gradient where x <= 0; the slope gradient is Σ top gradient · x over
     x <= 0 (per channel, or over everything for a shared slope). PyTorch's own PReLU backward writes a
     full-size slope-gradient buffer before reducing it and took ~22 % of a GLRL training step on the CPU;
-    this one is ``threshold_backward`` (ReLU's fused mask) plus three elementwise passes and a reduction.
+    the fallback here is ``threshold_backward`` (ReLU's fused mask) plus three elementwise passes and a
+    reduction, and the kernel (``prelu_backward.cpp``) reads x and the gradient once.
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, slope: torch.Tensor, module: Optional[ModuleType]) -> torch.Tensor:
         ctx.save_for_backward(x, slope)
+        ctx.module = module
         return F.prelu(x, slope.to(x.dtype).reshape(-1))
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    def backward(ctx, grad: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:
         x, slope = ctx.saved_tensors
+        if (ctx.module is not None and grad.dtype == torch.float32 and slope.dtype == torch.float32
+                and (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last))):
+            if grad.stride() != x.stride():
+                grad = torch.empty_like(x).copy_(grad)
+            grad_x, grad_slope = ctx.module.prelu_backward(grad, x, slope.detach().contiguous())
+            return grad_x, grad_slope.view(slope.shape), None
         per_channel = slope.dim() > 0
         broadcast = (1, -1) + (1,) * (x.dim() - 2) if per_channel else ()
         positive = torch.ops.aten.threshold_backward(grad, x, 0)  # grad where x > 0, else 0
@@ -315,12 +332,13 @@ class _PReLUFunction(torch.autograd.Function):
             dims = [0] + list(range(2, x.dim())) if per_channel else list(range(x.dim()))
             accumulate = torch.promote_types(grad.dtype, torch.float32)  # bf16 grads sum in fp32
             grad_slope = (negative * x).sum(dims, dtype=accumulate).to(slope.dtype).reshape(slope.shape)
-        return grad_x, grad_slope
+        return grad_x, grad_slope, None
 
 
-def prelu(x: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
-    """PReLU of ``x`` (N, C, ...) with ``slope`` of shape (C,) or () (shared), with Caffe's gradients."""
-    return _PReLUFunction.apply(x, slope)
+def prelu(x: torch.Tensor, slope: torch.Tensor, module: Optional[ModuleType] = None) -> torch.Tensor:
+    """PReLU of ``x`` (N, C, ...) with ``slope`` of shape (C,) or () (shared), with Caffe's gradients
+    (computed by ``module``'s ``prelu_backward`` when a compiled kernel is given)."""
+    return _PReLUFunction.apply(x, slope, module)
 
 
 class Sigmoid(Layer):

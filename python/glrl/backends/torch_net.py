@@ -36,7 +36,7 @@ from torch import nn
 from glrl.backends import winograd
 from glrl.backends.torch_data import HDF5Data, Input
 from glrl.backends.torch_fillers import fill
-from glrl.backends.torch_layers import LAYER_CLASSES, Convolution, Layer, Shape
+from glrl.backends.torch_layers import LAYER_CLASSES, Convolution, Layer, PReLU, Shape
 from glrl.caffe import io, pb
 from glrl.caffe.upgrade import upgrade_net
 from glrl.errors import FormatError, ModelError
@@ -442,13 +442,16 @@ class TorchNet(nn.Module):
     def use_winograd(self, enabled: bool = True, gradients: bool = False) -> "TorchNet":
         """Let the eligible 3×3 convolutions run on the Winograd F(4×4, 3×3) kernel for CPU float32 inputs
         when no gradient is wanted (:mod:`glrl.backends.winograd`: about twice as fast as oneDNN, rounding
-        a few 1e-6 of the output's range differently) and, with ``gradients``, under autograd too (forward
-        and input gradient on the kernel); ``False`` restores oneDNN everywhere. Returns the net."""
+        a few 1e-6 of the output's range differently) and, with ``gradients``, under autograd too (forward,
+        input and weight gradients on the kernel), with PReLU's backward pass on the same compiled module;
+        ``False`` restores oneDNN and PyTorch's elementwise PReLU backward everywhere. Returns the net."""
         for layer in self.layers:
             if isinstance(layer, Convolution):
                 layer.winograd = enabled and layer.winograd_eligible
                 layer.winograd_gradients = layer.winograd and gradients and winograd.gradients_eligible(
                     layer.pad[0])
+            elif isinstance(layer, PReLU):
+                layer.compiled_backward = enabled and gradients
         return self
 
     def use_channels_last(self) -> "TorchNet":

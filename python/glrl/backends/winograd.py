@@ -12,8 +12,9 @@ dilation 1, one group, ≥ 24 input and output channels) and they use this kerne
 no gradient is wanted — inference through ``open_net`` (``glrl upscale``, ``glrl eval``). Training keeps
 oneDNN's direct convolutions (Caffe's arithmetic, checked against real Caffe to 1e-5) unless asked
 (``glrl train --winograd``, ``use_winograd(gradients=True)``): then :class:`Conv3x3Function` runs the
-forward pass and the input gradient (a 3×3 convolution with the flipped, transposed weights) on the kernel
-and the weight and bias gradients on oneDNN — a GLRL step on the CPU about 1.3× faster.
+forward pass, the input gradient (a 3×3 convolution with the flipped, transposed weights) and, for maps of
+at least :data:`MIN_GRADIENT_TILES` tiles, the weight gradient (the transposed algorithm: per tile
+position, the transformed inputs times the transformed output gradients, summed over tiles) on the kernel.
 
 Building needs a C++ compiler and ninja (both come with a development setup; the kernel is compiled with
 ``-march=native``, about 40 s once, cached under ``$GLRL_CACHE`` or ``~/.cache/glrl``, keyed by the
@@ -32,13 +33,18 @@ from typing import Any, Optional, Tuple
 
 import torch
 
-SOURCE = Path(__file__).with_name("winograd_f43.cpp")
+# The convolution and its gradients, and PReLU's one-pass backward (the other half of a GLRL training step).
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("winograd_f43.cpp", "prelu_backward.cpp"))
 SWITCH_ENV = "GLRL_WINOGRAD"
 CACHE_ENV = "GLRL_CACHE"
 # Fewer channels make the 36 matrix products too thin to pay for the transforms: one convolution of a 256² map
 # on 2 Zen 5 threads ran 0.69-0.91x oneDNN's speed at 16->16 channels, 1.3-1.8x at 24->24, 1.9-2.6x at 64->64
 # (python bench/kernels.py, four runs).
 MIN_CHANNELS = 24
+# The weight gradient's fixed costs (per-thread accumulators, the final Gᵀ·G) pay off only over many 4×4 tiles
+# (batch × tiles per map): on 2 Xeon (Sapphire Rapids) threads at 64->64 channels it ran 0.45x oneDNN's speed
+# at 64 tiles, 1.0x at 512, 1.3x at 2048 (a batch of 32 GLRL patches) and 1.9x at 4096 (one 256² map).
+MIN_GRADIENT_TILES = 512
 
 # G of F(4×4, 3×3) (Lavin & Gray 2016): the weight transform U = G g Gᵀ.
 _G = ((1 / 4, 0.0, 0.0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6), (1 / 24, 1 / 12, 1 / 6),
@@ -57,8 +63,9 @@ def _build_directory() -> Path:
     from glrl.machine import cpu_flags
 
     digest = hashlib.sha256()
-    digest.update(SOURCE.read_bytes())
-    digest.update(str(SOURCE).encode())  # each checkout its own build: ninja rebuilds when the path changes
+    for source in SOURCES:
+        digest.update(source.read_bytes())
+        digest.update(str(source).encode())  # each checkout its own build: ninja rebuilds when the path changes
     digest.update(torch.__version__.encode())
     digest.update(" ".join(sorted(cpu_flags() or ())).encode())
     root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "glrl")
@@ -83,7 +90,7 @@ def kernel() -> Optional[ModuleType]:
     try:
         directory.mkdir(parents=True, exist_ok=True)
         module = cpp_extension.load(
-            name="glrl_winograd", sources=[str(SOURCE)], build_directory=str(directory),
+            name="glrl_winograd", sources=[str(source) for source in SOURCES], build_directory=str(directory),
             extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"], verbose=False)
         _self_check(module)
     except Exception as exc:  # noqa: BLE001  (no compiler, no ninja, no headers, a full disk: all fall back)
@@ -97,18 +104,29 @@ def kernel() -> Optional[ModuleType]:
 
 
 def _self_check(module: ModuleType) -> None:
-    """Run the freshly loaded kernel once against PyTorch's convolution: ATen's float batch-reduce GEMM may be
-    missing on other CPUs and builds, and a kernel that fails or computes wrongly must not be used."""
+    """Run the freshly loaded kernel once against PyTorch's convolution and its weight gradient: ATen's float
+    batch-reduce GEMM may be missing on other CPUs and builds, and a kernel that fails or computes wrongly
+    must not be used."""
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(1, 16, 9, 7, generator=generator)
     weight = torch.randn(16, 16, 3, 3, generator=generator)
     bias = torch.randn(16, generator=generator)
+    grad = torch.randn(1, 16, 9, 7, generator=generator)
+    slope = torch.rand(16, generator=generator)
     with torch.no_grad():
-        ours = conv3x3(x, transform_weights(weight), bias, 1, module)
-        expected = torch.nn.functional.conv2d(x, weight, bias, padding=1)
-    error = float((ours - expected).abs().max() / expected.abs().max())
-    if not error <= 1e-4:
-        raise RuntimeError(f"the built kernel is {error:.1e} off PyTorch's convolution")
+        checks = {
+            "convolution": (conv3x3(x, transform_weights(weight), bias, 1, module),
+                            torch.nn.functional.conv2d(x, weight, bias, padding=1)),
+            "weight gradient": (weight_gradient(x, grad, 1, module), torch.ops.aten.convolution_backward(
+                grad, x, weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [False, True, False])[1]),
+            "PReLU backward": (torch.cat([t.flatten() for t in module.prelu_backward(grad, x, slope)]),
+                               torch.cat([torch.where(x > 0, grad, grad * slope.view(-1, 1, 1)).flatten(),
+                                          (grad * x.clamp(max=0)).sum((0, 2, 3))])),
+        }
+    for name, (ours, expected) in checks.items():
+        error = float((ours - expected).abs().max() / expected.abs().max())
+        if not error <= 1e-4:
+            raise RuntimeError(f"the built kernel's {name} is {error:.1e} off PyTorch's")
 
 
 def eligible(kernel_size: Tuple[int, ...], stride: Tuple[int, ...], dilation: Tuple[int, ...],
@@ -134,8 +152,9 @@ def gradients_eligible(pad: int) -> bool:
 
 
 class Conv3x3Function(torch.autograd.Function):
-    """A 3×3 convolution (stride 1) whose forward pass and input gradient run on the Winograd kernel; the
-    weight and bias gradients come from oneDNN (``aten.convolution_backward``)."""
+    """A 3×3 convolution (stride 1) whose forward pass, input gradient and weight gradient run on the
+    Winograd kernel (the weight gradient on oneDNN's ``aten.convolution_backward`` for maps of fewer than
+    :data:`MIN_GRADIENT_TILES` tiles)."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], pad: int,
@@ -153,11 +172,15 @@ class Conv3x3Function(torch.autograd.Function):
             flipped = weight.detach().transpose(0, 1).flip(2, 3)
             grad_x = conv3x3(grad, transform_weights(flipped), None, 2 - ctx.pad, ctx.module)
         grad_w = grad_b = None
-        if ctx.needs_input_grad[1] or (ctx.has_bias and ctx.needs_input_grad[2]):
-            _, grad_w, grad_b = torch.ops.aten.convolution_backward(
-                grad, x, weight, [weight.shape[0]] if ctx.has_bias else None, [1, 1], [ctx.pad, ctx.pad],
-                [1, 1], False, [0, 0], 1, [False, bool(ctx.needs_input_grad[1]),
-                                           bool(ctx.has_bias and ctx.needs_input_grad[2])])
+        if ctx.needs_input_grad[1]:
+            if tiles(grad) >= MIN_GRADIENT_TILES:
+                grad_w = weight_gradient(x, grad, ctx.pad, ctx.module)
+            else:
+                grad_w = torch.ops.aten.convolution_backward(
+                    grad, x, weight, None, [1, 1], [ctx.pad, ctx.pad], [1, 1], False, [0, 0], 1,
+                    [False, True, False])[1]
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad.sum((0, 2, 3))
         return grad_x, grad_w, grad_b, None, None
 
 
@@ -170,3 +193,20 @@ def conv3x3(x: torch.Tensor, transformed: torch.Tensor, bias: Optional[torch.Ten
     empty = torch.empty(0, dtype=torch.float32)
     out = module.conv3x3(nhwc, transformed, empty if bias is None else bias.detach().contiguous(), pad)
     return out.permute(0, 3, 1, 2)
+
+
+def tiles(output: torch.Tensor) -> int:
+    """How many 4×4 tiles cover the N × K × H × W ``output`` of a 3×3 convolution."""
+    batch, _, height, width = output.shape
+    return batch * -(-height // 4) * -(-width // 4)
+
+
+def weight_gradient(x: torch.Tensor, grad: torch.Tensor, pad: int, module: ModuleType) -> torch.Tensor:
+    """The K × C × 3 × 3 gradient of Caffe's 3×3 convolution (stride 1, ``pad``) with respect to its weights,
+    for the N × C × H × W float32 CPU input ``x`` and the gradient ``grad`` of its N × K × H' × W' output:
+    the kernel sums over tiles in the Winograd domain, and Gᵀ · G brings each position back (in float64)."""
+    transformed = module.conv3x3_weight_grad(x.detach().permute(0, 2, 3, 1).contiguous(),
+                                             grad.permute(0, 2, 3, 1).contiguous(), pad)
+    g = torch.tensor(_G, dtype=torch.float64)
+    positions = transformed.to(torch.float64).view(6, 6, x.shape[1], grad.shape[1])
+    return torch.einsum("ia,ijck,jb->kcab", g, positions, g).to(torch.float32)
