@@ -187,6 +187,7 @@ def test_the_kernel_computes_the_weight_gradient(kernel, batch, channels, output
         [False, True, False])[1].float()
     assert ours.shape == weight.shape
     assert (ours - expected).abs().max() <= TOLERANCE * expected.abs().max()
+    assert torch.equal(winograd.weight_gradient(x, grad, pad, kernel), ours)  # the same sum every time
 
 
 @pytest.mark.parametrize("batch, height, width, pad", [
@@ -265,6 +266,7 @@ def test_the_kernel_computes_caffes_prelu_backward(kernel, shape, channels_last,
     assert torch.equal(grad_x, expected_x)  # one rounding, as in Caffe
     magnitude = (grad * x).abs().sum() / (1 if shared else shape[1])
     assert (grad_slope.view(slope.shape) - expected_slope).abs().max() <= 1e-6 * magnitude
+    assert torch.equal(kernel.prelu_backward(grad, x, slope.reshape(-1))[1], grad_slope)  # the same every time
 
 
 def test_prelu_layers_take_gradients_of_any_layout_through_the_kernel(kernel):

@@ -3,14 +3,16 @@
 // Caffe's PReLULayer::Backward_cpu: the bottom gradient is g where x > 0 and slope * g where x <= 0; the slope
 // gradient is the sum of g * x over x <= 0, per channel (or over everything for a shared slope). PyTorch's
 // elementwise version needs five passes over memory (mask, difference, multiply-add, product, sum); this one
-// reads x and g once and writes the bottom gradient once. Sums run in float over a plane or a row and in
-// double across them, per thread, then across threads.
+// reads x and g once and writes the bottom gradient once. Sums run in float over a plane or 64 rows and in
+// double across them, per range of the parallel loop, then across ranges.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <vector>
+
+#include "partial_sums.h"
 
 namespace {
 
@@ -64,8 +66,7 @@ std::vector<torch::Tensor> prelu_backward(const torch::Tensor& grad, const torch
   const float* sp = slope.data_ptr<float>();
   float* op = grad_x.data_ptr<float>();
   const int64_t sums = shared ? 1 : channels;
-  const int64_t threads = at::get_num_threads();
-  std::vector<double> partial(static_cast<size_t>(threads) * sums, 0.0);
+  PartialSums<double> partial;
 
   if (shared || !channels_last) {
     // runs of one slope: chunks of the flat tensor (shared), or the N x C planes of an NCHW tensor
@@ -73,19 +74,20 @@ std::vector<torch::Tensor> prelu_backward(const torch::Tensor& grad, const torch
     const int64_t units = length ? (numel + length - 1) / length : 0;
     at::parallel_for(0, units, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, length)),
                      [&](int64_t first, int64_t last) {
-      double* acc = partial.data() + at::get_thread_num() * sums;
+      std::vector<double> acc(sums, 0.0);
       for (int64_t u = first; u < last; ++u) {
         const int64_t c = shared ? 0 : u % channels, start = u * length, n = std::min(length, numel - start);
         acc[c] += prelu_run(gp + start, xp + start, op + start, n, sp[c]);
       }
+      partial.add(first, std::move(acc));
     });
   } else {
     // channels-last: rows of C channels, one slope per element of a row
     const int64_t rows = numel / channels;
     at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / channels), [&](int64_t first, int64_t last) {
-      double* acc = partial.data() + at::get_thread_num() * sums;
+      std::vector<double> acc(sums, 0.0);
       std::vector<float> sum(channels);
-      // float sums over at most 64 rows at a time, then into the thread's double accumulators
+      // float sums over at most 64 rows at a time, then into the range's double accumulators
       for (int64_t r0 = first; r0 < last; r0 += 64) {
         std::fill(sum.begin(), sum.end(), 0.f);
         for (int64_t r = r0; r < std::min(last, r0 + 64); ++r) {
@@ -93,14 +95,13 @@ std::vector<torch::Tensor> prelu_backward(const torch::Tensor& grad, const torch
         }
         for (int64_t c = 0; c < channels; ++c) acc[c] += sum[c];
       }
+      partial.add(first, std::move(acc));
     });
   }
+  std::vector<double> totals(sums, 0.0);
+  partial.sum_into(totals.data());
   auto grad_slope = torch::empty_like(slope);
   float* gs = grad_slope.data_ptr<float>();
-  for (int64_t c = 0; c < sums; ++c) {
-    double total = 0.0;
-    for (int64_t t = 0; t < threads; ++t) total += partial[t * sums + c];
-    gs[c] = static_cast<float>(total);
-  }
+  for (int64_t c = 0; c < sums; ++c) gs[c] = static_cast<float>(totals[c]);
   return {grad_x, grad_slope};
 }

@@ -1,4 +1,5 @@
-"""Winograd F(4×4, 3×3) convolution for fp32 CPU inference: a small C++ kernel, built on first use.
+"""Winograd F(4×4, 3×3) convolution for fp32 on the CPU, and PReLU's one-pass backward: a small C++ module,
+built on first use.
 
 Why: almost all of GLRL's and VDSR's work is 64→64 3×3 convolutions. oneDNN runs them as direct
 convolutions at the core's arithmetic peak, and on x86 CPUs PyTorch has no faster algorithm (oneDNN 3
@@ -14,13 +15,16 @@ oneDNN's direct convolutions (Caffe's arithmetic, checked against real Caffe to 
 (``glrl train --winograd``, ``use_winograd(gradients=True)``): then :class:`Conv3x3Function` runs the
 forward pass, the input gradient (a 3×3 convolution with the flipped, transposed weights) and, for maps of
 at least :data:`MIN_GRADIENT_TILES` tiles, the weight gradient (the transposed algorithm: per tile
-position, the transformed inputs times the transformed output gradients, summed over tiles) on the kernel.
+position, the transformed inputs times the transformed output gradients, summed over tiles) on the kernel,
+and the net's PReLU layers take their backward pass from the module's ``prelu_backward`` (one read of the
+input and gradient instead of five elementwise passes). A GLRL step: 1.7× faster (docs/benchmarks.md).
 
 Building needs a C++ compiler and ninja (both come with a development setup; the kernel is compiled with
 ``-march=native``, about 40 s once, cached under ``$GLRL_CACHE`` or ``~/.cache/glrl``, keyed by the
-source, its path, torch version and CPU). Where it cannot be built, or fails its first run against PyTorch's
-convolution (ATen's float batch-reduce GEMM may be missing on other CPUs and builds), nets use oneDNN's direct
-convolution and say so once. ``GLRL_WINOGRAD=0`` switches the kernel off.
+sources, their paths, torch version and CPU). Where it cannot be built, or fails its first run against
+PyTorch's convolution, weight gradient or PReLU backward (ATen's float batch-reduce GEMM may be missing on
+other CPUs and builds), nets use oneDNN's direct convolution and PyTorch's elementwise PReLU backward and say
+so once. ``GLRL_WINOGRAD=0`` switches the kernel off.
 """
 from __future__ import annotations
 
@@ -35,15 +39,17 @@ import torch
 
 # The convolution and its gradients, and PReLU's one-pass backward (the other half of a GLRL training step).
 SOURCES = tuple(Path(__file__).with_name(name) for name in ("winograd_f43.cpp", "prelu_backward.cpp"))
+HEADERS = (Path(__file__).with_name("partial_sums.h"),)
 SWITCH_ENV = "GLRL_WINOGRAD"
 CACHE_ENV = "GLRL_CACHE"
 # Fewer channels make the 36 matrix products too thin to pay for the transforms: one convolution of a 256² map
 # on 2 Zen 5 threads ran 0.69-0.91x oneDNN's speed at 16->16 channels, 1.3-1.8x at 24->24, 1.9-2.6x at 64->64
 # (python bench/kernels.py, four runs).
 MIN_CHANNELS = 24
-# The weight gradient's fixed costs (per-thread accumulators, the final Gᵀ·G) pay off only over many 4×4 tiles
-# (batch × tiles per map): on 2 Xeon (Sapphire Rapids) threads at 64->64 channels it ran 0.45x oneDNN's speed
-# at 64 tiles, 1.0x at 512, 1.3x at 2048 (a batch of 32 GLRL patches) and 1.9x at 4096 (one 256² map).
+# The weight gradient's fixed costs (per-range accumulators, the final Gᵀ·G) pay off only over many 4×4 tiles
+# (batch × tiles per map): on 2 threads of an AVX-512/AMX Xeon at 64->64 channels it ran 0.88x oneDNN's speed
+# at 256 tiles, 1.13x at 512, 1.32x at 2048 (a batch of 32 GLRL patches), 1.64x at 4096 (one 256² map)
+# (python bench/kernels.py, bench/results/vm-20261202-xeon-kernels.md).
 MIN_GRADIENT_TILES = 512
 
 # G of F(4×4, 3×3) (Lavin & Gray 2016): the weight transform U = G g Gᵀ.
@@ -63,7 +69,7 @@ def _build_directory() -> Path:
     from glrl.machine import cpu_flags
 
     digest = hashlib.sha256()
-    for source in SOURCES:
+    for source in SOURCES + HEADERS:
         digest.update(source.read_bytes())
         digest.update(str(source).encode())  # each checkout its own build: ninja rebuilds when the path changes
     digest.update(torch.__version__.encode())

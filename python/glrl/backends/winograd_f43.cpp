@@ -17,6 +17,8 @@
 #include <cstring>
 #include <vector>
 
+#include "partial_sums.h"
+
 namespace {
 
 constexpr int64_t kTile = 4;   // output tile side
@@ -227,13 +229,14 @@ torch::Tensor conv3x3_weight_grad(const torch::Tensor& x, const torch::Tensor& d
   const int64_t block = std::max<int64_t>(8, std::min<int64_t>(64, (tiles + 4 * threads - 1) / (4 * threads)));
   const int64_t blocks = (tiles + block - 1) / block;
   const int64_t size = kPositions * channels * outputs;
-  // one accumulator per thread, summed at the end (M is 36 x 64 x 64 floats, 0.6 MB, at 64 channels)
-  std::vector<float> partial(static_cast<size_t>(threads) * size, 0.f);
+  // one accumulator per range of blocks (M is 36 x 64 x 64 floats, 0.6 MB, at 64 channels)
+  PartialSums<float> partial;
   const float* xp = x.data_ptr<float>();
   const float* dp = dy.data_ptr<float>();
 
   at::parallel_for(0, blocks, 1, [&](int64_t first, int64_t last) {
-    float* m = partial.data() + at::get_thread_num() * size;
+    std::vector<float> sums(size, 0.f);
+    float* m = sums.data();
     // per position q: vt[q] = V_q^T (C x block, brgemm's row-major A) and u[q] = U_q (block x K). Input
     // tiles are transformed kGroup at a time into `group` and transposed from there a cache line at a time.
     std::vector<float> vt(kPositions * channels * block), u(kPositions * block * outputs);
@@ -264,13 +267,10 @@ torch::Tensor conv3x3_weight_grad(const torch::Tensor& x, const torch::Tensor& d
                                     m + q * channels * outputs);
       }
     }
+    partial.add(first, std::move(sums));
   });
   auto result = torch::zeros({kPositions, channels, outputs}, x.options());
-  float* rp = result.data_ptr<float>();
-  for (int64_t t = 0; t < threads; ++t) {
-    const float* m = partial.data() + t * size;
-    for (int64_t i = 0; i < size; ++i) rp[i] += m[i];
-  }
+  partial.sum_into(result.data_ptr<float>());
   return result;
 }
 
