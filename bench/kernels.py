@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
-"""The figures behind two inference choices, in one run: ``python bench/kernels.py``.
+"""The figures behind the compiled kernels' thresholds and the allocator choice, in one run:
+``python bench/kernels.py``.
 
 1. Our Winograd 3×3 kernel (``glrl.backends.winograd``) against oneDNN's direct convolution, one
    convolution at a time, by channel count (where the kernel starts to pay: ``winograd.MIN_CHANNELS``) and
    for the whole GLRL deploy net at 256² and 512².
-2. Serving every block from glibc's heap (``glrl.allocator.retain_freed_memory``) against glibc's defaults,
+2. The training kernels of ``glrl train --winograd``: the weight gradient against oneDNN's by the number of
+   4×4 tiles (where it starts to pay: ``winograd.MIN_GRADIENT_TILES``), and PReLU's one-pass backward
+   against the elementwise fallback on a GLRL batch.
+3. Serving every block from glibc's heap (``glrl.allocator.retain_freed_memory``) against glibc's defaults,
    for GLRL at 512² (64 MiB feature maps), each in a fresh process since the setting cannot be undone.
 
-Medians of interleaved runs; ratio = oneDNN's (or default glibc's) time / ours. Run it on a quiet machine.
+Medians of interleaved runs; ratio = oneDNN's (PyTorch's, default glibc's) time / ours. Run it on a quiet machine.
 ``ONEDNN_MAX_CPU_ISA=AVX2`` in the environment shows what an AVX2-only CPU would get from oneDNN.
 """
 from __future__ import annotations
@@ -51,6 +55,36 @@ def interleaved(first: Callable[[], object], second: Callable[[], object], repea
     return statistics.median(a), statistics.median(b)
 
 
+def training_kernels(module: object) -> None:
+    """Section 2: the weight gradient by tile count and PReLU's backward, as ``glrl train --winograd`` uses them."""
+    import torch
+
+    from glrl.backends import winograd
+    from glrl.backends.torch_layers import prelu
+
+    print("\n| 64→64 weight gradient | 4×4 tiles | Winograd | oneDNN direct | ratio |\n|---|---|---|---|---|")
+    for batch, size in ((4, 31), (8, 31), (16, 31), (32, 31), (1, 256)):
+        x = torch.randn(batch, 64, size, size).contiguous(memory_format=torch.channels_last)
+        grad = torch.randn(batch, 64, size, size).contiguous(memory_format=torch.channels_last)
+        weight = torch.randn(64, 64, 3, 3)
+        ours, direct = interleaved(
+            lambda x=x, grad=grad: winograd.weight_gradient(x, grad, 1, module),
+            lambda x=x, grad=grad, weight=weight: torch.ops.aten.convolution_backward(
+                grad, x, weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [False, True, False]))
+        print(f"| {batch} × {size}² | {winograd.tiles(grad)} | {ours * 1e3:.2f} ms | {direct * 1e3:.2f} ms | "
+              f"{direct / ours:.2f}× |")
+
+    print("\n| PReLU forward + backward, 32 × 64 × 31² | one pass | elementwise | ratio |\n|---|---|---|---|")
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x = torch.randn(32, 64, 31, 31).contiguous(memory_format=layout).requires_grad_()
+        slope = torch.rand(64).requires_grad_()
+        grad = torch.randn(32, 64, 31, 31).contiguous(memory_format=layout)
+        ours, fallback = interleaved(lambda x=x, s=slope, grad=grad: prelu(x, s, module).backward(grad),
+                                     lambda x=x, s=slope, grad=grad: prelu(x, s, None).backward(grad))
+        name = "channels-last" if layout == torch.channels_last else "NCHW"
+        print(f"| {name} | {ours * 1e3:.2f} ms | {fallback * 1e3:.2f} ms | {fallback / ours:.2f}× |")
+
+
 def main() -> int:
     import numpy as np
     import torch
@@ -88,6 +122,8 @@ def main() -> int:
         ours, direct = interleaved(lambda feed=feed: net.use_winograd(True).run(feed),
                                    lambda feed=feed: net.use_winograd(False).run(feed), repeats=5)
         print(f"| {size}² | {ours * 1e3:.0f} ms | {direct * 1e3:.0f} ms | {direct / ours:.2f}× |")
+
+    training_kernels(module)
 
     print("\n| GLRL 512² (Winograd), glibc | median |\n|---|---|")
     times = {}

@@ -47,8 +47,8 @@ class RunOptions:
     run_dir: Path
     device: str = "auto"
     precision: str = "fp32"
-    # fp32 on the CPU: 3×3 convolutions (and their input gradients) on the Winograd kernel, not Caffe's
-    # arithmetic (glrl.backends.winograd; a GLRL step ~1.3× faster)
+    # fp32 on the CPU: 3×3 convolutions and their gradients on the Winograd kernel, not Caffe's arithmetic,
+    # and PReLU's one-pass backward (glrl.backends.winograd; a GLRL step ~1.7× faster)
     winograd: bool = False
     resume: Optional[Path] = None
     weights: Optional[Path] = None
