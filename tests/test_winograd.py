@@ -147,6 +147,25 @@ def test_a_kernel_that_cannot_be_built_falls_back_to_onednn_and_says_why(mixed_n
     assert "unavailable" not in capsys.readouterr().err  # said once
 
 
+def test_a_failed_compilation_is_reported_by_its_first_compiler_error(mixed_net, monkeypatch, capsys):
+    from torch.utils import cpp_extension
+
+    def compiler_error(**_):
+        raise RuntimeError("Error building extension 'glrl_winograd': [1/3] c++ -MMD ... -c winograd_f43.cpp\n"
+                           "FAILED: winograd_f43.o\n"
+                           "winograd_f43.cpp:12:10: fatal error: ATen/native/CPUBlas.h: No such file or directory\n"
+                           "compilation terminated.\nninja: build stopped: subcommand failed.\n")
+
+    monkeypatch.setattr(winograd, "_kernel", None)
+    monkeypatch.setattr(winograd, "_failure", None)
+    monkeypatch.setattr(cpp_extension, "load", compiler_error)
+    assert winograd.kernel() is None
+    err = capsys.readouterr().err
+    assert "unavailable (RuntimeError: winograd_f43.cpp:12:10: fatal error: ATen/native/CPUBlas.h: No such file " \
+           "or directory)" in err
+    assert "the build's files are in " in err
+
+
 @pytest.mark.parametrize("wrong, name", [("conv3x3", "convolution"), ("conv3x3_weight_grad", "weight gradient"),
                                          ("prelu_backward", "PReLU backward")])
 def test_a_kernel_that_computes_wrongly_is_not_used(kernel, mixed_net, monkeypatch, capsys, wrong, name):

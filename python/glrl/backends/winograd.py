@@ -100,13 +100,21 @@ def kernel() -> Optional[ModuleType]:
             extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"], verbose=False)
         _self_check(module)
     except Exception as exc:  # noqa: BLE001  (no compiler, no ninja, no headers, a full disk: all fall back)
-        _failure = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+        _failure = f"{type(exc).__name__}: {_reason(str(exc))}"
         print(f"glrl: the Winograd convolution kernel is unavailable ({_failure}); using oneDNN's direct "
               f"convolution, which is slower (install a C++ compiler and ninja, or set {SWITCH_ENV}=0 to "
-              f"silence this)", file=sys.stderr)
+              f"silence this; the build's files are in {directory})", file=sys.stderr)
         return None
     _kernel = module
     return _kernel
+
+
+def _reason(message: str) -> str:
+    """The line of a failed build's message that says why: the compiler's first error where there is one
+    (ninja's own last line, "build stopped: subcommand failed", says nothing), else the last line."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    errors = [line for line in lines if "error:" in line and not line.startswith("ninja:")]
+    return (errors or lines or [""])[0 if errors else -1]
 
 
 def _self_check(module: ModuleType) -> None:
