@@ -6,7 +6,7 @@ convolutions at the core's arithmetic peak, and on x86 CPUs PyTorch has no faste
 dropped its Winograd kernels); OpenCV's dnn module uses Winograd and so matched us in fp32. Winograd's
 F(4×4, 3×3) does each 4×4 output tile's work as 36 matrix products over the channels instead of 144
 multiply-adds per channel pair (4× fewer multiplications), at a rounding error of a few 1e-6 of the output's
-range instead of about 1e-7 — invisible in 8-bit images and in PSNR to four decimals (docs/benchmarks.md).
+range instead of about 1e-7 — invisible in 8-bit images and within 1e-4 dB in PSNR (docs/benchmarks.md).
 
 When: :meth:`glrl.backends.torch_net.TorchNet.use_winograd` marks the eligible convolutions (3×3, stride 1,
 dilation 1, one group, ≥ 24 input and output channels) and they use this kernel for CPU float32 tensors when
