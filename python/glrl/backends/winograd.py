@@ -114,13 +114,15 @@ def _reason(message: str) -> str:
     (ninja's own last line, "build stopped: subcommand failed", says nothing), else the last line."""
     lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
     errors = [line for line in lines if "error:" in line and not line.startswith("ninja:")]
-    return (errors or lines or [""])[0 if errors else -1]
+    if errors:
+        return errors[0]
+    return lines[-1] if lines else ""
 
 
 def _self_check(module: ModuleType) -> None:
-    """Run the freshly loaded kernel once against PyTorch's convolution and its weight gradient: ATen's float
-    batch-reduce GEMM may be missing on other CPUs and builds, and a kernel that fails or computes wrongly
-    must not be used."""
+    """Run the freshly loaded module once against PyTorch's convolution, its weight gradient and Caffe's PReLU
+    backward: ATen's float batch-reduce GEMM may be missing on other CPUs and builds, and a kernel that fails
+    or computes wrongly must not be used."""
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(1, 16, 9, 7, generator=generator)
     weight = torch.randn(16, 16, 3, 3, generator=generator)
