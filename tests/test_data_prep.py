@@ -183,6 +183,19 @@ def test_global_shuffle_is_a_seeded_permutation_independent_of_worker_count(buil
     assert not np.array_equal(canonical, np.arange(len(ours)))
 
 
+def test_where_worker_processes_cannot_start_the_build_cuts_in_process(built, tiny_root, tmp_path, monkeypatch,
+                                                                         capsys):
+    def no_semaphores(*_, **__):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(build_module.concurrent.futures, "ProcessPoolExecutor", no_semaphores)
+    alone = build(BuildConfig(scales=(2, 3, 4), patches_per_file=1000), tiny_root, tmp_path / "x", workers=2,
+                  progress=False, check_sources=False)
+    assert "warning: cannot start 2 worker processes ([Errno 38] Function not implemented); cutting in this " \
+           "process" in capsys.readouterr().err
+    assert content_sha256(alone.manifest) == content_sha256(built.manifest)
+
+
 def test_rebuilding_with_the_same_settings_is_a_no_op_and_damage_is_repaired(tiny_root, tmp_path):
     config = BuildConfig(train_sets=("T91",), patches_per_file=500)
     first = build(config, tiny_root, tmp_path / "x3", workers=1, progress=False, check_sources=False)
