@@ -4,11 +4,16 @@ and the PSNR cost of each reduced precision on Set5.
 
 FLOPs are counted from the deploy prototxt (2·k_h·k_w·C_in/group·C_out per output pixel of every
 convolution); a training iteration counts three times its forward pass (forward, input and weight grads).
+
+A GPU is lent for minutes (docs/gpu-slices.md), so the section can run under a time budget: measurements are
+made in order of importance (GLRL before the other nets, the plain modes before the torch.compile ones, whose
+compilation takes tens of seconds each), and those left when the budget is spent are recorded as skipped.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -115,6 +120,8 @@ def _inference_runner(bench_net: Any, image: Any, mode: str, device: str) -> Cal
     def forward(x: Any) -> Any:
         return net.forward({name: x}, keep=[out_name])[out_name]
 
+    if graphs:
+        torch._dynamo.reset()  # a fresh compile per net and size: the recompile limit (8) would fall back to eager
     step = torch.compile(forward, mode="reduce-overhead") if graphs else forward
     context = (lambda: torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)) if autocast \
         else contextlib.nullcontext
@@ -129,10 +136,33 @@ def _inference_runner(bench_net: Any, image: Any, mode: str, device: str) -> Cal
     return run
 
 
+class Budget:
+    """The seconds a section may still spend (None: no limit)."""
+
+    def __init__(self, seconds: Optional[float] = None) -> None:
+        self.deadline = None if seconds is None else time.monotonic() + seconds
+        self.seconds = seconds
+
+    def spent(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def skip(self, record: Record) -> bool:
+        """Mark ``record`` skipped if the budget is spent; say whether it was."""
+        if self.spent():
+            record["skipped"] = f"the benchmark's time budget ({self.seconds:g} s) was spent"
+        return "skipped" in record
+
+
+UNLIMITED = Budget()
+
+
 def _measured(record: Record, make_run: Callable[[], Callable[[], Any]], repeats: int, flops_per_run: float,
-              peak: Optional[float]) -> Record:
+              peak: Optional[float], budget: Budget = UNLIMITED) -> Record:
     """``record`` with the timing of the runner ``make_run`` builds, its FLOP/s and the fraction of ``peak``;
-    a failure (a mode this GPU or build lacks) is recorded as the record's ``error`` instead."""
+    a failure (a mode this GPU or build lacks) is recorded as the record's ``error`` instead, and a record
+    reached after ``budget`` is spent as ``skipped``."""
+    if budget.skip(record):
+        return record
     try:
         record.update(measure(make_run(), repeats, warmup=3))
         achieved = flops_per_run / record["median_s"]
@@ -143,8 +173,9 @@ def _measured(record: Record, make_run: Callable[[], Callable[[], Any]], repeats
     return record
 
 
-def inference(nets: List[Any], device: str, repeats: int, peaks: Dict[str, float],
-              sizes=SIZES) -> List[Record]:
+def inference(nets: List[Any], device: str, repeats: int, peaks: Dict[str, float], sizes=SIZES,
+              modes: Optional[Sequence[str]] = None, budget: Budget = UNLIMITED) -> List[Record]:
+    """Every net at every size in each of ``modes`` (default: all modes of ``device``)."""
     import torch
     from glrl.caffe.io import read_net
 
@@ -154,12 +185,12 @@ def inference(nets: List[Any], device: str, repeats: int, peaks: Dict[str, float
         flops_pp = conv_flops_per_pixel(read_net(bench_net.deploy))
         for height, width in sizes:
             image = torch.rand(1, 1, height, width, device=device)
-            for mode in modes_here(device):
+            for mode in modes if modes is not None else modes_here(device):
                 record: Record = {"net": bench_net.name, "tool": "ours (PyTorch)", "setting": mode,
                                   "case": f"{width}x{height}"}
                 records.append(_measured(
                     record, functools.partial(_inference_runner, bench_net, image, mode, device), repeats,
-                    flops_pp * height * width, _peak_for(mode, peaks)))
+                    flops_pp * height * width, _peak_for(mode, peaks), budget))
     return records
 
 
@@ -171,7 +202,8 @@ def modes_here(device: str) -> List[str]:
 
 
 def training(work: Path, net_name: str, device: str, repeats: int, peaks: Dict[str, float],
-             modes: Sequence[str] = TRAINING_MODES, batches: Sequence[int] = TRAINING_BATCHES) -> List[Record]:
+             modes: Sequence[str] = TRAINING_MODES, batches: Sequence[int] = TRAINING_BATCHES,
+             budget: Budget = UNLIMITED) -> List[Record]:
     """Iterations per second at each of ``batches`` patches of 31×31 in each of ``modes``, with the layout
     ``glrl train`` uses at that precision."""
     import torch
@@ -187,6 +219,11 @@ def training(work: Path, net_name: str, device: str, repeats: int, peaks: Dict[s
     deploy_flops = conv_flops_per_pixel(get_net(net_name).deploy())
     records = []
     for batch_size, mode in ((b, m) for b in batches for m in modes):
+        record: Record = {"net": net_name, "tool": "ours (PyTorch)", "setting": mode,
+                          "case": f"train batch {batch_size} of {PATCH}x{PATCH}"}
+        if budget.skip(record):
+            records.append(record)
+            continue
         folder = work / f"gpu_train_{net_name}_{batch_size}"
         if not folder.is_dir():
             folder.mkdir(parents=True)
@@ -197,6 +234,7 @@ def training(work: Path, net_name: str, device: str, repeats: int, peaks: Dict[s
         if channels_last_for(precision):
             net.use_channels_last()
         if compiled:
+            torch._dynamo.reset()
             net.forward = torch.compile(net.forward)
         reader = HDF5Batches(folder / "train.txt", ["data", "label"], batch_size, shuffle=True)
         # the batches live on the device, so the loop measures the solver, not the host-to-device copies
@@ -209,8 +247,6 @@ def training(work: Path, net_name: str, device: str, repeats: int, peaks: Dict[s
             solver.iteration(feed)
             _sync(device)
 
-        record: Record = {"net": net_name, "tool": "ours (PyTorch)", "setting": mode,
-                          "case": f"train batch {batch_size} of {PATCH}x{PATCH}"}
         _measured(record, lambda run=run: run, repeats, 3 * deploy_flops * batch_size * PATCH * PATCH,
                   _peak_for(mode, peaks))
         if "median_s" in record:
@@ -219,7 +255,8 @@ def training(work: Path, net_name: str, device: str, repeats: int, peaks: Dict[s
     return records
 
 
-def set5_psnr_cost(bench_net: Any, data_root: Path, device: str, scale: int = 3) -> List[Record]:
+def set5_psnr_cost(bench_net: Any, data_root: Path, device: str, scale: int = 3,
+                   budget: Budget = UNLIMITED) -> List[Record]:
     """Set5 ×3 PSNR with the benchmark protocol (as ``glrl eval``) in each precision mode, and its
     difference from fp32."""
     import torch
@@ -228,6 +265,8 @@ def set5_psnr_cost(bench_net: Any, data_root: Path, device: str, scale: int = 3)
     probe = Set5Probe(data_root / "test" / "Set5", scale)
     records = []
     for mode in [m for m in modes_here(device) if "CUDA graphs" not in m]:  # graphs change speed, not values
+        if budget.spent() and records:
+            break
 
         def predict(batch: np.ndarray, mode: str = mode) -> np.ndarray:
             image = torch.from_numpy(batch).to(device)
@@ -244,17 +283,29 @@ def set5_psnr_cost(bench_net: Any, data_root: Path, device: str, scale: int = 3)
 def run_section(work: Path, nets: List[Any], data_root: Optional[Path], repeats: int, device: str = "cuda",
                 sizes: Sequence[Tuple[int, int]] = SIZES, matmul_size: int = 8192,
                 training_modes: Optional[Sequence[str]] = None,
-                training_batches: Sequence[int] = TRAINING_BATCHES) -> List[Record]:
-    """Matrix peaks, inference, training and the PSNR cost of reduced precision on ``device``. The CPU
+                training_batches: Sequence[int] = TRAINING_BATCHES,
+                budget_s: Optional[float] = None) -> List[Record]:
+    """Matrix peaks, inference, training and the PSNR cost of reduced precision on ``device``, in order of
+    importance within ``budget_s`` seconds (None: no limit; what is left is recorded as skipped). The CPU
     (small ``sizes`` and ``matmul_size``) only checks this code: the tests run it so, since CI has no GPU."""
+    budget = Budget(budget_s)
     peaks = matrix_peak(device, matmul_size)
     records: List[Record] = [{"tool": "torch.mm", "case": "matrix peak", "setting": mode,
                               "tflop_per_s": value / 1e12} for mode, value in peaks.items()]
-    records += inference(nets, device, repeats, peaks, sizes)
+    nets = sorted(nets, key=lambda n: n.name != "glrl")  # GLRL first: the goals are about it
+    glrl_nets = [n for n in nets if n.name == "glrl"]
+    plain = [m for m in modes_here(device) if "torch.compile" not in m]
+    compiled = [m for m in modes_here(device) if "torch.compile" in m]
     if training_modes is None:
         training_modes = TRAINING_MODES if device.startswith("cuda") else ("fp32", "bf16")
-    records += training(work, "glrl", device, repeats, peaks, training_modes, training_batches)
-    if data_root is not None:
-        glrl_net = next(n for n in nets if n.name == "glrl")
-        records += set5_psnr_cost(glrl_net, data_root, device)
+    plain_training = [m for m in training_modes if "torch.compile" not in m]
+    compiled_training = [m for m in training_modes if "torch.compile" in m]
+    records += inference(glrl_nets, device, repeats, peaks, sizes, plain, budget)
+    records += training(work, "glrl", device, repeats, peaks, plain_training, training_batches, budget)
+    if data_root is not None and glrl_nets:
+        records += set5_psnr_cost(glrl_nets[0], data_root, device, budget=budget)
+    records += inference(glrl_nets, device, repeats, peaks, sizes, compiled, budget)
+    records += training(work, "glrl", device, repeats, peaks, compiled_training, training_batches[::-1], budget)
+    others = [n for n in nets if n.name != "glrl"]
+    records += inference(others, device, repeats, peaks, sizes, plain + compiled, budget)
     return records

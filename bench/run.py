@@ -45,6 +45,9 @@ def _parse(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--out", default=str(BENCH_DIR / "results"), help="folder for the JSON and Markdown")
     parser.add_argument("--name", default=None, help="result file stem (default <host>-<UTC date>)")
     parser.add_argument("--data-root", default=None, help="datasets folder (default $GLRL_DATA)")
+    parser.add_argument("--gpu-budget", type=float, default=None,
+                        help="seconds the gpu section may spend (a lent GPU's minutes); what is left is "
+                             "recorded as skipped (default: no limit)")
     return parser.parse_args(argv)
 
 
@@ -123,7 +126,7 @@ def main(argv: List[str]) -> int:
             import gpu as section
 
             root = data_root if (data_root / "test" / "Set5").is_dir() else None
-            return section.run_section(work, nets(), root, args.repeats)
+            return section.run_section(work, nets(), root, args.repeats, budget_s=args.gpu_budget)
 
         runners: Dict[str, Callable[[], List[Dict[str, Any]]]] = {
             "cpu_inference": cpu_inference, "training": training, "data_build": data_build,

@@ -1,34 +1,92 @@
 #!/usr/bin/env bash
-# Table 1's two nets in one GPU call, at equal budgets: GLRL (3 LRBs) trains for a share of SECONDS, then
-# GLRL-2LRB trains to the iteration GLRL reached in what is left; each run is packed by gpu_slice.sh.
+# Table 1's two nets in one GPU call, at equal budgets: GLRL (3 LRBs) and GLRL-2LRB, each run packed by
+# gpu_slice.sh.
 #
 #   scripts/gpu_table1.sh OUT SECONDS [glrl train options for both]
-#   e.g. GLRL_DATA=work/pack scripts/gpu_table1.sh "$OUT" 540 --scale 234 --schedule gpu-60k \
-#          --optimizer adam --device cuda --precision tf32
+#   e.g. GLRL_DATA=work/pack BENCH=1 TOGETHER=1 scripts/gpu_table1.sh "$OUT" 540 --scale 234 \
+#          --schedule gpu-60k --optimizer adam --device cuda --precision tf32
 #
-# OUT/glrl/ and OUT/glrl-2lrb/ receive each run's run.tar and slice.log. FIRST_SHARE (default 0.55; a 2-LRB
-# iteration costs 0.68 of a 3-LRB one on a CPU, each slice spends seconds starting, and the first run
-# also builds the patch set) is GLRL's share of
-# the SECONDS left after the benchmarks. BENCH=1 runs the GPU benchmarks first (bench/run.py --sections gpu
-# $BENCH_ARGS; tables in OUT/bench/). RUN_TAR_GLRL and RUN_TAR_2LRB continue runs an earlier call packed.
-# Other variables: gpu_slice.sh.
+# OUT/glrl/ and OUT/glrl-2lrb/ receive each run's run.tar and slice.log.
+#
+# First the patch set is built where missing (OUT/data-build.log; all cores but four; `glrl data build`
+# options in BUILD_ARGS). BENCH=1 runs the GPU benchmarks meanwhile (bench/run.py --sections gpu, within
+# BENCH_BUDGET seconds if set, $BENCH_ARGS; tables in OUT/bench/).
+#
+# Then, by default, one after the other: GLRL trains for FIRST_SHARE (default 0.55; a 2-LRB iteration costs
+# 0.68 of a 3-LRB one on a CPU, and each slice spends seconds starting) of the SECONDS left, and GLRL-2LRB to
+# the iteration GLRL reached in what is left. TOGETHER=1 trains both at once on the one GPU instead, each
+# until the time is up or iteration STOP_AT: at batch 32 a step is hundreds of small kernels launched from
+# one CPU thread, so one process leaves the GPU mostly idle and two share it at little cost to either. A
+# later call with STOP_AT set brings the two to the same iteration.
+#
+# RUN_TAR_GLRL and RUN_TAR_2LRB continue runs an earlier call packed. Other variables: gpu_slice.sh.
 set -uo pipefail
 if [ $# -lt 2 ]; then echo "usage: $0 OUT SECONDS [glrl train options]" >&2; exit 2; fi
 out=$1 seconds=$2
 shift 2
 here=$(cd "$(dirname "$0")" && pwd)
 export PYTHONPATH="$here/../python${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export GLRL_WORK=${GLRL_WORK:-/tmp/glrl-work}
 start=$(date +%s)
-if [ "${BENCH:-0}" = 1 ]; then
-  python3 "$here/../bench/run.py" --sections gpu --out "$out/bench" --name gpu ${BENCH_ARGS:-} \
-    || echo "warning: the GPU benchmarks failed"
+mkdir -p "$out" || exit 2
+
+scale=3 previous=
+for arg in "$@"; do  # the patch set the training options ask for
+  [ "$previous" = --scale ] && scale=$arg
+  case $arg in --scale=*) scale=${arg#--scale=} ;; esac
+  previous=$arg
+done
+
+missing=$(python3 -c "import sys; from glrl import settings; from glrl.data_prep import manifest
+from glrl.data_prep.config import parse_scales, scale_name
+print(int(manifest.load(settings.work_dir() / 'data' / scale_name(parse_scales(sys.argv[1]), 'vdsr')) is None))" \
+  "$scale") || exit 2
+build=()
+if [ "$missing" = 1 ]; then  # built here, not by two glrl train processes at once
+  workers=$(( $(nproc) - 4 ))
+  [ "$workers" -lt 1 ] && workers=1
+  build=(python3 -m glrl data build --scale "$scale" --workers "$workers" --quiet ${BUILD_ARGS:-})
 fi
-first=$(python3 -c "print(int(($seconds - $(date +%s) + $start) * ${FIRST_SHARE:-0.55}))") || exit 2
+if [ "${BENCH:-0}" = 1 ]; then
+  [ "$missing" = 1 ] && { "${build[@]}" >"$out/data-build.log" 2>&1 & }
+  python3 "$here/../bench/run.py" --sections gpu --out "$out/bench" --name gpu \
+    ${BENCH_BUDGET:+--gpu-budget "$BENCH_BUDGET"} ${BENCH_ARGS:-} || echo "warning: the GPU benchmarks failed"
+  wait
+elif [ "$missing" = 1 ]; then
+  "${build[@]}" >"$out/data-build.log" 2>&1
+fi
+if [ "$missing" = 1 ]; then
+  tail -n 2 "$out/data-build.log"
+  grep -q "^built in" "$out/data-build.log" || echo "warning: the patch-set build failed (data-build.log)"
+fi
 
 newest_iteration() {  # the iteration of the snapshot a run.tar holds
   python3 -c "import sys; from glrl.train.snapshot import packed_iteration; print(packed_iteration(sys.argv[1]))" "$1"
 }
 
+if [ "${TOGETHER:-0}" = 1 ]; then
+  left=$(( seconds - ($(date +%s) - start) ))
+  stop=()
+  [ -n "${STOP_AT:-}" ] && stop=(--stop-at "$STOP_AT")
+  RUN=glrl RUN_TAR=${RUN_TAR_GLRL:-} "$here/gpu_slice.sh" "$out/glrl" "$left" --net glrl "$@" "${stop[@]}" \
+    >/dev/null &
+  glrl=$!
+  RUN=glrl-2lrb RUN_TAR=${RUN_TAR_2LRB:-} "$here/gpu_slice.sh" "$out/glrl-2lrb" "$left" --net glrl-2lrb "$@" \
+    "${stop[@]}" >/dev/null &
+  two=$!
+  wait "$glrl"; first_status=$?
+  wait "$two"; second_status=$?
+  tail -n 4 "$out/glrl/slice.log" "$out/glrl-2lrb/slice.log"
+  [ "$first_status" -eq 0 ] || exit "$first_status"
+  [ "$second_status" -eq 0 ] || exit "$second_status"
+  reached=$(newest_iteration "$out/glrl/run.tar") || exit 2
+  second=$(newest_iteration "$out/glrl-2lrb/run.tar") || exit 2
+  echo "GLRL at iteration $reached, GLRL-2LRB at iteration $second$([ "$second" = "$reached" ] || echo \
+    ' (not equal: STOP_AT with RUN_TAR_GLRL and RUN_TAR_2LRB brings them to one iteration)')"
+  exit 0
+fi
+
+first=$(python3 -c "print(int(($seconds - $(date +%s) + $start) * ${FIRST_SHARE:-0.55}))") || exit 2
 RUN=glrl RUN_TAR=${RUN_TAR_GLRL:-} "$here/gpu_slice.sh" "$out/glrl" "$first" --net glrl "$@" || exit $?
 reached=$(newest_iteration "$out/glrl/run.tar") || exit 2
 left=$(( seconds - ($(date +%s) - start) ))

@@ -129,6 +129,19 @@ def test_the_gpu_section_runs_end_to_end_on_the_cpu(tmp_path, data_root):
     assert "| bf16 within 0.01 dB of fp32 (Set5 ×3 PSNR) |" in document
 
 
+def test_the_gpu_section_records_what_its_time_budget_left_unmeasured_as_skipped(tmp_path):
+    """A lent GPU's minutes are few: with the budget spent, every measurement after the matrix peaks is
+    recorded as skipped (not lost, not failed), and the report says so."""
+    pytest.importorskip("torch")
+    nets = _bench_module("bench_nets").prepare(tmp_path, ["glrl"])
+    records = gpu.run_section(tmp_path, nets, None, repeats=1, device="cpu", sizes=((24, 32),), matmul_size=64,
+                              training_batches=(4,), budget_s=0)
+    measured = [r for r in records if r["case"] != "matrix peak"]
+    assert len(measured) == 4 + 2 and all("time budget (0 s) was spent" in r["skipped"] for r in measured)
+    document = report.markdown({"machine": {"host": "cpu-check", "time_utc": "now"}, "sections": {"gpu": records}})
+    assert "not measured: the benchmark's time budget (0 s) was spent" in document
+
+
 def test_the_gpu_goals_read_the_1080p_frame_time_the_psnr_cost_and_the_training_fraction():
     records = [
         {"net": "glrl", "tool": "ours (PyTorch)", "case": "1920x1080", "setting": "bf16", "median_s": 0.012,

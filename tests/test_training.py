@@ -194,6 +194,33 @@ def test_table1_on_a_gpu_trains_the_two_nets_to_the_same_iteration(tmp_path, dat
             assert f"snapshots/{prefix}_iter_1.caffemodel" in tar.getnames()
 
 
+def test_table1_together_trains_both_nets_at_once_and_a_second_call_brings_them_to_one_iteration(
+        tmp_path, data_root):
+    """TOGETHER=1 (both nets on the one GPU at once): the patch set is built once, before either starts (two
+    ``glrl train`` would each build it), and STOP_AT with the packed runs brings both to one iteration."""
+    from glrl.settings import REPO_ROOT
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", GLRL_WORK=str(tmp_path / "work"), GLRL_DATA=str(data_root),
+               MARGIN="0", TOGETHER="1", BUILD_ARGS="--train-sets Set5 --no-augment")  # a few hundred patches
+    options = ["--scale", "3", "--schedule", "smoke", "--optimizer", "adam", "--device", "cpu", "--threads", "1",
+               "--no-set5"]
+
+    def table1(out: str, seconds: str, **more: str) -> str:
+        done = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "gpu_table1.sh"), str(tmp_path / out),
+                               seconds, *options], env=dict(env, **more), capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    first = table1("first", "0")  # no time: one iteration each, after the build
+    assert "GLRL at iteration 1, GLRL-2LRB at iteration 1\n" in first
+    assert "built in" in (tmp_path / "first" / "data-build.log").read_text()
+    second = table1("second", "300", STOP_AT="6", RUN_TAR_GLRL=str(tmp_path / "first" / "glrl" / "run.tar"),
+                    RUN_TAR_2LRB=str(tmp_path / "first" / "glrl-2lrb" / "run.tar"))
+    assert "GLRL at iteration 6, GLRL-2LRB at iteration 6\n" in second
+    assert not (tmp_path / "second" / "data-build.log").exists()  # the set was there: not built again
+
+
 def test_a_resumed_run_keeps_the_seed_it_started_with(tmp_path):
     solver = make_run(tmp_path, max_iter=8, snapshot=4)
     solver.write_text(solver.read_text().replace("random_seed: 5", ""))  # a fresh seed per process

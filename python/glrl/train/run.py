@@ -216,6 +216,9 @@ class Trainer:
         self.dist = dist_mod.from_environment(wants_cuda)
         self.device = resolve_device(options.device, self.dist.local_rank)
         self.hardware = describe_hardware() + (f" ({self.dist.world} processes)" if self.dist.world > 1 else "")
+        if self.device.type == "cuda":
+            # the step's shapes never change: let cuDNN time its algorithms once instead of guessing
+            torch.backends.cudnn.benchmark = True
         autocast = precision_context(options.precision, self.device)
         seed = self.settings.random_seed if self.settings.random_seed >= 0 else secrets.randbits(31)
         self.seed = seed
