@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from string import Template
 from typing import Dict, List
@@ -257,6 +258,22 @@ def test_release_records_the_run_and_the_set5_psnr_the_training_probe_measures(t
     assert records[0]["psnr"] == pytest.approx(meta["set5_psnr"]["3"], abs=1e-4)
     # a second release under the same name needs --force
     assert release(base, run_dir, "tiny_x3", "tiny", data_root=data_root) == 2
+
+
+def test_a_run_moved_away_from_its_patch_set_releases_the_hash_of_the_copy_it_kept(trained_run, data_root,
+                                                                                 tmp_path):
+    """A run trained on a lent GPU comes back as a tar without its patch set: the copy of the set's manifest
+    that glrl train keeps in the run folder still names the data."""
+    from glrl.data_prep import manifest as manifest_io
+
+    moved = tmp_path / "runs" / "tiny-x3-smoke"
+    shutil.copytree(trained_run["run_dir"], moved, ignore=shutil.ignore_patterns("data", ".lock"))
+    kept = {"format": manifest_io.FORMAT, "settings": {"note": "built on the GPU machine"}}
+    manifest_io.save(moved, kept, manifest_io.RUN_COPY_NAME)
+    write_deploy(tmp_path, "tiny")
+    assert release(tmp_path, moved, "tiny_x3", "tiny", data_root=data_root) == 0
+    meta = json.loads((tmp_path / "models" / "tiny_x3.json").read_text())
+    assert meta["data_manifest_sha256"] == content_sha256(kept)
 
 
 def test_a_snapshot_released_before_the_schedule_ends_says_so(trained_run, data_root, tmp_path, capsys):

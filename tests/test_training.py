@@ -218,6 +218,9 @@ def test_table1_together_trains_both_nets_at_once_and_a_second_call_brings_them_
     second = table1("second", "300", STOP_AT="6", RUN_TAR_GLRL=str(tmp_path / "first" / "glrl" / "run.tar"),
                     RUN_TAR_2LRB=str(tmp_path / "first" / "glrl-2lrb" / "run.tar"))
     assert "GLRL at iteration 6, GLRL-2LRB at iteration 6\n" in second
+    set_manifest = json.loads((tmp_path / "work" / "data" / "x3" / "manifest.json").read_text())
+    with tarfile.open(tmp_path / "second" / "glrl" / "run.tar") as tar:  # the data's identity travels along
+        assert json.load(tar.extractfile("data-manifest.json")) == set_manifest
     assert not (tmp_path / "second" / "data-build.log").exists()  # the set was there: not built again
 
 

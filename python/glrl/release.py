@@ -7,7 +7,8 @@ run folder) to ``models/<name>.caffemodel`` and writes ``models/<name>.json`` in
 * iterations and wall time: the snapshot's sidecar (``<prefix>_iter_N.glrl.json``: ``iter``,
   ``elapsed_seconds``), else the ``_iter_N`` in the file name;
 * batch size: the train net's HDF5Data ``batch_size`` × the solver's ``iter_size``;
-* the patch set: SHA-256 of the ``manifest.json`` beside the train net's HDF5 list file;
+* the patch set: the content SHA-256 of its manifest: the copy the run folder keeps
+  (``data-manifest.json``), else the ``manifest.json`` beside the train net's HDF5 list file;
 * the schedule: the run folder's name (``<net>-x<scale>-<schedule>``, as ``glrl train`` names it) or
   ``--schedule``;
 * precision and hardware: the sidecar (``precision``, ``hardware``: the training machine); ``--hardware``
@@ -79,6 +80,9 @@ def _training_data(run_dir: Path, record: RunRecord) -> None:
 
     solver = read_solver(run_dir / "solver.prototxt")
     record.solver = _solver_summary(solver)
+    kept = manifest_io.load(run_dir, manifest_io.RUN_COPY_NAME)  # glrl train's copy: the run may have moved
+    if kept is not None:
+        record.data_manifest_sha256 = manifest_io.content_sha256(kept)
     net_name = solver.train_net or solver.net
     if not net_name:
         return
@@ -94,7 +98,7 @@ def _training_data(run_dir: Path, record: RunRecord) -> None:
             except DataError:
                 return
             manifest = manifest_io.load(source.parent)
-            if manifest is not None:
+            if manifest is not None and kept is None:
                 record.data_manifest_sha256 = manifest_io.content_sha256(manifest)
             return
 

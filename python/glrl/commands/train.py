@@ -222,6 +222,8 @@ def _prepare_run(args: argparse.Namespace, scales, run_dir: Path) -> Path:
     if not train_list.is_file():
         raise DataError(f"{train_list} is missing",
                         hint=f"rebuild: glrl data build --scale {args.scale} --force")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    manifest_io.save(run_dir, manifest, manifest_io.RUN_COPY_NAME)  # the data's identity travels with the run
     solver_path = run_dir / "solver.prototxt"
     if args.resume is not None and solver_path.is_file():
         return solver_path
@@ -236,7 +238,6 @@ def _prepare_run(args: argparse.Namespace, scales, run_dir: Path) -> Path:
     if not val_patches:
         del solver.test_iter[:]
         solver.test_interval = 0
-    run_dir.mkdir(parents=True, exist_ok=True)
     write_net(net, run_dir / "train_test.prototxt")
     write_solver(solver, solver_path)
     print(f"run folder {run_dir}: {epoch} iterations per epoch ({manifest['train']['patches']} patches / "

@@ -8,7 +8,8 @@ folder without a manifest (an interrupted build) is never trusted.
 
 :func:`content_sha256` names the patches themselves: two builds of the same settings from the same images
 have the same one wherever and whenever they ran, so a released model's ``data_manifest_sha256`` can be
-matched against a user's own build (``glrl data inspect`` prints it).
+matched against a user's own build (``glrl data inspect`` prints it). A training run keeps a copy of its set's
+manifest (:data:`RUN_COPY_NAME`), so the hash travels with the run folder to machines that never had the set.
 """
 from __future__ import annotations
 
@@ -20,21 +21,22 @@ from typing import Any, Dict, List, Optional
 from glrl.fsutil import atomic_write_text, sha256_file
 
 MANIFEST_NAME = "manifest.json"
+RUN_COPY_NAME = "data-manifest.json"  # the copy a run folder keeps of its patch set's manifest
 FORMAT = "glrl-caffe-hdf5-patches/1"
 PARTS = ("train", "val")  # the parts a set may hold, each an entry of its manifest
 
 
-def load(folder: Path) -> Optional[Dict[str, Any]]:
-    """The manifest of ``folder``, or ``None`` when it has none (or an unreadable or foreign one)."""
+def load(folder: Path, name: str = MANIFEST_NAME) -> Optional[Dict[str, Any]]:
+    """The manifest ``name`` in ``folder``, or ``None`` when there is none (or an unreadable or foreign one)."""
     try:
-        manifest = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
+        manifest = json.loads((folder / name).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return manifest if isinstance(manifest, dict) and manifest.get("format") == FORMAT else None
 
 
-def save(folder: Path, manifest: Dict[str, Any]) -> None:
-    atomic_write_text(folder / MANIFEST_NAME, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+def save(folder: Path, manifest: Dict[str, Any], name: str = MANIFEST_NAME) -> None:
+    atomic_write_text(folder / name, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
 
 
 def file_record(path: Path, patches: int) -> Dict[str, Any]:
