@@ -25,7 +25,10 @@ SIZES = ((256, 256), (512, 512), (1080, 1920))
 MODES = ("fp32", "tf32", "bf16")  # matmul peaks are measured in these
 # bf16 = autocast (fp32 master weights, as a solver needs); "+ torch.compile" compiles the net's forward
 # (and through AOTAutograd its backward), fusing the PReLUs and sums between the convolutions
-TRAINING_MODES = ("fp32", "tf32", "bf16", "bf16 + torch.compile")
+# "+ CUDA graph": forward, backward and an Adam update (glrl train --optimizer adam, as the GPU runs train)
+# captured as one graph and replayed (graphed_adam_step): what a step costs without the host, which bounds
+# every other mode (2026-12-04, H200: 15-20 ms at batch 32 and 256 alike)
+TRAINING_MODES = ("fp32", "tf32", "bf16", "bf16 + torch.compile", "bf16 + CUDA graph (Adam)")
 # the paper's batch, and one large enough to fill a big GPU (what data-parallel training at batch 32 per
 # GPU cannot show: at 32 patches of 31×31 a step is a few hundred small kernels)
 TRAINING_BATCHES = (32, 256)
@@ -93,6 +96,10 @@ INFERENCE_MODES = {
     "bf16 autocast": ("float32", False, True, False),
     "bf16": ("bfloat16", False, False, False),
     "bf16 + CUDA graphs (torch.compile)": ("bfloat16", False, False, True),
+    # autocast keeps the image and the residual sums in fp32 (pure bf16 cost 0.018 dB of Set5 PSNR on an
+    # H200, autocast none) but paid for its casts in launches (34.6 against 25.7 ms at 1080p): in a graph,
+    # the casts cost no launches
+    "bf16 autocast + CUDA graphs (torch.compile)": ("float32", False, True, True),
 }
 # On the CPU, fp32 with the Winograd 3×3 kernel (what glrl eval and glrl upscale run there) is a mode too,
 # so that its rounding is priced in Set5 PSNR beside bf16's; "fp32" is oneDNN's direct convolution.
@@ -230,6 +237,7 @@ def training(work: Path, net_name: str, device: str, repeats: int, peaks: Dict[s
             write_training_files(folder, net_name, batch_size)
         settings = SolverSettings.from_proto(read_solver(folder / "solver.prototxt"))
         precision, compiled = mode.split(" + ")[0], mode.endswith("torch.compile")
+        graphed = "CUDA graph" in mode
         net = TorchNet(read_train_net(folder), "TRAIN", device=device, seed=0)
         if channels_last_for(precision):
             net.use_channels_last()
@@ -241,11 +249,15 @@ def training(work: Path, net_name: str, device: str, repeats: int, peaks: Dict[s
         batch = {k: torch.as_tensor(v, device=device) for k, v in next(reader).items()}
         reader.close()
         feed = iter(lambda batch=batch: batch, None)
-        solver = CaffeSolver(settings, net, autocast=_precision(precision, device))
+        autocast = _precision(precision, device)
+        if graphed:
+            run = graphed_adam_step(net, adam_settings(settings), batch, autocast, capture=True)
+        else:
+            solver = CaffeSolver(settings, net, autocast=autocast)
 
-        def run(solver: Any = solver, feed: Any = feed) -> None:
-            solver.iteration(feed)
-            _sync(device)
+            def run(solver: Any = solver, feed: Any = feed) -> None:
+                solver.iteration(feed)
+                _sync(device)
 
         _measured(record, lambda run=run: run, repeats, 3 * deploy_flops * batch_size * PATCH * PATCH,
                   _peak_for(mode, peaks))
@@ -253,6 +265,79 @@ def training(work: Path, net_name: str, device: str, repeats: int, peaks: Dict[s
             record["iters_per_s"] = 1.0 / record["median_s"]
         records.append(record)
     return records
+
+
+def adam_settings(settings: Any) -> Any:
+    """``settings`` with ``glrl train --optimizer adam``'s solver (Caffe's Adam, base_lr 1e-4, no clipping,
+    no weight decay) in place of the bench's paper SGD."""
+    import dataclasses
+
+    return dataclasses.replace(settings, type="Adam", base_lr=1e-4, momentum=0.9, momentum2=0.999, delta=1e-8,
+                               weight_decay=0.0, clip_gradients=-1.0)
+
+
+def graphed_adam_step(net: Any, settings: Any, batch: Dict[str, Any], autocast: Callable[[], Any],
+                      capture: bool = True) -> Callable[[], None]:
+    """A function running one training iteration of ``net`` on ``batch`` (tensors on the net's device):
+    forward, backward and Caffe's Adam update (``settings``: no clipping, no weight decay, one lr_mult),
+    with the step-dependent scalars (the lr, Adam's bias correction) on the device and the update as a few
+    multi-tensor kernels, so that nothing reads back to the host. With ``capture`` the iteration is captured
+    as one CUDA graph after three eager warm-up iterations and each call replays it and waits for it;
+    without, each call runs it eagerly (the CPU tests compare that with :class:`CaffeSolver`)."""
+    import torch
+
+    if settings.clip_gradients >= 0 or settings.weight_decay or settings.iter_size != 1:
+        raise ValueError("the graphed step implements Adam without clipping, weight decay or iter_size")
+    learnables = net.learnable_params()
+    if len({p.lr_mult for p in learnables}) != 1:
+        raise ValueError("the graphed step takes one lr_mult for every parameter")
+    params = [p.param for p in learnables]
+    device = params[0].device
+    first = [torch.zeros_like(p) for p in params]
+    second = [torch.zeros_like(p) for p in params]
+    beta1, beta2 = settings.momentum, settings.momentum2
+    step = torch.zeros((), device=device)  # Caffe's t - 1
+    rate = torch.full((), settings.lr.rate(0, 0)[0] * learnables[0].lr_mult, device=device)
+    inputs = {name: value.clone() for name, value in batch.items()}
+
+    def iteration() -> None:
+        for p in params:
+            p.grad = None
+        with autocast():
+            loss = net.loss(net.forward(inputs))
+        loss.backward()
+        grads = [p.grad for p in params]
+        with torch.no_grad():
+            step.add_(1)
+            torch._foreach_mul_(first, beta1)
+            torch._foreach_add_(first, grads, alpha=1.0 - beta1)
+            torch._foreach_mul_(second, beta2)
+            torch._foreach_addcmul_(second, grads, grads, value=1.0 - beta2)
+            denominators = torch._foreach_sqrt(second)
+            torch._foreach_add_(denominators, settings.delta)
+            updates = torch._foreach_div(first, denominators)
+            torch._foreach_mul_(updates, rate * torch.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step))
+            torch._foreach_sub_(params, updates)
+
+    if not capture:
+        return iteration
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            iteration()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    for p in params:
+        p.grad = None
+    with torch.cuda.graph(graph):
+        iteration()
+
+    def replay() -> None:
+        graph.replay()
+        torch.cuda.synchronize()
+
+    return replay
 
 
 def set5_psnr_cost(bench_net: Any, data_root: Path, device: str, scale: int = 3,
@@ -298,8 +383,8 @@ def run_section(work: Path, nets: List[Any], data_root: Optional[Path], repeats:
     compiled = [m for m in modes_here(device) if "torch.compile" in m]
     if training_modes is None:
         training_modes = TRAINING_MODES if device.startswith("cuda") else ("fp32", "bf16")
-    plain_training = [m for m in training_modes if "torch.compile" not in m]
-    compiled_training = [m for m in training_modes if "torch.compile" in m]
+    plain_training = [m for m in training_modes if " + " not in m]
+    compiled_training = [m for m in training_modes if " + " in m]
     records += inference(glrl_nets, device, repeats, peaks, sizes, plain, budget)
     records += training(work, "glrl", device, repeats, peaks, plain_training, training_batches, budget)
     if data_root is not None and glrl_nets:
