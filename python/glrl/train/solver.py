@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, Callable, ContextManager, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, ContextManager, Iterator, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -79,10 +79,6 @@ class CaffeSolver:
         self.current_step = 0
         self.rate = settings.lr.rate(0, 0)[0]
         self.last_gradient_norm = float("nan")
-        # the blobs updated together: those with the same lr_mult and decay_mult (their update's scalars)
-        self._groups: Dict[Tuple[float, float], List[int]] = {}
-        for index, p in enumerate(self.params):
-            self._groups.setdefault((float(p.lr_mult), float(p.decay_mult)), []).append(index)
 
     # -- one iteration ------------------------------------------------------------------------------------
     def step(self, batches: Iterator[Batch], iterations: int = 1) -> List[float]:
@@ -121,24 +117,20 @@ class CaffeSolver:
         return float(loss.detach().float())
 
     def apply_update(self) -> None:
-        """Clip, normalise, regularise, compute the update value and apply it (``SGDSolver::ApplyUpdate``).
-
-        Each step runs on all the blobs that share an lr_mult and decay_mult at once (``torch._foreach_*``):
-        on a CPU that is the same per-blob arithmetic, bit for bit and as fast; on a GPU, multi-tensor kernels
-        instead of one launch per blob and operation (an Adam update of GLRL's 36 blobs, in two groups: 21
-        calls instead of ~360), where a training step is bound by the host (docs/benchmarks.md)."""
+        """Clip, normalise, regularise, compute the update value and apply it (``SGDSolver::ApplyUpdate``)."""
         settings = self.settings
         self.rate, self.current_step = settings.lr.rate(self.iter, self.current_step)
         gradients = self._gradients()
         with torch.no_grad():
             self._clip(gradients)
-            if settings.iter_size != 1:
-                torch._foreach_mul_(gradients, to_float32(1.0 / settings.iter_size))
-            for (lr_mult, decay_mult), indices in self._groups.items():
-                diffs = [gradients[i] for i in indices]
-                self._regularize([self.params[i].param.detach() for i in indices], diffs, decay_mult)
-                self._compute_update_value(indices, diffs, lr_mult)
-            torch._foreach_sub_([p.param for p in self.params], gradients)
+            normalisation = to_float32(1.0 / settings.iter_size)
+            for index, (p, diff) in enumerate(zip(self.params, gradients)):
+                if settings.iter_size != 1:
+                    diff.mul_(normalisation)
+                self._regularize(p, diff)
+                self._compute_update_value(index, p, diff)
+            for p, diff in zip(self.params, gradients):
+                p.param.sub_(diff)
 
     # -- the parts of ApplyUpdate ----------------------------------------------------------------------------
     def clip_threshold(self) -> float:
@@ -147,12 +139,12 @@ class CaffeSolver:
             return to_float32(self.adjustable_clip / self.rate) if self.rate > 0 else -1.0
         return to_float32(self.settings.clip_gradients)
 
-    def _clip(self, gradients: List[torch.Tensor]) -> None:
+    def _clip(self, gradients: Sequence[torch.Tensor]) -> None:
         threshold = self.clip_threshold()
         if threshold < 0:
             return
         sumsq = torch.zeros((), dtype=torch.float32, device=gradients[0].device)
-        for diff in gradients:  # one blob after another, as Caffe sums them
+        for diff in gradients:
             sumsq += torch.sum(diff * diff)
         norm = float(torch.sqrt(sumsq))
         self.last_gradient_norm = norm
@@ -160,47 +152,41 @@ class CaffeSolver:
             scale = to_float32(threshold / norm)
             self.log(f"Gradient clipping: scaling down gradients (L2 norm {norm:g} > {threshold:g}) "
                      f"by scale factor {scale:g}")
-            torch._foreach_mul_(gradients, scale)
+            for diff in gradients:
+                diff.mul_(scale)
 
-    def _regularize(self, weights: List[torch.Tensor], diffs: List[torch.Tensor], decay_mult: float) -> None:
-        local_decay = to_float32(to_float32(self.settings.weight_decay) * to_float32(decay_mult))
+    def _regularize(self, p: Any, diff: torch.Tensor) -> None:
+        local_decay = to_float32(to_float32(self.settings.weight_decay) * to_float32(p.decay_mult))
         if not local_decay:
             return
+        weights = p.param.detach()
         if self.settings.regularization_type == "L2":
-            torch._foreach_add_(diffs, weights, alpha=local_decay)
+            diff.add_(weights, alpha=local_decay)
         else:
-            torch._foreach_add_(diffs, [torch.sign(w) for w in weights], alpha=local_decay)
+            diff.add_(torch.sign(weights), alpha=local_decay)
 
-    def _compute_update_value(self, indices: List[int], diffs: List[torch.Tensor], lr_mult: float) -> None:
+    def _compute_update_value(self, index: int, p: Any, diff: torch.Tensor) -> None:
         settings = self.settings
-        local_rate = to_float32(self.rate * to_float32(lr_mult))
+        local_rate = to_float32(self.rate * to_float32(p.lr_mult))
         momentum = to_float32(settings.momentum)
-        history = [self.history[i] for i in indices]
+        history = self.history[index]
         if settings.type == "SGD":
-            torch._foreach_mul_(history, momentum)
-            torch._foreach_add_(history, diffs, alpha=local_rate)
-            torch._foreach_copy_(diffs, history)
+            history.mul_(momentum).add_(diff, alpha=local_rate)
+            diff.copy_(history)
         elif settings.type == "Nesterov":
-            update = torch._foreach_mul(history, -momentum)  # the previous history, scaled
-            torch._foreach_mul_(history, momentum)
-            torch._foreach_add_(history, diffs, alpha=local_rate)
-            torch._foreach_add_(update, history, alpha=to_float32(1.0 + momentum))
-            torch._foreach_copy_(diffs, update)
+            previous = history.clone()
+            history.mul_(momentum).add_(diff, alpha=local_rate)
+            diff.copy_(previous.mul_(-momentum).add_(history, alpha=to_float32(1.0 + momentum)))
         else:  # Adam; momentum is beta1
             beta2 = to_float32(settings.momentum2)
-            first, second = history, [self.history[i + len(self.params)] for i in indices]
+            first, second = history, self.history[index + len(self.params)]
             t = self.iter + 1
             correction = to_float32(math.sqrt(1.0 - beta2 ** t) / (1.0 - momentum ** t))
-            torch._foreach_mul_(first, momentum)
-            torch._foreach_add_(first, diffs, alpha=to_float32(1.0 - momentum))
-            squares = torch._foreach_mul(diffs, diffs)
-            torch._foreach_mul_(second, beta2)
-            torch._foreach_add_(second, squares, alpha=to_float32(1.0 - beta2))
-            denominators = torch._foreach_sqrt(second)
-            torch._foreach_add_(denominators, to_float32(settings.delta))
-            torch._foreach_copy_(diffs, first)
-            torch._foreach_div_(diffs, denominators)
-            torch._foreach_mul_(diffs, to_float32(local_rate * correction))
+            first.mul_(momentum).add_(diff, alpha=to_float32(1.0 - momentum))
+            second.mul_(beta2).add_(diff * diff, alpha=to_float32(1.0 - beta2))
+            denominator = torch.sqrt(second).add_(to_float32(settings.delta))
+            torch.div(first, denominator, out=diff)
+            diff.mul_(to_float32(local_rate * correction))
 
     # -- state ---------------------------------------------------------------------------------------------
     def history_arrays(self) -> List[np.ndarray]:
