@@ -250,21 +250,27 @@ def training(work: Path, net_name: str, device: str, repeats: int, peaks: Dict[s
         reader.close()
         feed = iter(lambda batch=batch: batch, None)
         autocast = _precision(precision, device)
-        if graphed:
-            run = graphed_adam_step(net, adam_settings(settings), batch, autocast, capture=True)
+        if graphed:  # captured inside _measured, so that a failed capture is recorded, not raised
+            make_run = functools.partial(graphed_adam_step, net, adam_settings(settings), batch, autocast)
         else:
-            solver = CaffeSolver(settings, net, autocast=autocast)
-
-            def run(solver: Any = solver, feed: Any = feed) -> None:
-                solver.iteration(feed)
-                _sync(device)
-
-        _measured(record, lambda run=run: run, repeats, 3 * deploy_flops * batch_size * PATCH * PATCH,
+            make_run = functools.partial(_solver_runner, CaffeSolver(settings, net, autocast=autocast), feed,
+                                         device)
+        _measured(record, make_run, repeats, 3 * deploy_flops * batch_size * PATCH * PATCH,
                   _peak_for(mode, peaks))
         if "median_s" in record:
             record["iters_per_s"] = 1.0 / record["median_s"]
         records.append(record)
     return records
+
+
+def _solver_runner(solver: Any, feed: Any, device: str) -> Callable[[], None]:
+    """A function running one of ``solver``'s iterations on ``feed`` and waiting for it."""
+
+    def run() -> None:
+        solver.iteration(feed)
+        _sync(device)
+
+    return run
 
 
 def adam_settings(settings: Any) -> Any:

@@ -177,6 +177,10 @@ def test_the_graphed_training_step_computes_caffes_adam_iterations(tmp_path):
         # each run); a wrong rule moves them all (a dropped bias correction: by ~1e-4 each)
         difference = (ours.param.detach() - theirs.param.detach()).abs()
         assert float(difference.mean()) < 1e-8 and float(difference.max()) < 3e-5, ours.key
+    # captured where CUDA is missing (or a capture fails): the record says so, the section goes on
+    record, = gpu.training(tmp_path / "bench", "glrl", "cpu", 1, {}, modes=("bf16 + CUDA graph (Adam)",),
+                           batches=(2,))
+    assert "error" in record and "median_s" not in record
     with pytest.raises(ValueError, match="without clipping"):
         gpu.graphed_adam_step(nets[1], dataclasses.replace(settings, clip_gradients=0.01), batch,
                               contextlib.nullcontext, capture=False)
