@@ -284,6 +284,17 @@ def test_a_snapshot_released_before_the_schedule_ends_says_so(trained_run, data_
     assert (meta["schedule"], meta["iterations"], meta["solver"]["max_iter"]) == ("smoke", 3, 6)
     assert main(["models", "list", "--models-dir", str(tmp_path / "models")]) == 0
     assert "| smoke | 3 of 6 |" in capsys.readouterr().out
+    assert meta["data_manifest_sha256"] == content_sha256(json.loads(trained_run["manifest"].read_text()))
+
+
+def test_a_release_that_finds_no_patch_set_manifest_says_its_metadata_names_no_data(trained_run, data_root,
+                                                                                    tmp_path, capsys):
+    write_deploy(tmp_path, "tiny")
+    loose = tmp_path / "tiny_x3_iter_6.caffemodel"  # a caffemodel away from any run folder
+    shutil.copy(trained_run["result"].caffemodel, loose)
+    assert release(tmp_path, loose, "tiny_x3", "tiny", data_root=data_root) == 0
+    assert json.loads((tmp_path / "models" / "tiny_x3.json").read_text())["data_manifest_sha256"] is None
+    assert "note: no patch-set manifest was found" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("folder, schedule", [

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 HELP = "released models: list, verify (checksums, metadata, Set5 PSNR), release trained weights"
 
@@ -101,4 +102,9 @@ def _release(args: argparse.Namespace, models_dir) -> int:
     psnr = ", ".join(f"x{s} {model.set5_psnr[s]:.4f} dB" for s in model.scales)
     print(f"released {model.name} ({model.net}, {model.metadata['iterations']} iterations): {model.weights}, "
           f"{model.weights.with_suffix('.json')}; Set5 PSNR {psnr}")
+    if model.metadata.get("data_manifest_sha256") is None:
+        print(f"note: no patch-set manifest was found for {args.source} (the run folder's data-manifest.json, or "
+              "the manifest.json beside its train net's list file), so the metadata names no training data; "
+              "release from the run folder glrl train wrote, or add data_manifest_sha256 "
+              "(glrl data inspect prints it)", file=sys.stderr)
     return 0
