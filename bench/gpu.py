@@ -28,7 +28,8 @@ MODES = ("fp32", "tf32", "bf16")  # matmul peaks are measured in these
 # "+ CUDA graph": forward, backward and an Adam update (glrl train --optimizer adam, as the GPU runs train)
 # captured as one graph and replayed (graphed_adam_step): what a step costs without the host, which bounds
 # every other mode (2026-12-04, H200: 15-20 ms at batch 32 and 256 alike)
-TRAINING_MODES = ("fp32", "tf32", "bf16", "bf16 + torch.compile", "bf16 + CUDA graph (Adam)")
+TRAINING_MODES = ("fp32", "tf32", "bf16", "bf16 + torch.compile", "bf16 + CUDA graph (Adam)",
+                  "tf32 + CUDA graph (Adam)")  # TF32: what the released models trained in
 # the paper's batch, and one large enough to fill a big GPU (what data-parallel training at batch 32 per
 # GPU cannot show: at 32 patches of 31×31 a step is a few hundred small kernels)
 TRAINING_BATCHES = (32, 256)
