@@ -16,8 +16,9 @@
 # 0.68 of a 3-LRB one on a CPU, and each slice spends seconds starting) of the SECONDS left, and GLRL-2LRB to
 # the iteration GLRL reached in what is left. TOGETHER=1 trains both at once on the one GPU instead, each
 # until the time is up or iteration STOP_AT: at batch 32 a step is hundreds of small kernels launched from
-# one CPU thread, so one process leaves the GPU mostly idle and two share it at little cost to either. A
-# later call with STOP_AT set brings the two to the same iteration.
+# one CPU thread, so one process leaves the GPU mostly idle and two share it at no cost to either (an H200:
+# GLRL 58-66 iterations/s alone and beside GLRL-2LRB, docs/gpu-slices.md). STOP_AT (in this call or a later
+# one) brings the two to the same iteration.
 #
 # RUN_TAR_GLRL and RUN_TAR_2LRB continue runs an earlier call packed. Other variables: gpu_slice.sh.
 set -uo pipefail
