@@ -275,12 +275,17 @@ def _solver_runner(solver: Any, feed: Any, device: str) -> Callable[[], None]:
 
 
 def adam_settings(settings: Any) -> Any:
-    """``settings`` with ``glrl train --optimizer adam``'s solver (Caffe's Adam, base_lr 1e-4, no clipping,
-    no weight decay) in place of the bench's paper SGD."""
+    """``settings`` with ``glrl train --optimizer adam``'s solver (``glrl.nets.solver.OPTIMIZERS["adam"]``)
+    in place of the bench's paper SGD."""
     import dataclasses
 
-    return dataclasses.replace(settings, type="Adam", base_lr=1e-4, momentum=0.9, momentum2=0.999, delta=1e-8,
-                               weight_decay=0.0, clip_gradients=-1.0)
+    from glrl.nets.solver import OPTIMIZERS
+
+    adam = OPTIMIZERS["adam"]
+    return dataclasses.replace(
+        settings, type=adam.solver_type, base_lr=adam.base_lr, momentum=adam.momentum,
+        momentum2=adam.momentum2, weight_decay=adam.weight_decay,
+        clip_gradients=-1.0 if adam.clip_gradients is None else adam.clip_gradients)
 
 
 def graphed_adam_step(net: Any, settings: Any, batch: Dict[str, Any], autocast: Callable[[], Any],
