@@ -26,8 +26,8 @@ MODES = ("fp32", "tf32", "bf16")  # matmul peaks are measured in these
 # bf16 = autocast (fp32 master weights, as a solver needs); "+ torch.compile" compiles the net's forward
 # (and through AOTAutograd its backward), fusing the PReLUs and sums between the convolutions
 # "+ CUDA graph": forward, backward and an Adam update (glrl train --optimizer adam, as the GPU runs train)
-# captured as one graph and replayed (graphed_adam_step): what a step costs without the host, which bounds
-# every other mode (2026-12-04, H200: 15-20 ms at batch 32 and 256 alike)
+# captured as one graph and replayed: glrl train --cuda-graph's step (glrl.train.graphed), what a step costs
+# without the host's launches, which bound every other mode (2026-12-04, H200: 15-20 ms at batch 32 and 256)
 TRAINING_MODES = ("fp32", "tf32", "bf16", "bf16 + torch.compile", "bf16 + CUDA graph (Adam)",
                   "tf32 + CUDA graph (Adam)")  # TF32: what the released models trained in
 # the paper's batch, and one large enough to fill a big GPU (what data-parallel training at batch 32 per
@@ -252,7 +252,8 @@ def training(work: Path, net_name: str, device: str, repeats: int, peaks: Dict[s
         feed = iter(lambda batch=batch: batch, None)
         autocast = _precision(precision, device)
         if graphed:  # captured inside _measured, so that a failed capture is recorded, not raised
-            make_run = functools.partial(graphed_adam_step, net, adam_settings(settings), batch, autocast)
+            solver = CaffeSolver(adam_settings(settings), net, autocast=autocast)
+            make_run = functools.partial(_graphed_runner, solver, feed, device)
         else:
             make_run = functools.partial(_solver_runner, CaffeSolver(settings, net, autocast=autocast), feed,
                                          device)
@@ -288,80 +289,41 @@ def adam_settings(settings: Any) -> Any:
         clip_gradients=-1.0 if adam.clip_gradients is None else adam.clip_gradients)
 
 
-def graphed_adam_step(net: Any, settings: Any, batch: Dict[str, Any], autocast: Callable[[], Any],
-                      capture: bool = True) -> Callable[[], None]:
-    """A function running one training iteration of ``net`` on ``batch`` (tensors on the net's device):
-    forward, backward and Caffe's Adam update (``settings``: no clipping, no weight decay, one lr_mult),
-    with the step-dependent scalars (the lr, Adam's bias correction) on the device and the update as a few
-    multi-tensor kernels, so that nothing reads back to the host. With ``capture`` the iteration is captured
-    as one CUDA graph after three eager warm-up iterations and each call replays it and waits for it;
-    without, each call runs it eagerly (the CPU tests compare that with :class:`CaffeSolver`)."""
-    import torch
+def _graphed_runner(solver: Any, feed: Any, device: str) -> Callable[[], None]:
+    """A function running one iteration of ``glrl train --cuda-graph``
+    (:class:`glrl.train.graphed.GraphedAdamIteration` over ``solver``) on ``feed``: the warm-up and the
+    capture happen here, so each call is what a captured iteration costs the trainer (the batch copied in,
+    the step sizes set, one replay, the loss read back)."""
+    from glrl.train.graphed import WARMUP_ITERATIONS, GraphedAdamIteration
 
-    if settings.clip_gradients >= 0 or settings.weight_decay or settings.iter_size != 1:
-        raise ValueError("the graphed step implements Adam without clipping, weight decay or iter_size")
-    learnables = net.learnable_params()
-    if len({p.lr_mult for p in learnables}) != 1:
-        raise ValueError("the graphed step takes one lr_mult for every parameter")
-    params = [p.param for p in learnables]
-    device = params[0].device
-    first = [torch.zeros_like(p) for p in params]
-    second = [torch.zeros_like(p) for p in params]
-    beta1, beta2 = settings.momentum, settings.momentum2
-    step = torch.zeros((), device=device)  # Caffe's t - 1
-    rate = torch.full((), settings.lr.rate(0, 0)[0] * learnables[0].lr_mult, device=device)
-    inputs = {name: value.clone() for name, value in batch.items()}
+    if not device.startswith("cuda"):
+        raise RuntimeError("a CUDA graph needs a CUDA device")
+    notes: List[str] = []
+    step = GraphedAdamIteration(solver, log=notes.append)
+    for _ in range(WARMUP_ITERATIONS + 1):
+        step(feed)
+    if step.graph is None:
+        raise RuntimeError(" ".join(notes) or "the iteration was not captured")
 
-    def iteration() -> None:
-        for p in params:
-            p.grad = None
-        with autocast():
-            loss = net.loss(net.forward(inputs))
-        loss.backward()
-        grads = [p.grad for p in params]
-        with torch.no_grad():
-            step.add_(1)
-            torch._foreach_mul_(first, beta1)
-            torch._foreach_add_(first, grads, alpha=1.0 - beta1)
-            torch._foreach_mul_(second, beta2)
-            torch._foreach_addcmul_(second, grads, grads, value=1.0 - beta2)
-            denominators = torch._foreach_sqrt(second)
-            torch._foreach_add_(denominators, settings.delta)
-            updates = torch._foreach_div(first, denominators)
-            torch._foreach_mul_(updates, rate * torch.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step))
-            torch._foreach_sub_(params, updates)
+    def run() -> None:
+        step(feed)  # reads the loss back: waits for the replay
 
-    if not capture:
-        return iteration
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            iteration()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    for p in params:
-        p.grad = None
-    with torch.cuda.graph(graph):
-        iteration()
-
-    def replay() -> None:
-        graph.replay()
-        torch.cuda.synchronize()
-
-    return replay
+    return run
 
 
 def set5_psnr_cost(bench_net: Any, data_root: Path, device: str, scale: int = 3,
-                   budget: Budget = UNLIMITED) -> List[Record]:
-    """Set5 ×3 PSNR with the benchmark protocol (as ``glrl eval``) in each precision mode, and its
-    difference from fp32."""
+                   budget: Budget = UNLIMITED, modes: Optional[Sequence[str]] = None) -> List[Record]:
+    """Set5 ×3 PSNR with the benchmark protocol (as ``glrl eval``) in each precision mode (of ``modes``,
+    default all; fp32 always, as the reference), and its difference from fp32."""
     import torch
     from glrl.train.set5 import Set5Probe
 
     probe = Set5Probe(data_root / "test" / "Set5", scale)
     records = []
-    for mode in [m for m in modes_here(device) if "CUDA graphs" not in m]:  # graphs change speed, not values
+    wanted = [m for m in modes_here(device) if "CUDA graphs" not in m]  # graphs change speed, not values
+    if modes is not None:
+        wanted = [m for m in wanted if m == "fp32" or m in modes]
+    for mode in wanted:
         if budget.spent() and records:
             break
 
@@ -377,15 +339,26 @@ def set5_psnr_cost(bench_net: Any, data_root: Path, device: str, scale: int = 3,
     return records
 
 
+def check_modes(names: Sequence[str]) -> None:
+    """Raise ValueError naming any of ``names`` that is neither an inference nor a training mode."""
+    known = list(INFERENCE_MODES) + [CPU_WINOGRAD] + [m for m in TRAINING_MODES if m not in INFERENCE_MODES]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(f"unknown GPU mode(s) {unknown}; the modes are: {'; '.join(known)}")
+
+
 def run_section(work: Path, nets: List[Any], data_root: Optional[Path], repeats: int, device: str = "cuda",
                 sizes: Sequence[Tuple[int, int]] = SIZES, matmul_size: int = 8192,
                 training_modes: Optional[Sequence[str]] = None,
                 training_batches: Sequence[int] = TRAINING_BATCHES,
-                budget_s: Optional[float] = None) -> List[Record]:
+                budget_s: Optional[float] = None, only: Optional[Sequence[str]] = None) -> List[Record]:
     """Matrix peaks, inference, training and the PSNR cost of reduced precision on ``device``, in order of
-    importance within ``budget_s`` seconds (None: no limit; what is left is recorded as skipped). The CPU
+    importance within ``budget_s`` seconds (None: no limit; what is left is recorded as skipped); ``only``
+    names the inference and training modes to measure (default all; :func:`check_modes` first). The CPU
     (small ``sizes`` and ``matmul_size``) only checks this code: the tests run it so, since CI has no GPU."""
     budget = Budget(budget_s)
+    if only is not None:
+        check_modes(only)
     peaks = matrix_peak(device, matmul_size)
     records: List[Record] = [{"tool": "torch.mm", "case": "matrix peak", "setting": mode,
                               "tflop_per_s": value / 1e12} for mode, value in peaks.items()]
@@ -395,13 +368,16 @@ def run_section(work: Path, nets: List[Any], data_root: Optional[Path], repeats:
     compiled = [m for m in modes_here(device) if "torch.compile" in m]
     if training_modes is None:
         training_modes = TRAINING_MODES if device.startswith("cuda") else ("fp32", "bf16")
+    if only is not None:
+        plain, compiled = [m for m in plain if m in only], [m for m in compiled if m in only]
+        training_modes = [m for m in training_modes if m in only]
     plain_training = [m for m in training_modes if " + " not in m]
     # the whole-step graphs before torch.compile: they take no compiling and answer how host-bound a step is
     compiled_training = sorted((m for m in training_modes if " + " in m), key=lambda m: "torch.compile" in m)
     records += inference(glrl_nets, device, repeats, peaks, sizes, plain, budget)
     records += training(work, "glrl", device, repeats, peaks, plain_training, training_batches, budget)
     if data_root is not None and glrl_nets:
-        records += set5_psnr_cost(glrl_nets[0], data_root, device, budget=budget)
+        records += set5_psnr_cost(glrl_nets[0], data_root, device, budget=budget, modes=only)
     records += inference(glrl_nets, device, repeats, peaks, sizes, compiled, budget)
     records += training(work, "glrl", device, repeats, peaks, compiled_training, training_batches[::-1], budget)
     others = [n for n in nets if n.name != "glrl"]

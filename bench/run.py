@@ -48,6 +48,10 @@ def _parse(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--gpu-budget", type=float, default=None,
                         help="seconds the gpu section may spend (a lent GPU's minutes); what is left is "
                              "recorded as skipped (default: no limit)")
+    parser.add_argument("--gpu-modes", default=None,
+                        help="measure only these inference/training modes in the gpu section, separated by "
+                             "commas (e.g. 'bf16 + CUDA graphs (torch.compile),tf32 + CUDA graph (Adam)'); an "
+                             "unknown name stops the run before anything is measured")
     return parser.parse_args(argv)
 
 
@@ -66,6 +70,15 @@ def main(argv: List[str]) -> int:
     if unknown:
         print(f"error: unknown section(s) {unknown}; choose from {SECTIONS}", file=sys.stderr)
         return 2
+    gpu_modes = None if args.gpu_modes is None else [m.strip() for m in args.gpu_modes.split(",") if m.strip()]
+    if gpu_modes is not None:
+        import gpu as gpu_section
+
+        try:
+            gpu_section.check_modes(gpu_modes)
+        except ValueError as exc:
+            print(f"error: --gpu-modes: {exc}", file=sys.stderr)
+            return 2
     net_names = [n.strip() for n in args.nets.split(",") if n.strip()]
     sizes = [int(s) for s in args.sizes.split(",")]
     data_root = settings.data_root(args.data_root)
@@ -126,7 +139,7 @@ def main(argv: List[str]) -> int:
             import gpu as section
 
             root = data_root if (data_root / "test" / "Set5").is_dir() else None
-            return section.run_section(work, nets(), root, args.repeats, budget_s=args.gpu_budget)
+            return section.run_section(work, nets(), root, args.repeats, budget_s=args.gpu_budget, only=gpu_modes)
 
         runners: Dict[str, Callable[[], List[Dict[str, Any]]]] = {
             "cpu_inference": cpu_inference, "training": training, "data_build": data_build,

@@ -20,7 +20,10 @@
 # GLRL 58-66 iterations/s alone and beside GLRL-2LRB, docs/gpu-slices.md). STOP_AT (in this call or a later
 # one) brings the two to the same iteration.
 #
-# RUN_TAR_GLRL and RUN_TAR_2LRB continue runs an earlier call packed. Other variables: gpu_slice.sh.
+# RUN_TAR_GLRL and RUN_TAR_2LRB continue runs an earlier call packed. WEIGHTS_GLRL and WEIGHTS_2LRB start a
+# net's new run from those weights instead (glrl train --weights: a second stage, e.g. the released models
+# fine-tuned with --schedule gpu-finetune --batch-size 128; ignored where that net's RUN_TAR is set, since a
+# resumed run has its weights). Other variables: gpu_slice.sh.
 set -uo pipefail
 if [ $# -lt 2 ]; then echo "usage: $0 OUT SECONDS [glrl train options]" >&2; exit 2; fi
 out=$1 seconds=$2
@@ -61,6 +64,10 @@ if [ "$missing" = 1 ]; then
   grep -q "^built in" "$out/data-build.log" || echo "warning: the patch-set build failed (data-build.log)"
 fi
 
+start_glrl=() start_2lrb=()  # where each net's new run starts from (default: its fillers)
+[ -z "${RUN_TAR_GLRL:-}" ] && [ -n "${WEIGHTS_GLRL:-}" ] && start_glrl=(--weights "$WEIGHTS_GLRL")
+[ -z "${RUN_TAR_2LRB:-}" ] && [ -n "${WEIGHTS_2LRB:-}" ] && start_2lrb=(--weights "$WEIGHTS_2LRB")
+
 newest_iteration() {  # the iteration of the snapshot a run.tar holds
   python3 -c "import sys; from glrl.train.snapshot import packed_iteration; print(packed_iteration(sys.argv[1]))" "$1"
 }
@@ -70,10 +77,10 @@ if [ "${TOGETHER:-0}" = 1 ]; then
   stop=()
   [ -n "${STOP_AT:-}" ] && stop=(--stop-at "$STOP_AT")
   RUN=glrl RUN_TAR=${RUN_TAR_GLRL:-} "$here/gpu_slice.sh" "$out/glrl" "$left" --net glrl "$@" "${stop[@]}" \
-    >/dev/null &
+    "${start_glrl[@]}" >/dev/null &
   glrl=$!
   RUN=glrl-2lrb RUN_TAR=${RUN_TAR_2LRB:-} "$here/gpu_slice.sh" "$out/glrl-2lrb" "$left" --net glrl-2lrb "$@" \
-    "${stop[@]}" >/dev/null &
+    "${stop[@]}" "${start_2lrb[@]}" >/dev/null &
   two=$!
   wait "$glrl"; first_status=$?
   wait "$two"; second_status=$?
@@ -88,11 +95,11 @@ if [ "${TOGETHER:-0}" = 1 ]; then
 fi
 
 first=$(python3 -c "print(int(($seconds - $(date +%s) + $start) * ${FIRST_SHARE:-0.55}))") || exit 2
-RUN=glrl RUN_TAR=${RUN_TAR_GLRL:-} "$here/gpu_slice.sh" "$out/glrl" "$first" --net glrl "$@" || exit $?
+RUN=glrl RUN_TAR=${RUN_TAR_GLRL:-} "$here/gpu_slice.sh" "$out/glrl" "$first" --net glrl "$@" "${start_glrl[@]}" || exit $?
 reached=$(newest_iteration "$out/glrl/run.tar") || exit 2
 left=$(( seconds - ($(date +%s) - start) ))
 RUN=glrl-2lrb RUN_TAR=${RUN_TAR_2LRB:-} "$here/gpu_slice.sh" "$out/glrl-2lrb" "$left" --net glrl-2lrb "$@" \
-  --stop-at "$reached" || exit $?
+  --stop-at "$reached" "${start_2lrb[@]}" || exit $?
 second=$(newest_iteration "$out/glrl-2lrb/run.tar") || exit 2
 echo "GLRL at iteration $reached, GLRL-2LRB at iteration $second$([ "$second" = "$reached" ] || echo \
   ' (not equal: give the 2-LRB run more time, RUN_TAR_2LRB continues it)')"

@@ -2,13 +2,10 @@
 (The speeds themselves are measured by ``make bench``, never asserted in tests.)"""
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import importlib
 import sys
 import time
 
-import numpy as np
 import pytest
 from glrl import settings
 
@@ -145,45 +142,41 @@ def test_the_gpu_section_records_what_its_time_budget_left_unmeasured_as_skipped
     assert "not measured: the benchmark's time budget (0 s) was spent" in document
 
 
-def test_the_graphed_training_step_computes_caffes_adam_iterations(tmp_path):
-    """The whole-step CUDA-graph mode times the step a graph can hold: forward, backward and Caffe's Adam
-    with the step-dependent scalars on the device. Run eagerly here (CI has no GPU), three of its iterations
-    leave the weights where three of CaffeSolver's do."""
-    torch = pytest.importorskip("torch")
-    from glrl.backends.torch_net import TorchNet
+def test_the_gpu_section_measures_only_the_modes_asked_for_and_refuses_unknown_ones(tmp_path, capsys):
+    """A second GPU session measures what the first left open (``make bench`` ``--gpu-modes``): only those
+    modes; a misspelt one stops the run before anything is measured or written."""
+    pytest.importorskip("torch")
+    nets = _bench_module("bench_nets").prepare(tmp_path, ["glrl"])
+    records = gpu.run_section(tmp_path, nets, None, repeats=1, device="cpu", sizes=((24, 32),), matmul_size=64,
+                              training_batches=(4,), only=["bf16"])
+    measured = [r for r in records if r["case"] != "matrix peak"]
+    assert [(r["case"], r["setting"]) for r in measured] == [("32x24", "bf16"), ("train batch 4 of 31x31", "bf16")]
+    with pytest.raises(ValueError, match=r"unknown GPU mode\(s\) \['bf17'\]"):
+        gpu.run_section(tmp_path, nets, None, repeats=1, device="cpu", only=["bf17"])
+    out = tmp_path / "results"
+    assert _bench_module("run").main(["--sections", "gpu", "--gpu-modes", "bf16, fp16", "--out", str(out)]) == 2
+    assert "--gpu-modes: unknown GPU mode(s) ['fp16']" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_the_graphed_training_mode_times_glrl_trains_step_and_records_where_it_cannot_run(tmp_path):
+    """The whole-step mode times ``glrl train --cuda-graph``'s own step (its arithmetic is checked against
+    CaffeSolver in tests/test_training.py) with the bench's Adam, the recipe GPU runs train with; where
+    nothing can be captured the record says why and the section goes on."""
+    pytest.importorskip("torch")
     from glrl.caffe.io import read_solver
+    from glrl.nets.solver import OPTIMIZERS
     from glrl.train.settings import SolverSettings
-    from glrl.train.solver import CaffeSolver
 
     training = _bench_module("training")
     training.write_training_files(tmp_path, "glrl", batch=2)
     settings = gpu.adam_settings(SolverSettings.from_proto(read_solver(tmp_path / "solver.prototxt")))
-    rng = np.random.default_rng(1)
-    label = rng.random((2, 1, 15, 15), dtype=np.float32)
-    batch = {"data": torch.from_numpy(np.clip(label + 0.1 * rng.standard_normal(label.shape, dtype=np.float32),
-                                              0, 1)), "label": torch.from_numpy(label)}
-    nets = [TorchNet(training.read_train_net(tmp_path), "TRAIN", seed=0) for _ in range(2)]
-    caffe = CaffeSolver(settings, nets[0])
-    for _ in range(3):
-        caffe.iteration(iter(lambda: batch, None))
-    step = gpu.graphed_adam_step(nets[1], settings, batch, contextlib.nullcontext, capture=False)
-    for _ in range(3):
-        step()
-    start = TorchNet(training.read_train_net(tmp_path), "TRAIN", seed=0).learnable_params()
-    for ours, theirs, before in zip(nets[1].learnable_params(), nets[0].learnable_params(), start):
-        assert not torch.equal(theirs.param.detach(), before.param.detach())  # three steps moved every blob
-        # Adam divides each gradient by its root mean square, so a weight whose gradient nearly cancels moves
-        # by up to a whole step on rounding alone (seen: one weight in 36,864 off by 3e-6, a different one
-        # each run); a wrong rule moves them all (a dropped bias correction: by ~1e-4 each)
-        difference = (ours.param.detach() - theirs.param.detach()).abs()
-        assert float(difference.mean()) < 1e-8 and float(difference.max()) < 3e-5, ours.key
-    # captured where CUDA is missing (or a capture fails): the record says so, the section goes on
+    adam = OPTIMIZERS["adam"]
+    assert (settings.type, settings.base_lr, settings.clip_gradients, settings.weight_decay) == (
+        "Adam", adam.base_lr, -1.0, 0.0)
     record, = gpu.training(tmp_path / "bench", "glrl", "cpu", 1, {}, modes=("bf16 + CUDA graph (Adam)",),
                            batches=(2,))
-    assert "error" in record and "median_s" not in record
-    with pytest.raises(ValueError, match="without clipping"):
-        gpu.graphed_adam_step(nets[1], dataclasses.replace(settings, clip_gradients=0.01), batch,
-                              contextlib.nullcontext, capture=False)
+    assert record["error"] == "RuntimeError: a CUDA graph needs a CUDA device" and "median_s" not in record
 
 
 def test_the_gpu_goals_read_the_1080p_frame_time_the_psnr_cost_and_the_training_fraction():

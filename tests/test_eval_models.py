@@ -297,9 +297,91 @@ def test_a_release_that_finds_no_patch_set_manifest_says_its_metadata_names_no_d
     assert "note: no patch-set manifest was found" in capsys.readouterr().err
 
 
+# ------------------------------------------------------------------------------------- staged training
+def start_from(base: Path, source_run: Path, name: str, weights: Path) -> Path:
+    """A new run of the tiny net in ``base/runs/<name>``, started from ``weights`` with ``glrl train --weights``."""
+    from glrl.cli import main as glrl
+
+    run_dir = base / "runs" / name
+    run_dir.mkdir(parents=True)
+    for part in ("train_test.prototxt", "solver.prototxt"):
+        shutil.copy(source_run / part, run_dir / part)
+    shutil.copytree(source_run / "data", run_dir / "data")
+    assert glrl(["train", "--solver", str(run_dir / "solver.prototxt"), "--run-dir", str(run_dir), "--weights",
+                 str(weights), "--device", "cpu", "--no-set5", "--no-progress", "--threads", "1"]) == 0
+    return run_dir
+
+
+def test_each_stage_of_a_training_in_stages_is_recorded_from_run_to_release(trained_run, data_root, tmp_path,
+                                                                            monkeypatch, capsys):
+    """A run started from --weights records where they came from (a released model, a snapshot of another
+    run, or a file of unknown origin); its release keeps that as initialized_from, and the list shows the
+    chain of stages."""
+    from glrl import settings
+    from glrl.provenance import training_stages
+
+    models = tmp_path / "models"
+    monkeypatch.setattr(settings, "MODELS_DIR", models)  # where glrl train looks the weights up
+    write_deploy(tmp_path, "tiny")
+    assert release(tmp_path, trained_run["run_dir"], "tiny_x3", "tiny", data_root=data_root) == 0
+    scratch = json.loads((models / "tiny_x3.json").read_text())
+    assert "initialized_from" not in scratch
+
+    # stage 2: fine-tune the released model, and release the result in its place
+    stage2 = start_from(tmp_path, trained_run["run_dir"], "stage2-x3-smoke", models / "tiny_x3.caffemodel")
+    recorded = json.loads((stage2 / "initial-weights.json").read_text())
+    assert recorded["sha256"] == scratch["sha256"] and recorded["model"] == scratch
+    assert release(tmp_path, stage2, "tiny_x3", "tiny", "--force", data_root=data_root) == 0
+    tuned = json.loads((models / "tiny_x3.json").read_text())
+    assert tuned["initialized_from"] == recorded and tuned["sha256"] != scratch["sha256"]
+
+    # stage 3: from a snapshot of stage 2 that was never released: the record is that run's, with its origin
+    halfway = stage2 / "snapshots" / "tiny_x3_iter_3.caffemodel"
+    stage3 = start_from(tmp_path, trained_run["run_dir"], "stage3-x3-smoke", halfway)
+    run = json.loads((stage3 / "initial-weights.json").read_text())["run"]
+    assert (run["run_dir"], run["iterations"], run["schedule"]) == (str(stage2), 3, "smoke")
+    assert run["initialized_from"]["model"]["sha256"] == scratch["sha256"]
+    assert release(tmp_path, stage3, "tiny_third", "tiny", data_root=data_root) == 0
+    third = json.loads((models / "tiny_third.json").read_text())
+    assert [stage["iterations"] for stage in training_stages(third)] == [6, 3, 6]
+
+    # weights from nowhere known
+    loose = tmp_path / "loose.caffemodel"
+    shutil.copy(trained_run["run_dir"] / "snapshots" / "tiny_x3_iter_3.caffemodel", loose)
+    stage_x = start_from(tmp_path, trained_run["run_dir"], "other-x3-smoke", loose)
+    assert set(json.loads((stage_x / "initial-weights.json").read_text())) == {"file", "sha256"}
+    assert release(tmp_path, stage_x, "tiny_other", "tiny", data_root=data_root) == 0
+
+    capsys.readouterr()
+    assert main(["models", "list", "--models-dir", str(models)]) == 0
+    listing = capsys.readouterr().out
+    assert "| smoke → smoke | 6 at batch 8 → 6 at batch 8 |" in listing  # tiny_x3
+    assert "| smoke → smoke → smoke | 6 at batch 8 → 3 of 6 at batch 8 → 6 at batch 8 |" in listing
+    assert "| ? → smoke | ? → 6 at batch 8 |" in listing
+
+
+def test_a_release_refuses_a_run_whose_initial_weights_record_is_unreadable(trained_run, data_root, tmp_path,
+                                                                              capsys):
+    write_deploy(tmp_path, "tiny")
+    run_dir = tmp_path / "runs" / "broken-x3-smoke"
+    shutil.copytree(trained_run["run_dir"], run_dir)
+    (run_dir / "initial-weights.json").write_text("{")
+    assert release(tmp_path, run_dir, "tiny_x3", "tiny", data_root=data_root) == 2
+    assert f"cannot read {run_dir / 'initial-weights.json'}" in capsys.readouterr().err
+    assert not (tmp_path / "models").exists()
+
+
+def test_weights_and_resume_together_are_refused(trained_run, tmp_path, capsys):
+    run_dir = trained_run["run_dir"]
+    assert main(["train", "--solver", str(run_dir / "solver.prototxt"), "--run-dir", str(tmp_path / "run"),
+                 "--resume", "--weights", str(trained_run["result"].caffemodel), "--no-set5"]) == 2
+    assert "give one of them" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("folder, schedule", [
     ("glrl-x234-cpu-20k-adam", "cpu-20k"), ("srcnn-x234-cpu-20k-adam-1e-3", "cpu-20k"),
-    ("glrl-x3-cpu-release", "cpu-release"), ("glrl-x3-paper", "paper"), ("my-run", None)])
+    ("glrl-x3-cpu-release", "cpu-release"), ("glrl-x3-paper", "paper"), ("my-run", None),
+    ("glrl-x234-gpu-finetune-adam-b128", "gpu-finetune"), ("srcnn-x2-cpu-60k-adam-1e-3", "cpu-60k")])
 def test_a_release_reads_the_schedule_from_the_run_folder_name_glrl_train_gave_it(folder, schedule):
     from glrl.release import _schedule_from_folder
 

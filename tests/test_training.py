@@ -197,11 +197,15 @@ def test_table1_on_a_gpu_trains_the_two_nets_to_the_same_iteration(tmp_path, dat
 def test_table1_together_trains_both_nets_at_once_and_a_second_call_brings_them_to_one_iteration(
         tmp_path, data_root):
     """TOGETHER=1 (both nets on the one GPU at once): the patch set is built once, before either starts (two
-    ``glrl train`` would each build it), and STOP_AT with the packed runs brings both to one iteration."""
-    from glrl.settings import REPO_ROOT
+    ``glrl train`` would each build it), and STOP_AT with the packed runs brings both to one iteration.
+    WEIGHTS_GLRL starts GLRL's run from the released model (recorded in the run), and is left alone once the
+    run is continued from its tar."""
+    from glrl.settings import MODELS_DIR, REPO_ROOT
 
+    released = MODELS_DIR / "glrl_x234.caffemodel"
     env = dict(os.environ, OMP_NUM_THREADS="1", GLRL_WORK=str(tmp_path / "work"), GLRL_DATA=str(data_root),
-               MARGIN="0", TOGETHER="1", BUILD_ARGS="--train-sets Set5 --no-augment")  # a few hundred patches
+               MARGIN="0", TOGETHER="1", BUILD_ARGS="--train-sets Set5 --no-augment",  # a few hundred patches
+               WEIGHTS_GLRL=str(released))
     options = ["--scale", "3", "--schedule", "smoke", "--optimizer", "adam", "--device", "cpu", "--threads", "1",
                "--no-set5"]
 
@@ -215,6 +219,11 @@ def test_table1_together_trains_both_nets_at_once_and_a_second_call_brings_them_
     first = table1("first", "0")  # no time: one iteration each, after the build
     assert "GLRL at iteration 1, GLRL-2LRB at iteration 1\n" in first
     assert "built in" in (tmp_path / "first" / "data-build.log").read_text()
+    with tarfile.open(tmp_path / "first" / "glrl" / "run.tar") as tar:
+        origin = json.load(tar.extractfile("initial-weights.json"))
+        assert (origin["file"], origin["model"]["name"]) == (str(released), "glrl_x234")
+    with tarfile.open(tmp_path / "first" / "glrl-2lrb" / "run.tar") as tar:
+        assert "initial-weights.json" not in tar.getnames()  # WEIGHTS_2LRB unset: from its fillers
     second = table1("second", "300", STOP_AT="6", RUN_TAR_GLRL=str(tmp_path / "first" / "glrl" / "run.tar"),
                     RUN_TAR_2LRB=str(tmp_path / "first" / "glrl-2lrb" / "run.tar"))
     assert "GLRL at iteration 6, GLRL-2LRB at iteration 6\n" in second
@@ -640,3 +649,85 @@ def test_winograd_training_is_refused_in_real_caffe(tmp_path, capsys):
                    "--backend", "caffe", "--winograd"])
     assert status == 2
     assert "--winograd needs the torch backend" in capsys.readouterr().err
+
+
+def test_batch_size_sets_a_new_runs_batch_and_epoch_and_a_resume_keeps_the_runs_own(tmp_path, data_root,
+                                                                                      monkeypatch, capsys):
+    from glrl.caffe.io import read_net
+    from glrl.cli import main
+    from glrl.data_prep.build import build
+    from glrl.data_prep.config import BuildConfig
+
+    work = tmp_path / "work"
+    built = build(BuildConfig(train_sets=("Set5",), augment=False), data_root, work / "data" / "x3", workers=1,
+                  progress=False)  # the set the run finds (a few hundred patches)
+    monkeypatch.setenv("GLRL_WORK", str(work))
+    options = ["train", "--net", "glrl", "--scale", "3", "--schedule", "smoke", "--optimizer", "adam",
+               "--device", "cpu", "--threads", "1", "--no-set5", "--no-progress", "--data-root", str(data_root)]
+    assert main([*options, "--batch-size", "4", "--stop-at", "2"]) == 0
+    run_dir = work / "runs" / "glrl-x3-smoke-adam-b4"
+    patches = built.manifest["train"]["patches"]
+    assert f"{-(-patches // 4)} iterations per epoch ({patches} patches / batch 4)" in capsys.readouterr().out
+    net = read_net(run_dir / "train_test.prototxt")
+    assert [layer.hdf5_data_param.batch_size for layer in net.layer if layer.type == "HDF5Data"] == [4, 2]
+    snapshots = sorted(p.name for p in (run_dir / "snapshots").iterdir())
+
+    # a resume at another batch is refused, naming the run's, and writes nothing
+    assert main([*options, "--batch-size", "8", "--resume", "--run-dir", str(run_dir)]) == 2
+    assert f"the run in {run_dir} trains at batch 4, not --batch-size 8" in capsys.readouterr().err
+    assert sorted(p.name for p in (run_dir / "snapshots").iterdir()) == snapshots
+    # the same batch finds the run by its folder name; without --batch-size the run's own batch goes on
+    assert main([*options, "--batch-size", "4", "--resume", "--stop-at", "3"]) == 0
+    assert main([*options, "--resume", "--run-dir", str(run_dir), "--stop-at", "4"]) == 0
+    assert latest_snapshot(run_dir).name == "glrl_x3_iter_4.solverstate"
+
+    assert main([*options, "--batch-size", "0"]) == 2
+    assert "--batch-size 0 is not a positive number of patches" in capsys.readouterr().err
+    assert main(["train", "--solver", str(run_dir / "solver.prototxt"), "--batch-size", "4", "--no-set5"]) == 2
+    assert "with --solver the batch is the batch_size of the net's HDF5Data layer" in capsys.readouterr().err
+
+
+ADAM_FOR_GRAPHS = {"solver_type": "Adam", "clip": -1, "base_lr": 0.01}
+
+
+def without_weight_decay(solver: Path) -> Path:
+    solver.write_text(solver.read_text().replace("weight_decay: 0.0001", "weight_decay: 0") + "momentum2: 0.999\n")
+    return solver
+
+
+@pytest.fixture(scope="module")
+def adam_uninterrupted(tmp_path_factory):
+    """12 iterations of CaffeSolver's Adam (two lr_mults, a step of the lr policy at 6), iter_size 1."""
+    folder = tmp_path_factory.mktemp("adam")
+    solver = without_weight_decay(make_run(folder, shuffle=True, max_iter=12, iter_size=1, **ADAM_FOR_GRAPHS))
+    finish(glrl_train(solver, folder / "run"))
+    return final_weights(folder / "run", 12)
+
+
+def test_the_graphed_adam_step_is_caffes_adam_bit_for_bit_and_resumes_bit_for_bit(tmp_path, adam_uninterrupted):
+    """--cuda-graph replays forward, backward and Adam as one graph on a GPU; here (no CUDA) the same step
+    runs eagerly: 12 iterations end on CaffeSolver's weights exactly, and so do 6 + a resumed 6."""
+    solver = without_weight_decay(make_run(tmp_path, shuffle=True, max_iter=12, iter_size=1, **ADAM_FOR_GRAPHS))
+    output = finish(glrl_train(solver, tmp_path / "graphed", "--cuda-graph"))
+    assert "--cuda-graph: no CUDA device, so the graphed step runs eagerly" in output
+    assert_identical(final_weights(tmp_path / "graphed", 12), adam_uninterrupted)
+    finish(glrl_train(solver, tmp_path / "sliced", "--cuda-graph", "--stop-at", "6"))
+    finish(glrl_train(solver, tmp_path / "sliced", "--cuda-graph", "--resume"))
+    assert_identical(final_weights(tmp_path / "sliced", 12), adam_uninterrupted)
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"solver_type": "SGD"}, "the solver is SGD, not Adam"),
+    ({"clip": 0.1}, "gradient clipping is on"),
+    ({"iter_size": 2}, "iter_size is 2"),
+])
+def test_a_run_the_graphed_step_cannot_hold_is_refused_saying_why(tmp_path, capsys, change, reason):
+    from glrl.cli import main
+
+    settings = {**ADAM_FOR_GRAPHS, "max_iter": 4, "iter_size": 1, **change}
+    solver = without_weight_decay(make_run(tmp_path, **settings))
+    status = main(["train", "--solver", str(solver), "--run-dir", str(tmp_path / "run"), "--cuda-graph",
+                   "--device", "cpu", "--no-set5", "--no-progress"])
+    assert status == 2
+    assert reason in capsys.readouterr().err
+    assert latest_snapshot(tmp_path / "run") is None

@@ -12,7 +12,9 @@ run folder) to ``models/<name>.caffemodel`` and writes ``models/<name>.json`` in
 * the schedule: the run folder's name (``<net>-x<scale>-<schedule>``, as ``glrl train`` names it) or
   ``--schedule``;
 * precision and hardware: the sidecar (``precision``, ``hardware``: the training machine); ``--hardware``
-  overrides it, and runs from before the sidecar kept them get this machine's description.
+  overrides it, and runs from before the sidecar kept them get this machine's description;
+* the earlier stage, for a run started from ``--weights``: the run folder's ``initial-weights.json``, copied
+  as ``initialized_from`` (:mod:`glrl.provenance`).
 
 Set5 PSNR (and SSIM) per scale is measured here, with the benchmark protocol on the PyTorch backend in fp32,
 and is what ``tests/test_released_models.py`` later asserts. The weights are written first and the metadata
@@ -31,6 +33,7 @@ from glrl import model_zoo, settings
 from glrl.errors import DataError, ModelError
 from glrl.fsutil import atomic_write_bytes, atomic_write_text, sha256_file
 from glrl.machine import describe_hardware
+from glrl.provenance import load_initial_weights
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 PSNR_TOLERANCE_DB = 0.01
@@ -61,10 +64,10 @@ def _run_folder_of(weights: Path) -> Optional[Path]:
 
 
 def _schedule_from_folder(run_dir: Path) -> Optional[str]:
-    """``<net>-x<scale>-<schedule>[-<optimizer>]``, as ``glrl train`` names its run folders."""
+    """``<net>-x<scale>-<schedule>[-<optimizer>][-b<batch>]``, as ``glrl train`` names its run folders."""
     from glrl.nets.solver import OPTIMIZERS, SCHEDULES
 
-    stem = run_dir.name
+    stem = re.sub(r"-b[0-9]+$", "", run_dir.name)
     for optimizer in OPTIMIZERS:
         if stem.endswith("-" + optimizer) and not any(stem.endswith("-" + name) for name in SCHEDULES):
             stem = stem[: -len(optimizer) - 1]
@@ -216,6 +219,7 @@ def release(
 
         get_schedule(schedule)
         record.schedule = schedule
+    origin = load_initial_weights(record.run_dir) if record.run_dir is not None else None
     check_weights_fit(deploy, record.weights)
     figures = measure_set5(deploy, record.weights, scales, root, device=device, progress=progress)
     data = record.weights.read_bytes()
@@ -239,6 +243,7 @@ def release(
         "set5_measured_with": "benchmark protocol, PyTorch backend, fp32, whole images",
         "sha256": sha256_file(weights_out),
         "source": record.weights.name,
+        **({"initialized_from": origin} if origin is not None else {}),
         "released": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     atomic_write_text(meta_out, json.dumps(metadata, indent=1) + "\n")

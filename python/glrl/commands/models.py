@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _list(models_dir) -> int:
     from glrl.model_zoo import released_models
+    from glrl.provenance import describe_stages
 
     models = released_models(models_dir)
     if not models:
@@ -56,12 +57,9 @@ def _list(models_dir) -> int:
     for m in models:
         psnr = ", ".join(f"x{s} {m.set5_psnr[s]:.2f}" for s in m.scales if s in m.set5_psnr)
         size = _file_size(m.weights.stat().st_size) if m.weights.is_file() else "missing"
-        iterations = m.metadata.get("iterations")
-        planned = (m.metadata.get("solver") or {}).get("max_iter")
-        if planned and iterations is not None and planned != iterations:
-            iterations = f"{iterations} of {planned}"  # a snapshot taken before the schedule's end
+        stages = describe_stages(m.metadata)
         print(f"| {m.name} | {m.net} | {','.join(map(str, m.scales))} | {psnr} | "
-              f"{m.metadata.get('schedule')} | {iterations} | {size} |")
+              f"{stages['schedule']} | {stages['iterations']} | {size} |")
     return 0
 
 

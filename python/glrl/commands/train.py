@@ -11,6 +11,7 @@ import argparse
 import math
 from pathlib import Path
 
+PAPER_BATCH = 32  # the paper's mini-batch (section 4.1)
 HELP = "train a net (paper solver, Caffe semantics) with snapshots, resume, monitoring and several GPUs"
 
 
@@ -36,12 +37,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "folder's newest snapshot")
     parser.add_argument("--weights", default=None,
                         help="initial weights (.caffemodel), as caffe train --weights")
+    parser.add_argument("--batch-size", type=int, default=None, metavar="N",
+                        help=f"patches per iteration of a new run (default {PAPER_BATCH}, the paper's); epochs "
+                             "stay passes over the patch set, and the run folder's name gets -b<N>")
     parser.add_argument("--precision", choices=("fp32", "tf32", "bf16"), default="fp32",
                         help="fp32 (default, Caffe's arithmetic), tf32 or bf16 (faster on recent GPUs)")
     parser.add_argument("--winograd", action="store_true",
                         help="fp32 on the CPU: run 3x3 convolutions and their gradients on glrl's Winograd "
                              "kernel and PReLU's backward in one pass (a GLRL step 1.7x faster on a Xeon; "
                              "rounds differently from Caffe)")
+    parser.add_argument("--cuda-graph", action="store_true",
+                        help="replay each iteration (forward, backward, Caffe's Adam) as one CUDA graph: several "
+                             "times faster at small batches on a GPU; Adam without clipping or weight decay, "
+                             "iter_size 1, one process (anything else is refused, saying why); on the CPU the "
+                             "same step runs eagerly")
     parser.add_argument("--adjustable-clip", type=float, default=None, metavar="THETA",
                         help="DRRN's adjustable clipping: gradient-norm threshold THETA / current lr "
                              "(replaces clip_gradients)")
@@ -65,12 +74,43 @@ def run(args: argparse.Namespace) -> int:
     args.deadline = None if args.time_limit is None else time.monotonic() + args.time_limit
 
     scales = _parse_scales(args.scale)
-    run_name = f"{args.net}-x{args.scale}-{args.schedule}" + (f"-{args.optimizer}" if args.optimizer else "")
+    _check_options(args)
+    run_name = (f"{args.net}-x{args.scale}-{args.schedule}" + (f"-{args.optimizer}" if args.optimizer else "")
+                + (f"-b{args.batch_size}" if args.batch_size not in (None, PAPER_BATCH) else ""))
     run_dir = Path(args.run_dir) if args.run_dir else settings.work_dir() / "runs" / run_name
     run_dir = run_dir.resolve()
     _refuse_to_resume_nothing(args.resume, run_dir)
     with _run_folder_lock(run_dir):
         return _train(args, scales, run_dir)
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Options that contradict each other are refused before anything is read or written: ``--weights``
+    starts a new run and ``--resume`` continues one; ``--batch-size`` is a positive count for a generated
+    net (a given ``--solver`` names a net whose HDF5Data layer already says it)."""
+    from glrl.errors import TrainingError
+
+    if args.weights and args.resume is not None:
+        raise TrainingError("--weights starts a new run from those weights; --resume continues a run",
+                            hint="give one of them (as caffe train takes --weights or --snapshot)")
+    if args.batch_size is None:
+        return
+    if args.batch_size < 1:
+        raise TrainingError(f"--batch-size {args.batch_size} is not a positive number of patches",
+                            hint=f"e.g. --batch-size {PAPER_BATCH} (the paper's) or 128")
+    if args.solver:
+        raise TrainingError("--batch-size sets the batch of a generated net; with --solver the batch is the "
+                            "batch_size of the net's HDF5Data layer",
+                            hint="edit that layer's batch_size, or drop --solver")
+
+
+def _run_batch_size(net_path: Path) -> int:
+    """The TRAIN-phase HDF5Data batch size of a run's train/test net."""
+    from glrl.caffe.io import read_net
+    from glrl.train.batches import hdf5_inputs
+
+    inputs = hdf5_inputs(read_net(net_path), "TRAIN")
+    return inputs[0].batch_size if inputs else PAPER_BATCH
 
 
 def _run_folder_lock(run_dir: Path):
@@ -98,6 +138,9 @@ def _train(args: argparse.Namespace, scales, run_dir: Path) -> int:
         raise TrainingError("--time-limit and --stop-at need the torch backend (pycaffe's solve() runs to "
                             "max_iter)",
                             hint="use --backend torch, which snapshots and resumes bit-identically")
+    if args.cuda_graph and backend == "caffe":
+        raise TrainingError("--cuda-graph needs the torch backend (real Caffe runs its own solver)",
+                            hint="drop --cuda-graph, or use --backend torch")
     if args.winograd and backend == "caffe":
         raise TrainingError("--winograd needs the torch backend (real Caffe has only its own convolutions)",
                             hint="drop --winograd, or use --backend torch")
@@ -108,6 +151,12 @@ def _train(args: argparse.Namespace, scales, run_dir: Path) -> int:
     else:
         solver_path = _prepare_run(args, scales, run_dir)
     resume = _resume_path(args.resume, run_dir)
+    if args.weights:
+        from glrl.provenance import record_initial_weights
+
+        origin = record_initial_weights(run_dir, Path(args.weights))
+        known = origin.get("model", {}).get("name") or origin.get("run", {}).get("run_dir") or "unknown origin"
+        print(f"initial weights {args.weights} ({known}) recorded in {run_dir}/initial-weights.json")
     if backend == "caffe":
         from glrl.train.caffe_backend import train_in_caffe
 
@@ -135,7 +184,7 @@ def _train(args: argparse.Namespace, scales, run_dir: Path) -> int:
                          winograd=args.winograd, resume=resume, weights=Path(args.weights) if args.weights else None,
                          adjustable_clip=args.adjustable_clip, psnr_probe=probe, deploy=deploy,
                          bicubic_psnr=probe.bicubic if probe else None, progress=not args.no_progress,
-                         deadline=args.deadline, stop_at=args.stop_at)
+                         deadline=args.deadline, stop_at=args.stop_at, cuda_graph=args.cuda_graph)
     result = train(options)
     if result.solverstate is not None:
         print(f"snapshot: {result.solverstate}")
@@ -205,7 +254,7 @@ def _prepare_run(args: argparse.Namespace, scales, run_dir: Path) -> Path:
     from glrl.data_prep import manifest as manifest_io
     from glrl.data_prep.build import build
     from glrl.data_prep.config import BuildConfig, scale_name
-    from glrl.errors import DataError
+    from glrl.errors import DataError, TrainingError
     from glrl.nets.registry import get_net
     from glrl.nets.solver import get_schedule, iters_per_epoch
 
@@ -222,12 +271,21 @@ def _prepare_run(args: argparse.Namespace, scales, run_dir: Path) -> Path:
     if not train_list.is_file():
         raise DataError(f"{train_list} is missing",
                         hint=f"rebuild: glrl data build --scale {args.scale} --force")
+    solver_path, net_path = run_dir / "solver.prototxt", run_dir / "train_test.prototxt"
+    resuming = args.resume is not None and solver_path.is_file()
+    if resuming and args.batch_size is not None and net_path.is_file():
+        kept = _run_batch_size(net_path)
+        if kept != args.batch_size:
+            raise TrainingError(f"the run in {run_dir} trains at batch {kept}, not --batch-size {args.batch_size}: "
+                                "a resumed run keeps its batch (its data position and schedule are counted in "
+                                "those batches)",
+                                hint=f"resume without --batch-size (or with {kept}), or start a new run from its "
+                                     "weights with --weights and another --run-dir")
     run_dir.mkdir(parents=True, exist_ok=True)
     manifest_io.save(run_dir, manifest, manifest_io.RUN_COPY_NAME)  # the data's identity travels with the run
-    solver_path = run_dir / "solver.prototxt"
-    if args.resume is not None and solver_path.is_file():
+    if resuming:
         return solver_path
-    batch_size, test_batch = 32, 2
+    batch_size, test_batch = args.batch_size or PAPER_BATCH, 2
     net = recipe.train_test(str(train_list), str(val_list), batch_size, test_batch)
     val_patches = int(manifest.get("val", {}).get("patches", 0)) if manifest.get("val") else 0
     epoch = iters_per_epoch(int(manifest["train"]["patches"]), batch_size)
@@ -238,7 +296,7 @@ def _prepare_run(args: argparse.Namespace, scales, run_dir: Path) -> Path:
     if not val_patches:
         del solver.test_iter[:]
         solver.test_interval = 0
-    write_net(net, run_dir / "train_test.prototxt")
+    write_net(net, net_path)
     write_solver(solver, solver_path)
     print(f"run folder {run_dir}: {epoch} iterations per epoch ({manifest['train']['patches']} patches / "
           f"batch {batch_size}), max_iter {solver.max_iter}")

@@ -77,6 +77,15 @@ SCHEDULES: Dict[str, Schedule] = {
                  "validation batches (GLRL in minutes of a GPU: scripts/gpu_table1.sh)",
                  Length(60000, ITERATION), Length(20000, ITERATION), Length(5000, ITERATION), display=1000,
                  max_test_batches=50),
+        Schedule("cpu-60k", "60000 iterations, lr halved every 20000, snapshot and test every 5000 on 50 "
+                 "validation batches (SRCNN per scale on a CPU, ~30 min; fine-tuning it from the x234 model)",
+                 Length(60000, ITERATION), Length(20000, ITERATION), Length(5000, ITERATION), display=1000,
+                 max_test_batches=50),
+        Schedule("gpu-finetune", "24000 iterations, lr halved every 8000, snapshot and test every 4000 on 50 "
+                 "validation batches (a second stage from released weights: --weights, often a larger "
+                 "--batch-size)",
+                 Length(24000, ITERATION), Length(8000, ITERATION), Length(4000, ITERATION), display=1000,
+                 max_test_batches=50),
         Schedule("smoke", "8 iterations, lr halved every 4, snapshot and test every 4 (CI, quick checks)",
                  Length(8, ITERATION), Length(4, ITERATION), Length(4, ITERATION), display=1),
     )

@@ -67,6 +67,9 @@ class RunOptions:
     # stop with a snapshot once this iteration is done (before max_iter): a run cut at the iteration another
     # run reached, with the same learning-rate schedule up to there (None: run to max_iter)
     stop_at: Optional[int] = None
+    # each iteration (forward, backward, Caffe's Adam) replayed as one CUDA graph (glrl.train.graphed; Adam
+    # without clipping or weight decay); on the CPU the same arithmetic runs eagerly
+    cuda_graph: bool = False
 
 
 @dataclass
@@ -275,6 +278,11 @@ class Trainer:
         self.resume_note = ""
         if options.resume:
             self._restore(Path(options.resume))
+        self.graphed = None  # glrl.train.graphed.GraphedAdamIteration under --cuda-graph
+        if options.cuda_graph:
+            from glrl.train.graphed import GraphedAdamIteration
+
+            self.graphed = GraphedAdamIteration(self.solver, log=self._log)
 
     # -- the loop --------------------------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -293,6 +301,9 @@ class Trainer:
                 self._log(f"Solving {self.net_param.name} ({self.device}, seed {self.seed}, "
                           f"{self.dist.world} process{'es' if self.dist.world > 1 else ''})")
                 self._log(f"Learning Rate Policy: {settings.lr_policy}")
+                if self.graphed is not None:
+                    self._log(self.graphed.describe())
+                iterate = self.graphed if self.graphed is not None else solver.iteration
                 if self.resume_note:
                     self._log(self.resume_note)
                 window_start, window_iter = time.monotonic(), solver.iter
@@ -302,7 +313,7 @@ class Trainer:
                         psnr = self._test_all(started) or psnr
                     display = bool(settings.display) and solver.iter % settings.display == 0
                     iteration = solver.iter
-                    loss = solver.iteration(self.batches)
+                    loss = iterate(self.batches)
                     if not math.isfinite(loss):
                         self._diverged(f"the loss is {loss} at iteration {iteration}")
                     losses.append(loss)
