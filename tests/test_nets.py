@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from glrl import settings
+from glrl import settings, tiling
 from glrl.caffe.io import read_net, read_solver
 from glrl.cli import main
 from glrl.errors import GlrlError, ModelError, TrainingError
@@ -168,7 +168,7 @@ def test_generator_options_change_the_net_as_named() -> None:
 # ---- the other nets and the I/O contract
 
 
-def test_srcnn_trains_valid_33_to_21_and_deploys_padded() -> None:
+def test_srcnn_trains_and_deploys_valid_33_to_21_and_is_run_on_edge_padded_images() -> None:
     srcnn = get_net("srcnn")
     assert srcnn.patch_sizes == (33, 21)
     train = read_net(COMMITTED / "srcnn" / "train_test.prototxt")
@@ -177,12 +177,15 @@ def test_srcnn_trains_valid_33_to_21_and_deploys_padded() -> None:
         (9, 64), (1, 32), (5, 1)]
     assert all(not c.convolution_param.pad for c in convs)
     assert 33 - sum(c.convolution_param.kernel_size[0] - 1 for c in convs) == 21
-    assert all(c.convolution_param.weight_filler.std == pytest.approx(1e-3) for c in convs)
+    assert [c.convolution_param.weight_filler.type for c in convs] == ["msra", "msra", "gaussian"]
+    assert convs[2].convolution_param.weight_filler.std == pytest.approx(1e-3)
     assert [spec.lr_mult for spec in convs[2].param] == pytest.approx([0.1, 0.1])
-    stats = measure(committed_deploy("srcnn"))
-    assert stats.output_shape == (1, 1, 256, 256)  # padded: whole images keep their size
+    deploy = committed_deploy("srcnn")
+    stats = measure(deploy)
+    assert stats.output_shape == (1, 1, 244, 244)  # the train net's arithmetic: 6 pixels lost a side
+    assert tiling.border_loss(deploy) == 6 and tiling.border_loss(committed_deploy("glrl")) == 0
     assert stats.params == conv(9, 1, 64) + conv(1, 64, 32) + conv(5, 32, 1)
-    assert stats.macs_per_pixel == 81 * 64 + 64 * 32 + 25 * 32
+    assert stats.macs_per_pixel == 81 * 64 + 64 * 32 + 25 * 32  # per output pixel of a large image
 
 
 def test_vdsr_is_twenty_3x3_convolutions_with_a_global_residual() -> None:
@@ -202,7 +205,8 @@ def test_every_net_has_the_shared_io_contract() -> None:
         assert train.layer[-1].type == "EuclideanLoss" and list(train.layer[-1].bottom)[1] == "label"
         deploy = recipe.deploy(40, 24)
         assert deploy.layer[0].type == "Input" and list(deploy.layer[0].input_param.shape[0].dim) == [1, 1, 40, 24]
-        assert measure(deploy).output_shape == (1, 1, 40, 24), name
+        lost = tiling.border_loss(deploy)  # SRCNN's 'valid' net 6, the others 0: the size once edge-padded
+        assert measure(deploy).output_shape == (1, 1, 40 - 2 * lost, 24 - 2 * lost), name
         assert not any(layer.type in ("HDF5Data", "EuclideanLoss") for layer in deploy.layer)
 
 
@@ -343,7 +347,8 @@ def test_every_net_trains_and_deploys_in_the_torch_backend(name: str, tmp_path: 
 
     deploy = TorchNet(recipe.deploy(20, 28), "TEST", seed=0)
     image = torch.rand(1, 1, 20, 28)
-    assert deploy.forward({"data": image})[deploy_stats.output].shape == (1, 1, 20, 28)
+    lost = 6 if name == "srcnn" else 0  # SRCNN's deploy net is 'valid', as its train net
+    assert deploy.forward({"data": image})[deploy_stats.output].shape == (1, 1, 20 - 2 * lost, 28 - 2 * lost)
     if name != "srcnn":  # global residual: with the last residual conv at zero, the net returns its input
         with torch.no_grad():
             for entry in deploy.learnable_params():
@@ -409,7 +414,7 @@ def test_real_caffe_builds_trains_and_deploys_every_generated_net(require) -> No
         stats = measure(committed_deploy(name))
         assert found["identical"], f"{name}: bullseye's protobuf 3.12 writes other text than prototxt/{name}"
         assert found["loss"] > 0 and found["gradient"] > 0, name
-        assert found["outputs"] == [stats.output] and found["shape"] == [1, 1, 256, 256], name
+        assert found["outputs"] == [stats.output] and found["shape"] == list(stats.output_shape), name
         assert found["blobs"] == stats.params_with_sharing, name  # pycaffe lists a shared blob under each user
         expected_sharing = None if not name.startswith("glrl") else name != "glrl-noshare"
         assert found["shared"] is expected_sharing, name  # writing unit 1's weights changes unit 2's

@@ -524,8 +524,11 @@ def test_resume_of_a_run_folder_that_does_not_exist_fails_and_creates_nothing(tm
     assert not (tmp_path / "mistyped").exists()
 
 
-def test_the_psnr_probe_runs_the_deploy_net_with_the_training_weights_when_the_train_net_shrinks(tmp_path):
-    """SRCNN's train net has no padding (33 in, 21 out): whole images go through its padded deploy net."""
+def test_the_psnr_probe_runs_the_deploy_net_with_the_training_weights_as_evaluation_runs_it(tmp_path):
+    """SRCNN's nets have no padding (33 in, 21 out): the probe gives whole images to its deploy net with their
+    borders replicated by the 6 pixels it loses, as glrl eval does; its last output is the final weights'."""
+    from glrl import tiling
+    from glrl.backends.torch_net import TorchNet
     from glrl.caffe.io import write_net, write_solver
     from glrl.nets.registry import get_net
 
@@ -538,26 +541,22 @@ def test_the_psnr_probe_runs_the_deploy_net_with_the_training_weights_when_the_t
     solver = recipe.solver("net.prototxt", 2, "smoke", snapshot_prefix="snap/srcnn", test_iters=1)
     solver.random_seed = 1
     write_solver(solver, tmp_path / "solver.prototxt")
+    image = rng.random((1, 1, 40, 52), dtype=np.float32)
     seen = []
 
     def probe(predict):
-        image = rng.random((1, 1, 40, 52), dtype=np.float32)
-        output = predict(image)
-        seen.append(output.shape)
+        seen.append(predict(image))
         return 20.0
 
     result = train(RunOptions(solver=tmp_path / "solver.prototxt", run_dir=tmp_path / "run", device="cpu",
                               psnr_probe=probe, deploy=recipe.deploy(), progress=False, tensorboard=False,
                               echo=False))
-    assert result.iterations == 8 and seen and all(shape == (1, 1, 40, 52) for shape in seen)
-    # the probe saw the trained weights: the deploy net given the final caffemodel gives the same output
-    from glrl.backends.torch_net import TorchNet
-
+    assert result.iterations == 8 and len(seen) == 2 and all(output.shape == (1, 1, 40, 52) for output in seen)
+    assert tiling.border_loss(recipe.deploy()) == 6
     final = TorchNet(recipe.deploy(), "TEST")
     final.load_weights(str(result.caffemodel))
-    trained = TorchNet(recipe.deploy(), "TEST")
-    assert not all(torch.equal(a, b) for a, b in zip(
-        final.layer_blobs()["conv1"], trained.layer_blobs()["conv1"]))
+    np.testing.assert_allclose(seen[-1][0, 0], tiling.run_deploy_net(final, image[0, 0], 6), rtol=0, atol=1e-6)
+    assert not np.allclose(seen[0], seen[-1])  # the first probe saw the weights of iteration 4
 
 
 @pytest.mark.oracle

@@ -127,6 +127,47 @@ def receptive_radius(net) -> int:
     return max(radius[name] for name in outputs)
 
 
+def border_loss(net) -> int:
+    """How many pixels a deploy net's output lacks on each side of its input: along the longest path, the
+    sum of ``ceil(dilation·(kernel−1)/2) − pad`` over its convolutions. 0 for nets that pad every
+    convolution (GLRL, VDSR); 6 for SRCNN's 'valid' net (4 + 0 + 2). Layers of other types are taken to keep
+    the size (a net they change is caught by :func:`run_deploy_net`'s size check)."""
+    lost = {name: 0 for name in _input_blobs(net)}
+    last = list(lost)[-1:]
+    for layer in _active_layers(net):
+        if layer.type == "Input":
+            continue
+        extra = 0
+        if layer.type == "Convolution":
+            param = layer.convolution_param
+            kernels = list(param.kernel_size) or [param.kernel_h, param.kernel_w]
+            pads = list(param.pad) or [param.pad_h, param.pad_w]
+            extra = max(math.ceil(d * (k - 1) / 2) for k in kernels for d in (list(param.dilation) or [1]))
+            extra -= max(pads)
+        before = max((lost.get(b, 0) for b in layer.bottom), default=0)
+        for top in layer.top:
+            lost[top] = before + extra
+        last = list(layer.top)[-1:] or last
+    return max(0, lost[last[0]]) if last else 0
+
+
+def run_deploy_net(net, window: np.ndarray, border: int = 0) -> np.ndarray:
+    """An SR deploy net (``open_net``'s: one input, its last output the SR Y) on one 2-D window (float in
+    [0, 1]); the result has the window's size. A net that shrinks its input by ``border`` pixels a side
+    (:func:`border_loss`: trained on 'valid' convolutions, as SRCNN) gets the window with its edge pixels
+    replicated ``border`` times first, as SRCNN's own test code pads (``imfilter(..., 'replicate')``)."""
+    padded = np.pad(window, border, mode="edge") if border else window
+    batch = np.ascontiguousarray(padded, dtype=np.float32)[None, None]
+    output = net.run({net.input_names[0]: batch})[net.output_names[-1]]
+    if output.shape[2:] != window.shape:
+        raise ModelError(f"the net turned a {batch.shape} input into {output.shape}"
+                         + (f" (the input padded by {border} a side)" if border else "")
+                         + "; an SR deploy net keeps the size, or shrinks it by what its convolutions lose",
+                         hint="check the deploy prototxt's padding (pad = dilation·(kernel-1)/2, or 0 in every "
+                              "convolution of a 'valid' net)")
+    return output[0, 0]
+
+
 def floats_per_pixel(net) -> int:
     """Channels summed over every distinct blob of ``net``: the most float values it can hold per pixel."""
     _, channels, _ = _walk(net)

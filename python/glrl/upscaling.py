@@ -63,14 +63,13 @@ class Upscaler:
             default_tile = tiling.tile_for_memory(net_param, DEFAULT_MEMORY_BYTES, self.floats_per_pixel)
         self.tile = default_tile if tile is None else int(tile)
         self.margin = tiling.receptive_radius(net_param) if self.tile > 0 else 0
+        self.border = tiling.border_loss(net_param)  # a 'valid' net (SRCNN) gets its input edge-padded
         self.net_path, self.weights_path = Path(deploy), Path(weights)
         self.device = resolve_device(device, backend)
         self.precision = precision
         self.net = open_net(str(deploy), str(weights), backend=backend, device=self.device, precision=precision)
         if len(self.net.input_names) != 1:
             raise ModelError(f"{deploy} has inputs {list(self.net.input_names)}; an SR deploy net has one")
-        self.input_name = self.net.input_names[0]
-        self.output_name = self.net.output_names[-1]
 
     @classmethod
     def for_scale(
@@ -110,13 +109,7 @@ class Upscaler:
         return tiling.run_tiled(self._run_net, luma_up, self.tile, self.margin).astype(np.float64)
 
     def _run_net(self, window: np.ndarray) -> np.ndarray:
-        batch = np.ascontiguousarray(window, dtype=np.float32)[None, None]
-        result = self.net.run({self.input_name: batch})[self.output_name]
-        if result.shape != batch.shape:
-            raise ModelError(f"the net turned a {batch.shape} input into {result.shape}; "
-                             "an SR deploy net must keep the size",
-                             hint="check the deploy prototxt's padding (pad = dilation·(kernel-1)/2)")
-        return result[0, 0]
+        return tiling.run_deploy_net(self.net, window, self.border)
 
     def upscale_picture(self, picture: Picture) -> Picture:
         """Enlarge a picture by the model's scale (colour via Y; alpha by bicubic)."""

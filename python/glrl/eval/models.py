@@ -2,7 +2,9 @@
 
 A deploy net maps the protocol's bicubic-upsampled Y (blob of shape 1×1×H×W, float in [0, 1]) to the SR Y;
 :class:`NetMethod` loads it once and runs each whole image through it on the torch backend (test images are
-small, and whole images give exactly the figures of the training-time Set5 probe). Real Caffe keeps an
+small, and whole images give exactly the figures of the training-time Set5 probe). A net that shrinks the
+image (SRCNN's 'valid' convolutions) gets its input's border replicated first (:func:`glrl.tiling.run_deploy_net`,
+as SRCNN's test code). Real Caffe keeps an
 im2col buffer per convolution (GLRL on one 512×512 Set5 image: 18 GB), so on the caffe backend images run
 in overlapping tiles with the net's receptive radius as margin (:func:`glrl.tiling.caffe_tile`: at most
 1.25 GiB for the forward pass), which gives the whole-image result. Two options adapt models trained
@@ -63,9 +65,10 @@ class NetMethod:
         self.spec = spec
         self.backend = backend = resolve_backend(backend)
         self.tile, self.margin = 0, 0
+        net_param = read_net(spec.deploy)
         if backend == "caffe":
-            net_param = read_net(spec.deploy)
             self.tile, self.margin = tiling.caffe_tile(net_param), tiling.receptive_radius(net_param)
+        self.border = tiling.border_loss(net_param)  # a 'valid' net (SRCNN) gets its input edge-padded
         self.device = resolve_device(device, backend)
         if backend == "torch" and self.device.startswith("cuda"):
             import torch
@@ -77,8 +80,6 @@ class NetMethod:
             raise ModelError(f"{spec.deploy} has inputs {list(self.net.input_names)} and outputs "
                              f"{list(self.net.output_names)}; an SR deploy net has one input and an output",
                              hint="give the deploy (Input layer) prototxt, not the train/test net")
-        self.input_name = self.net.input_names[0]
-        self.output_name = self.net.output_names[-1]
 
     def __call__(self, y_up: np.ndarray, scale: int) -> np.ndarray:
         image = y_up.T if self.spec.transposed else y_up
@@ -88,15 +89,10 @@ class NetMethod:
         return result.T if self.spec.transposed else result
 
     def _run_net(self, window: np.ndarray) -> np.ndarray:
-        batch = np.ascontiguousarray(window, dtype=np.float32)[None, None]
-        output = self.net.run({self.input_name: batch})[self.output_name]
-        if output.shape != batch.shape:
-            raise ModelError(
-                f"{self.spec.deploy} turned a {batch.shape} input into {output.shape}; "
-                "evaluation needs a net that keeps the image size",
-                hint="pad its convolutions (pad = (kernel - 1) / 2), as the generated deploy nets do",
-            )
-        return output[0, 0]
+        try:
+            return tiling.run_deploy_net(self.net, window, self.border)
+        except ModelError as exc:
+            raise ModelError(f"{self.spec.deploy}: {exc.message}", hint=exc.hint) from None
 
 
 def model_method(model: model_zoo.ReleasedModel, *, backend: Optional[str] = None,

@@ -27,7 +27,7 @@ class NetStats:
 
     params: int  # learnable scalars, shared blobs counted once
     params_with_sharing: int  # as if every layer had its own copy (what recursion saves is the difference)
-    macs_per_pixel: float  # convolution multiply-accumulates per pixel of the output
+    macs_per_pixel: float  # convolution multiply-accumulates per pixel of the output (of a large image)
     conv_depth: int  # convolutions on the longest input-to-output path (averaging 1×1 convs excluded)
     conv_layers: int  # all Convolution layers
     shared_blobs: Dict[str, List[str]]  # param name -> layers that use it (only names used more than once)
@@ -71,6 +71,9 @@ def measure(net: Any) -> NetStats:
     owners: Dict[str, List[str]] = {}  # shared param name -> layers
     param_sizes: Dict[str, int] = {}  # blob key -> size
     with_sharing = 0
+    # blob -> its pixels per input pixel on a large image (1 unless strides shrink it): MACs per output
+    # pixel are then independent of the image size, also for a 'valid' net whose borders are padded first
+    density: Dict[str, float] = {}
     macs = 0.0
     conv_layers = 0
     for layer in net.layer:
@@ -86,6 +89,7 @@ def measure(net: Any) -> NetStats:
             unread.pop(bottom, None)
         bottoms = [shapes[b] for b in layer.bottom]
         in_depth = max((depth[b] for b in layer.bottom), default=0)
+        top_density = density[layer.bottom[0]] if layer.bottom else 1.0
         blobs: List[int] = []
         if layer.type == "Input":
             top_shapes = [tuple(int(d) for d in shape.dim) for shape in layer.input_param.shape]
@@ -100,7 +104,8 @@ def measure(net: Any) -> NetStats:
                 raise FormatError(f"layer {layer.name!r}: a {height}×{width} input is smaller than its kernel")
             weights = p.num_output * (channels // group) * kernel_h * kernel_w
             blobs = [weights] + ([p.num_output] if p.bias_term else [])
-            macs += weights * out_h * out_w
+            top_density /= stride * stride
+            macs += weights * top_density
             conv_layers += 1
             top_shapes = [(n, p.num_output, out_h, out_w)]
             in_depth += 0 if _is_averaging(layer) else 1
@@ -131,16 +136,16 @@ def measure(net: Any) -> NetStats:
         for top, shape in zip(layer.top, top_shapes):
             shapes[top] = shape
             depth[top] = in_depth
+            density[top] = top_density
             unread[top] = None
     outputs = [blob for blob in unread if shapes[blob]]  # a loss's scalar is not an image output
     if len(outputs) != 1:
         raise FormatError(f"net {net.name!r} has {len(outputs)} outputs ({', '.join(outputs)}); expected one")
     output = outputs[0]
-    pixels = shapes[output][-2] * shapes[output][-1]
     return NetStats(
         params=sum(param_sizes.values()),
         params_with_sharing=with_sharing,
-        macs_per_pixel=macs / pixels,
+        macs_per_pixel=macs / density[output],
         conv_depth=depth[output],
         conv_layers=conv_layers,
         shared_blobs={name: layers for name, layers in owners.items() if len(layers) > 1},

@@ -250,9 +250,14 @@ class Trainer:
         self.loss_top = "loss"
         self.prediction_blob = _final_loss_layer(self.net_param, "TRAIN").bottom[0]
         self.deploy_net = None
+        self.deploy_border = 0
         if options.deploy is not None and options.psnr_probe is not None and self.dist.is_root:
             self.deploy_net = TorchNet(options.deploy, phase="TEST", device=self.device, seed=seed)
             self.deploy_net.use_winograd(options.winograd)
+            from glrl import tiling
+
+            deploy_param = read_net(options.deploy) if isinstance(options.deploy, (str, Path)) else options.deploy
+            self.deploy_border = tiling.border_loss(deploy_param)  # SRCNN's 'valid' net: inputs edge-padded
 
         self.test_net = None
         self.test_batches: Optional[HDF5Batches] = None
@@ -400,8 +405,9 @@ class Trainer:
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Run the net on whole images (N x 1 x H x W bicubic Y in [0, 1]); return its prediction.
 
-        With a deploy net (SRCNN's train net has no padding, so only its deploy net keeps the image size)
-        the current training weights are copied into it by layer name first.
+        With a deploy net (whose layers may differ from the train net's) the current training weights are
+        copied into it by layer name first; a deploy net that shrinks its input (SRCNN's 'valid' one) gets
+        the images with their borders replicated, as evaluation runs it (:func:`glrl.tiling.run_deploy_net`).
         """
         tensor = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(self.device)
         with torch.no_grad():
@@ -411,6 +417,9 @@ class Trainer:
                     for target, source in zip(blobs, trained[layer]):
                         target.copy_(source)
                 output = self.deploy_net.output_names[0]
+                if self.deploy_border:
+                    border = self.deploy_border
+                    tensor = torch.nn.functional.pad(tensor, (border, border, border, border), mode="replicate")
                 blobs = self.deploy_net.forward({self.deploy_net.input_names[0]: tensor}, keep=[output])
                 return blobs[output].detach().float().cpu().numpy()
             blobs = self.net.forward({top: tensor for top in self.train_input.tops})
