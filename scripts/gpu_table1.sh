@@ -10,7 +10,8 @@
 #
 # First the patch set is built where missing (OUT/data-build.log; all cores but four; `glrl data build`
 # options in BUILD_ARGS). BENCH=1 runs the GPU benchmarks meanwhile (bench/run.py --sections gpu, within
-# BENCH_BUDGET seconds if set, $BENCH_ARGS; tables in OUT/bench/).
+# BENCH_BUDGET seconds if set, only the modes GPU_MODES names (comma-separated) if set, $BENCH_ARGS; tables
+# in OUT/bench/).
 #
 # Then, by default, one after the other: GLRL trains for FIRST_SHARE (default 0.55; a 2-LRB iteration costs
 # 0.68 of a 3-LRB one on a CPU, and each slice spends seconds starting) of the SECONDS left, and GLRL-2LRB to
@@ -54,7 +55,8 @@ fi
 if [ "${BENCH:-0}" = 1 ]; then
   [ "$missing" = 1 ] && { "${build[@]}" >"$out/data-build.log" 2>&1 & }
   python3 "$here/../bench/run.py" --sections gpu --out "$out/bench" --name gpu \
-    ${BENCH_BUDGET:+--gpu-budget "$BENCH_BUDGET"} ${BENCH_ARGS:-} || echo "warning: the GPU benchmarks failed"
+    ${BENCH_BUDGET:+--gpu-budget "$BENCH_BUDGET"} ${GPU_MODES:+--gpu-modes "$GPU_MODES"} ${BENCH_ARGS:-} \
+    || echo "warning: the GPU benchmarks failed"
   wait
 elif [ "$missing" = 1 ]; then
   "${build[@]}" >"$out/data-build.log" 2>&1

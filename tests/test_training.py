@@ -182,13 +182,14 @@ def test_table1_on_a_gpu_trains_the_two_nets_to_the_same_iteration(tmp_path, dat
     build(BuildConfig(train_sets=("Set5",), augment=False), data_root, tmp_path / "work" / "data" / "x3",
           workers=1, progress=False)  # the patch set both runs find (a few hundred patches)
     env = dict(os.environ, OMP_NUM_THREADS="1", GLRL_WORK=str(tmp_path / "work"), GLRL_DATA=str(data_root),
-               MARGIN="0", FIRST_SHARE="0", BENCH="1")
+               MARGIN="0", FIRST_SHARE="0", BENCH="1", GPU_MODES="tf32 + CUDA graph (Adam),bf16")
     done = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "gpu_table1.sh"), str(tmp_path / "out"), "200",
                            "--scale", "3", "--schedule", "smoke", "--optimizer", "adam", "--device", "cpu",
                            "--threads", "1", "--no-set5"], env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "GLRL at iteration 1, GLRL-2LRB at iteration 1\n" in done.stdout  # GLRL had no time: 1 iteration
     assert "no CUDA device" in (tmp_path / "out" / "bench" / "gpu.md").read_text()  # measured where CUDA is
+    assert "the GPU benchmarks failed" not in done.stdout  # GPU_MODES reached bench/run.py as one argument
     for net, prefix in (("glrl", "glrl_x3"), ("glrl-2lrb", "glrl-2lrb_x3")):
         with tarfile.open(tmp_path / "out" / net / "run.tar") as tar:
             assert f"snapshots/{prefix}_iter_1.caffemodel" in tar.getnames()
