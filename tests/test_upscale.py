@@ -255,6 +255,44 @@ def test_the_tiled_net_equals_the_whole_image_net(models_dir):
     assert np.abs(short - whole).max() > tolerance  # less context than the receptive radius is not exact
 
 
+def test_a_valid_net_runs_on_the_image_with_its_border_replicated_whole_or_in_tiles(tmp_path):
+    """SRCNN's deploy net is 'valid' (6 pixels lost a side): the upscaler gives it the luma with its edge
+    pixels replicated 6 times, and tiles of it give the same result."""
+    torch = pytest.importorskip("torch")
+    from glrl import settings
+    from glrl.backends.torch_net import TorchNet
+    from glrl.upscaling import Upscaler
+
+    deploy = settings.PROTOTXT_DIR / "srcnn" / "deploy.prototxt"
+    net = TorchNet(str(deploy), "TEST", seed=5)
+    net.save_caffemodel(tmp_path / "srcnn.caffemodel")
+    upscaler = Upscaler(deploy, tmp_path / "srcnn.caffemodel", SCALE, device="cpu")
+    assert (upscaler.border, tiling.receptive_radius(read_net(deploy))) == (6, 6)
+    luma = np.random.default_rng(4).random((47, 38))
+    whole = Upscaler.refine_luma(_with_tile(upscaler, 0, 6), luma)
+    padded = torch.from_numpy(np.pad(luma, 6, mode="edge").astype(np.float32))[None, None]
+    with torch.no_grad():
+        direct = net.forward({"data": padded})[net.output_names[0]][0, 0].numpy()
+    assert whole.shape == luma.shape
+    np.testing.assert_allclose(whole, direct, rtol=0, atol=1e-6)
+    tiled = Upscaler.refine_luma(_with_tile(upscaler, 16, 6), luma)
+    np.testing.assert_allclose(tiled, whole, rtol=0, atol=1e-5 * np.abs(whole).max())
+
+
+def test_border_loss_sums_what_each_convolution_pads_less_than_its_radius():
+    assert tiling.border_loss(parse_net(BRANCHED_NET)) == 0  # every convolution padded
+    chain = parse_net("""
+input: "data" input_shape { dim: 1 dim: 1 dim: 20 dim: 20 }
+layer { name: "c1" type: "Convolution" bottom: "data" top: "c1" convolution_param { num_output: 2 kernel_size: 5 } }
+layer { name: "r1" type: "ReLU" bottom: "c1" top: "c1" }
+layer { name: "c2" type: "Convolution" bottom: "c1" top: "c2"
+  convolution_param { num_output: 2 kernel_size: 3 pad: 1 } }
+layer { name: "c3" type: "Convolution" bottom: "c2" top: "c3"
+  convolution_param { num_output: 1 kernel_size: 3 dilation: 2 pad: 1 } }
+""")
+    assert tiling.border_loss(chain) == 2 + 0 + 1  # radius 2 unpadded, 1 padded 1, 2 padded 1
+
+
 def _with_tile(upscaler, tile: int, margin: int):
     clone = object.__new__(type(upscaler))
     clone.__dict__.update(upscaler.__dict__, tile=tile, margin=margin)
