@@ -376,6 +376,10 @@ def test_weights_and_resume_together_are_refused(trained_run, tmp_path, capsys):
     assert main(["train", "--solver", str(run_dir / "solver.prototxt"), "--run-dir", str(tmp_path / "run"),
                  "--resume", "--weights", str(trained_run["result"].caffemodel), "--no-set5"]) == 2
     assert "give one of them" in capsys.readouterr().err
+    assert main(["train", "--solver", str(run_dir / "solver.prototxt"), "--run-dir", str(tmp_path / "run"),
+                 "--weights", str(tmp_path / "missing.caffemodel"), "--no-set5"]) == 2
+    assert "missing.caffemodel: no such file" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # refused before the run folder was made
 
 
 @pytest.mark.parametrize("folder, schedule", [

@@ -93,6 +93,8 @@ def _check_options(args: argparse.Namespace) -> None:
     if args.weights and args.resume is not None:
         raise TrainingError("--weights starts a new run from those weights; --resume continues a run",
                             hint="give one of them (as caffe train takes --weights or --snapshot)")
+    if args.weights and not Path(args.weights).is_file():
+        raise TrainingError(f"--weights {args.weights}: no such file", hint="give an existing .caffemodel")
     if args.batch_size is None:
         return
     if args.batch_size < 1:
