@@ -371,7 +371,8 @@ def test_a_release_refuses_a_run_whose_initial_weights_record_is_unreadable(trai
     assert not (tmp_path / "models").exists()
 
 
-def test_weights_with_resume_or_a_missing_weights_file_are_refused_before_anything_is_written(trained_run, tmp_path, capsys):
+def test_weights_with_resume_or_a_missing_weights_file_are_refused_before_anything_is_written(
+        trained_run, tmp_path, capsys):
     run_dir = trained_run["run_dir"]
     assert main(["train", "--solver", str(run_dir / "solver.prototxt"), "--run-dir", str(tmp_path / "run"),
                  "--resume", "--weights", str(trained_run["result"].caffemodel), "--no-set5"]) == 2
