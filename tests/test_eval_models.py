@@ -139,16 +139,22 @@ def test_transposed_runs_the_net_on_the_transposed_image(tmp_path, data_root):
     assert max(abs(a[name] - c[name]) for name in a) > 0.01  # the option matters for these kernels
 
 
-def test_external_models_must_keep_the_image_size(tmp_path, data_root, capsys):
-    deploy = tmp_path / "valid.prototxt"  # SRCNN's original deploy: no padding, the output shrinks
-    deploy.write_text(Template(DEPLOY).substitute(sum="").replace("pad: 1", "pad: 0"))
-    weights = write_weights(deploy, tmp_path / "valid.caffemodel", random_blobs(4, 0.01))
-    argv = ["eval", "--datasets", "Set5", "--scales", "3", "--quiet", "--device", "cpu", "--data-root",
-            str(data_root), "--out", str(tmp_path / "out"),
-            "--prototxt", str(deploy), "--weights", str(weights)]
-    assert main(argv) == 2
+def test_an_external_valid_net_runs_edge_padded_and_a_net_that_grows_the_image_is_refused(tmp_path, data_root,
+                                                                                            capsys):
+    """A net without padding (SRCNN's original deploy) gets its input's border replicated by what it loses;
+    one whose padding exceeds its kernels makes images bigger, and is refused naming the padding."""
+    def evaluate_net(pad: int) -> int:
+        deploy = tmp_path / f"pad{pad}.prototxt"
+        deploy.write_text(Template(DEPLOY).substitute(sum="").replace("pad: 1", f"pad: {pad}"))
+        weights = write_weights(deploy, tmp_path / f"pad{pad}.caffemodel", random_blobs(4, 0.01))
+        return main(["eval", "--datasets", "Set5", "--scales", "3", "--quiet", "--device", "cpu", "--data-root",
+                     str(data_root), "--out", str(tmp_path / f"out{pad}"), "--prototxt", str(deploy),
+                     "--weights", str(weights)])
+
+    assert evaluate_net(0) == 0
+    assert evaluate_net(2) == 2
     err = capsys.readouterr().err
-    assert "keeps the image size" in err and "pad" in err
+    assert "keeps the size" in err and "pad" in err
 
 
 @pytest.mark.parametrize("stored, message", [
