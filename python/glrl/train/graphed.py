@@ -20,7 +20,6 @@ with CaffeSolver's.
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import torch
@@ -83,12 +82,7 @@ class GraphedAdamIteration:
 
     def __call__(self, batches: Iterator[Batch]) -> float:
         solver = self.solver
-        try:
-            batch = next(batches)
-        except StopIteration:
-            raise TrainingError("the batch source ran out during an iteration",
-                                hint="give the solver an endless batch iterator") from None
-        self._set_inputs(batch)
+        self._set_inputs(solver.next_batch(batches))
         self._set_step_sizes()
         if self.graph is not None:
             self.graph.replay()
@@ -124,16 +118,10 @@ class GraphedAdamIteration:
             torch._foreach_sub_(params, updates)
 
     def _set_step_sizes(self) -> None:
-        """``local_rate·√(1−β2^t)/(1−β1^t)`` per lr_mult, for this iteration, in float32 as CaffeSolver has it."""
-        solver = self.solver
-        settings = solver.settings
-        solver.rate, solver.current_step = settings.lr.rate(solver.iter, solver.current_step)
-        beta1, beta2 = to_float32(settings.momentum), to_float32(settings.momentum2)
-        t = solver.iter + 1
-        correction = to_float32(math.sqrt(1.0 - beta2 ** t) / (1.0 - beta1 ** t))
+        """This iteration's rate, and Adam's step size per lr_mult, as CaffeSolver computes them."""
+        self.solver.advance_rate()
         for lr_mult, step in self.steps.items():
-            local_rate = to_float32(solver.rate * lr_mult)
-            step.fill_(to_float32(local_rate * correction))
+            step.fill_(self.solver.adam_step_size(lr_mult))
 
     def _set_inputs(self, batch: Batch) -> None:
         """Copy the batch into the input tensors the graph reads (allocated once, at the first batch)."""

@@ -92,12 +92,7 @@ class CaffeSolver:
             p.param.grad = None
         total = 0.0
         for _ in range(self.settings.iter_size):
-            try:
-                batch = next(batches)
-            except StopIteration:
-                raise TrainingError("the batch source ran out during an iteration",
-                                    hint="give the solver an endless batch iterator") from None
-            total += self.forward_backward(batch)
+            total += self.forward_backward(self.next_batch(batches))
         loss = total / self.settings.iter_size
         if self.loss_reducer is not None:
             loss = self.loss_reducer(loss)
@@ -106,6 +101,15 @@ class CaffeSolver:
         self.apply_update()
         self.iter += 1
         return loss
+
+    @staticmethod
+    def next_batch(batches: Iterator[Batch]) -> Batch:
+        """The next batch, or a clear error where the source has run dry."""
+        try:
+            return next(batches)
+        except StopIteration:
+            raise TrainingError("the batch source ran out during an iteration",
+                                hint="give the solver an endless batch iterator") from None
 
     def forward_backward(self, batch: Batch) -> float:
         """One forward and backward pass on ``batch`` (blob name -> array); the diffs accumulate."""
@@ -119,7 +123,7 @@ class CaffeSolver:
     def apply_update(self) -> None:
         """Clip, normalise, regularise, compute the update value and apply it (``SGDSolver::ApplyUpdate``)."""
         settings = self.settings
-        self.rate, self.current_step = settings.lr.rate(self.iter, self.current_step)
+        self.advance_rate()
         gradients = self._gradients()
         with torch.no_grad():
             self._clip(gradients)
@@ -133,6 +137,18 @@ class CaffeSolver:
                 p.param.sub_(diff)
 
     # -- the parts of ApplyUpdate ----------------------------------------------------------------------------
+    def advance_rate(self) -> None:
+        """``rate`` (and ``current_step``) from the lr policy for this iteration."""
+        self.rate, self.current_step = self.settings.lr.rate(self.iter, self.current_step)
+
+    def adam_step_size(self, lr_mult: float) -> float:
+        """Adam's ``local_rate·√(1−β2^t)/(1−β1^t)`` at this iteration (t = iter + 1), in float32 as Caffe."""
+        settings = self.settings
+        beta1, beta2 = to_float32(settings.momentum), to_float32(settings.momentum2)
+        t = self.iter + 1
+        correction = to_float32(math.sqrt(1.0 - beta2 ** t) / (1.0 - beta1 ** t))
+        return to_float32(to_float32(self.rate * to_float32(lr_mult)) * correction)
+
     def clip_threshold(self) -> float:
         """The gradient-norm threshold in force (negative: no clipping)."""
         if self.adjustable_clip is not None:
@@ -180,13 +196,11 @@ class CaffeSolver:
         else:  # Adam; momentum is beta1
             beta2 = to_float32(settings.momentum2)
             first, second = history, self.history[index + len(self.params)]
-            t = self.iter + 1
-            correction = to_float32(math.sqrt(1.0 - beta2 ** t) / (1.0 - momentum ** t))
             first.mul_(momentum).add_(diff, alpha=to_float32(1.0 - momentum))
             second.mul_(beta2).add_(diff * diff, alpha=to_float32(1.0 - beta2))
             denominator = torch.sqrt(second).add_(to_float32(settings.delta))
             torch.div(first, denominator, out=diff)
-            diff.mul_(to_float32(local_rate * correction))
+            diff.mul_(self.adam_step_size(p.lr_mult))
 
     # -- state ---------------------------------------------------------------------------------------------
     def history_arrays(self) -> List[np.ndarray]:
