@@ -303,6 +303,26 @@ def test_a_release_that_finds_no_patch_set_manifest_says_its_metadata_names_no_d
     assert "note: no patch-set manifest was found" in capsys.readouterr().err
 
 
+def test_a_run_begun_on_a_gpu_and_continued_on_a_cpu_is_released_with_both(trained_run, data_root, tmp_path):
+    """The release keeps the run's pieces and names both machines and both precisions in their order."""
+    moved = tmp_path / "runs" / "tiny-x3-smoke"
+    shutil.copytree(trained_run["run_dir"], moved, ignore=shutil.ignore_patterns(".lock"))
+    final = moved / "snapshots" / "tiny_x3_iter_6.glrl.json"
+    sidecar = json.loads(final.read_text())
+    sidecar["segments"] = [
+        {"from_iter": 0, "to_iter": 4, "seconds": 2.0, "precision": "tf32", "hardware": "a GPU box"},
+        {"from_iter": 4, "to_iter": 5, "seconds": 1.0, "precision": "tf32", "hardware": "a GPU box"},
+        {"from_iter": 5, "to_iter": 6, "seconds": 9.0, "precision": "fp32 + Winograd", "hardware": "a CPU box"}]
+    final.write_text(json.dumps(sidecar))
+    write_deploy(tmp_path, "tiny")
+    assert release(tmp_path, moved, "tiny_x3", "tiny", data_root=data_root) == 0
+    text = (tmp_path / "models" / "tiny_x3.json").read_text(encoding="utf-8")
+    meta = json.loads(text)
+    assert meta["training_segments"] == sidecar["segments"]
+    assert meta["precision"] == "tf32 → fp32 + Winograd" and "tf32 → fp32 + Winograd" in text
+    assert meta["hardware"] == "a GPU box → a CPU box"
+
+
 # ------------------------------------------------------------------------------------- staged training
 def start_from(base: Path, source_run: Path, name: str, weights: Path) -> Path:
     """A new run of the tiny net in ``base/runs/<name>``, started from ``weights`` with ``glrl train --weights``."""

@@ -250,6 +250,39 @@ def test_a_resumed_run_keeps_the_seed_it_started_with(tmp_path):
     assert json.loads(sidecar_path(run_dir / "snap" / "tiny_iter_8.solverstate").read_text())["seed"] == started_with
 
 
+@pytest.mark.parametrize("first_sidecar", ["with segments", "from before segments were kept"])
+def test_a_run_continued_on_another_machine_keeps_which_iterations_ran_where(tmp_path, monkeypatch, first_sidecar):
+    """A run begun on one machine and resumed on another (a lent GPU, then a CPU) says so in its sidecars:
+    each piece's iterations, seconds, precision and machine. A sidecar from before the pieces were kept
+    stands for its whole run on the machine it names."""
+    import glrl.train.run as run_module
+
+    solver = make_run(tmp_path, max_iter=8, snapshot=4)
+    run_dir = tmp_path / "run"
+
+    def run(machine, precision, resume=None):
+        monkeypatch.setattr(run_module, "describe_hardware", lambda: machine)
+        train(RunOptions(solver=solver, run_dir=run_dir, device="cpu", precision=precision, resume=resume,
+                         stop_at=4 if resume is None else None, progress=False, tensorboard=False, echo=False))
+
+    run("machine A", "fp32")
+    halfway = sidecar_path(run_dir / "snap" / "tiny_iter_4.solverstate")
+    first = json.loads(halfway.read_text())
+    assert [(s["from_iter"], s["to_iter"], s["hardware"], s["precision"]) for s in first["segments"]] == [
+        (0, 4, "machine A", "fp32")]
+    if first_sidecar != "with segments":
+        del first["segments"]
+        halfway.write_text(json.dumps(first))
+    run("machine B", "bf16", resume=run_dir / "snap" / "tiny_iter_4.solverstate")
+    final = json.loads(sidecar_path(run_dir / "snap" / "tiny_iter_8.solverstate").read_text())
+    pieces = final["segments"]
+    assert [(s["from_iter"], s["to_iter"], s["hardware"], s["precision"]) for s in pieces] == [
+        (0, 4, "machine A", "fp32"), (4, 8, "machine B", "bf16")]
+    assert (final["hardware"], final["precision"]) == ("machine B", "bf16")  # the latest piece's
+    assert pieces[0]["seconds"] == first["elapsed_seconds"] and pieces[1]["seconds"] > 0
+    assert final["elapsed_seconds"] == first["elapsed_seconds"] + pieces[1]["seconds"]
+
+
 def test_a_resumed_run_records_each_iteration_once_in_its_metrics(tmp_path):
     solver = make_run(tmp_path, max_iter=12, snapshot=4)
     run_dir = tmp_path / "run"

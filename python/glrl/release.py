@@ -11,8 +11,11 @@ run folder) to ``models/<name>.caffemodel`` and writes ``models/<name>.json`` in
   (``data-manifest.json``), else the ``manifest.json`` beside the train net's HDF5 list file;
 * the schedule: the run folder's name (``<net>-x<scale>-<schedule>``, as ``glrl train`` names it) or
   ``--schedule``;
-* precision and hardware: the sidecar (``precision``, ``hardware``: the training machine); ``--hardware``
-  overrides it, and runs from before the sidecar kept them get this machine's description;
+* precision and hardware: the sidecar's ``segments`` (:func:`glrl.train.snapshot.training_segments`: which
+  iterations ran where, in which precision), kept whole as ``training_segments``; ``precision`` and
+  ``hardware`` name each in the order the run used them (``tf32 → fp32 + Winograd`` for a run begun on a
+  GPU and continued on a CPU). ``--hardware`` overrides the machine, and runs from before the sidecar kept
+  it get this machine's description;
 * the earlier stage, for a run started from ``--weights``: the run folder's ``initial-weights.json``, copied
   as ``initialized_from`` (:mod:`glrl.provenance`).
 
@@ -27,7 +30,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence
 
 from glrl import model_zoo, settings
 from glrl.errors import DataError, ModelError
@@ -50,8 +53,9 @@ class RunRecord:
     data_manifest_sha256: Optional[str] = None
     schedule: Optional[str] = None
     solver: Optional[Dict[str, object]] = None  # the run's optimiser settings (type, rates, clipping)
-    precision: Optional[str] = None  # fp32, tf32 or bf16 (the trainer's --precision)
-    hardware: Optional[str] = None  # the training machine
+    precision: Optional[str] = None  # fp32, tf32 or bf16 (the trainer's --precision), each one the run used
+    hardware: Optional[str] = None  # the training machines, in the order the run used them
+    segments: Optional[List[Dict[str, object]]] = None  # the run's pieces (training_segments)
     run_dir: Optional[Path] = None
 
 
@@ -124,7 +128,7 @@ def _solver_summary(solver) -> Dict[str, object]:
 def read_run(source: Path) -> RunRecord:
     """The weights to release and what the run recorded about them; ``source`` is a run folder or a
     ``.caffemodel`` (a snapshot of a run, or any file)."""
-    from glrl.train.snapshot import latest_snapshot, load_sidecar, snapshot_iteration
+    from glrl.train.snapshot import latest_snapshot, load_sidecar, snapshot_iteration, training_segments
 
     source = Path(source)
     if source.is_dir():
@@ -152,14 +156,24 @@ def read_run(source: Path) -> RunRecord:
         record.iterations = int(sidecar.get("iter", record.iterations or 0))
         if sidecar.get("elapsed_seconds") is not None:
             record.wall_time_s = round(float(sidecar["elapsed_seconds"]), 3)
-        record.precision = sidecar.get("precision")
-        record.hardware = sidecar.get("hardware")
+        record.segments = training_segments(sidecar, record.iterations)
+        record.precision = _in_order(segment["precision"] for segment in record.segments)
+        record.hardware = _in_order(segment["hardware"] for segment in record.segments)
     run_dir = source if source.is_dir() else _run_folder_of(weights)
     if run_dir is not None:
         record.run_dir = run_dir
         record.schedule = _schedule_from_folder(run_dir)
         _training_data(run_dir, record)
     return record
+
+
+def _in_order(values: Iterable[object]) -> Optional[str]:
+    """The known values, each once, in their first order, joined by arrows (None when none is known)."""
+    known: List[str] = []
+    for value in values:
+        if value is not None and str(value) not in known:
+            known.append(str(value))
+    return " → ".join(known) or None
 
 
 def check_weights_fit(deploy: Path, weights: Path) -> None:
@@ -238,6 +252,7 @@ def release(
         "precision": record.precision or "unknown",
         "hardware": hardware or record.hardware or describe_hardware(),
         "wall_time_s": record.wall_time_s,
+        **({"training_segments": record.segments} if record.segments else {}),
         "set5_psnr": {str(s): round(v["psnr"], 4) for s, v in sorted(figures.items())},
         "set5_ssim": {str(s): round(v["ssim"], 6) for s, v in sorted(figures.items())},
         "set5_measured_with": "benchmark protocol, PyTorch backend, fp32, whole images",
@@ -246,7 +261,7 @@ def release(
         **({"initialized_from": origin} if origin is not None else {}),
         "released": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
-    atomic_write_text(meta_out, json.dumps(metadata, indent=1) + "\n")
+    atomic_write_text(meta_out, json.dumps(metadata, indent=1, ensure_ascii=False) + "\n")
     return model_zoo.get_model(name, folder)
 
 

@@ -30,7 +30,8 @@ from glrl.train import distributed as dist_mod
 from glrl.train.batches import HDF5Batches, HDF5Input, hdf5_inputs
 from glrl.train.monitor import MetricRow, Monitor, format_outputs
 from glrl.train.settings import SolverSettings
-from glrl.train.snapshot import SnapshotPaths, load_sidecar, resolve_learned_net, write_snapshot
+from glrl.train.snapshot import (SnapshotPaths, load_sidecar, resolve_learned_net, training_segments,
+                                 write_snapshot)
 from glrl.train.solver import CaffeSolver
 
 PRECISIONS = ("fp32", "tf32", "bf16")
@@ -278,6 +279,8 @@ class Trainer:
         )
         self.smoother = LossSmoother(self.settings.average_loss)
         self.elapsed_before = 0.0
+        self.segments_before: List[Dict[str, Any]] = []  # the run's pieces before this process (snapshot.py)
+        self.start_iter = self.solver.iter
         self.last_snapshot: Optional[SnapshotPaths] = None
         self.resumed_from: Optional[Path] = None
         self.resume_note = ""
@@ -296,6 +299,7 @@ class Trainer:
                                enabled=self.dist.is_root, progress=self.options.progress,
                                tensorboard=self.options.tensorboard, echo=self.options.echo)
         started = time.monotonic()
+        self.start_iter = solver.iter
         losses: List[float] = []
         psnr: Optional[float] = None
         stopped = out_of_time = False
@@ -442,16 +446,21 @@ class Trainer:
             self._diverged(f"the weights hold NaN/Inf at iteration {self.solver.iter}")
         paths = SnapshotPaths.at(self.run_dir, self._prefix(), self.solver.iter)
         self._log(f"Snapshotting to binary proto file {paths.caffemodel}")
+        this_piece = time.monotonic() - started  # seconds this process has trained
         sidecar = {
             "iter": self.solver.iter,
             "data": self.batches.state(),
             "torch_rng": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode("ascii"),
             "loss_smoother": self.smoother.state(),
-            "elapsed_seconds": self._seconds(started),
+            "elapsed_seconds": self.elapsed_before + this_piece,
             "seed": self.seed,
             "world": self.dist.world,
-            "precision": self.options.precision + (" + Winograd" if self.options.winograd else ""),
+            "precision": self._precision_name(),
             "hardware": self.hardware,
+            "segments": self.segments_before + [{
+                "from_iter": self.start_iter, "to_iter": self.solver.iter,
+                "seconds": this_piece,
+                "precision": self._precision_name(), "hardware": self.hardware}],
         }
         state = self.solver.state_proto(paths.learned_net)
         write_snapshot(paths, self.net.to_net_parameter(), state, sidecar)
@@ -466,6 +475,7 @@ class Trainer:
         self.net.load_weights(str(resolve_learned_net(state.learned_net, solverstate)))
         self.solver.restore_state(state)
         sidecar = load_sidecar(solverstate)
+        self.segments_before = training_segments(sidecar, self.solver.iter)
         if sidecar is None:
             rows = self.solver.iter * self.settings.iter_size * self.train_input.batch_size
             self.batches.skip_rows(rows)
@@ -492,6 +502,9 @@ class Trainer:
             hint=(f"the last good snapshot is {last}; " if last else "")
             + "lower base_lr or set clip_gradients, then resume or restart",
         )
+
+    def _precision_name(self) -> str:
+        return self.options.precision + (" + Winograd" if self.options.winograd else "")
 
     def _seconds(self, started: float) -> float:
         return self.elapsed_before + time.monotonic() - started

@@ -7,7 +7,9 @@ and never a truncated one under a final name), in this order:
 - ``<prefix>_iter_<N>.solverstate``: ``caffe.SolverState`` (iter, learned_net, current_step, history);
 - ``<prefix>_iter_<N>.glrl.json``: our sidecar, written last: the data reader's position, the torch RNG
   state, the display-smoothing window and the elapsed time. Caffe has no place for these; without them a
-  resumed run would read different batches (Caffe restarts its data layer from the first row).
+  resumed run would read different batches (Caffe restarts its data layer from the first row). It also
+  keeps the run's history as ``segments`` (:func:`training_segments`): which iterations ran on which
+  machine in which precision, since a run may start on a GPU and go on on a CPU.
 
 ``learned_net`` holds the model path as Caffe forms it (``snapshot_prefix`` + ``_iter_N.caffemodel``);
 on resume a relative path is looked up in the working directory, then beside the ``.solverstate``, so
@@ -95,6 +97,22 @@ def load_sidecar(solverstate: Path) -> Optional[Dict[str, Any]]:
         raise TrainingError(f"{path} is not a glrl sidecar of version {SIDECAR_VERSION}",
                             hint="resume with the glrl version that wrote it")
     return document
+
+
+def training_segments(sidecar: Optional[Dict[str, Any]], iteration: int) -> List[Dict[str, Any]]:
+    """The pieces a run to ``iteration`` was trained in, oldest first: ``from_iter``, ``to_iter``, ``seconds``,
+    ``precision`` and ``hardware`` of each process that trained it.
+
+    A sidecar lists them under ``segments``. One written before glrl kept that list stands for its whole run
+    as one piece on the machine it names (its ``elapsed_seconds`` are the run's); a snapshot without a sidecar
+    (real Caffe's) for one piece of which nothing is known.
+    """
+    if sidecar is None:
+        return [{"from_iter": 0, "to_iter": iteration, "seconds": None, "precision": None, "hardware": None}]
+    if "segments" in sidecar:
+        return [dict(segment) for segment in sidecar["segments"]]
+    return [{"from_iter": 0, "to_iter": int(sidecar["iter"]), "seconds": sidecar.get("elapsed_seconds"),
+             "precision": sidecar.get("precision"), "hardware": sidecar.get("hardware")}]
 
 
 def resolve_learned_net(learned_net: str, solverstate: Path) -> Path:
