@@ -303,16 +303,19 @@ def test_a_release_that_finds_no_patch_set_manifest_says_its_metadata_names_no_d
     assert "note: no patch-set manifest was found" in capsys.readouterr().err
 
 
-def test_a_run_begun_on_a_gpu_and_continued_on_a_cpu_is_released_with_both(trained_run, data_root, tmp_path):
-    """The release keeps the run's pieces and names both machines and both precisions in their order."""
+def test_a_run_begun_on_a_gpu_and_continued_on_a_cpu_is_released_with_both(trained_run, data_root, tmp_path,
+                                                                            capsys):
+    """The release keeps the run's pieces and names both machines and both precisions in their order; the
+    list says how many iterations each did."""
     moved = tmp_path / "runs" / "tiny-x3-smoke"
     shutil.copytree(trained_run["run_dir"], moved, ignore=shutil.ignore_patterns(".lock"))
     final = moved / "snapshots" / "tiny_x3_iter_6.glrl.json"
     sidecar = json.loads(final.read_text())
+    gpu_box = "Intel(R) Xeon(R) Processor, 16 CPUs; GPU: NVIDIA H200"
     sidecar["segments"] = [
-        {"from_iter": 0, "to_iter": 4, "seconds": 2.0, "precision": "tf32", "hardware": "a GPU box"},
-        {"from_iter": 4, "to_iter": 5, "seconds": 1.0, "precision": "tf32", "hardware": "a GPU box"},
-        {"from_iter": 5, "to_iter": 6, "seconds": 9.0, "precision": "fp32 + Winograd", "hardware": "a CPU box"}]
+        {"from_iter": 0, "to_iter": 4, "seconds": 2.0, "precision": "tf32", "hardware": gpu_box},
+        {"from_iter": 4, "to_iter": 5, "seconds": 1.0, "precision": "tf32", "hardware": gpu_box},
+        {"from_iter": 5, "to_iter": 6, "seconds": 9.0, "precision": "fp32 + Winograd", "hardware": "AMD EPYC, 2 CPUs"}]
     final.write_text(json.dumps(sidecar))
     write_deploy(tmp_path, "tiny")
     assert release(tmp_path, moved, "tiny_x3", "tiny", data_root=data_root) == 0
@@ -320,7 +323,9 @@ def test_a_run_begun_on_a_gpu_and_continued_on_a_cpu_is_released_with_both(train
     meta = json.loads(text)
     assert meta["training_segments"] == sidecar["segments"]
     assert meta["precision"] == "tf32 → fp32 + Winograd" and "tf32 → fp32 + Winograd" in text
-    assert meta["hardware"] == "a GPU box → a CPU box"
+    assert meta["hardware"] == f"{gpu_box} → AMD EPYC, 2 CPUs"
+    assert main(["models", "list", "--models-dir", str(tmp_path / "models")]) == 0
+    assert "| NVIDIA H200, tf32: 5 → AMD EPYC, 2 CPUs, fp32 + Winograd: 1 |" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------------------------- staged training
@@ -384,6 +389,9 @@ def test_each_stage_of_a_training_in_stages_is_recorded_from_run_to_release(trai
     assert "| smoke → smoke | 6 at batch 8 → 6 at batch 8 |" in listing  # tiny_x3
     assert "| smoke → smoke → smoke | 6 at batch 8 → 3 of 6 at batch 8 → 6 at batch 8 |" in listing
     assert "| ? → smoke | ? → 6 at batch 8 |" in listing
+    here = json.loads((models / "tiny_third.json").read_text())["training_segments"][0]["hardware"]
+    assert f"| {here}, fp32: 15 |" in listing  # tiny_third: 6, then 3, then 6 iterations, all on this machine
+    assert f"| ?, ? → {here}, fp32: 6 |" in listing  # tiny_other: weights of unknown origin
 
 
 def test_a_release_refuses_a_run_whose_initial_weights_record_is_unreadable(trained_run, data_root, tmp_path,

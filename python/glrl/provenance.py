@@ -6,12 +6,14 @@ what is known of it:
 
 * ``model``: the whole metadata of the released model whose checksum it has (``models/<name>.json``);
 * ``run``: else, when it is a snapshot of a ``glrl train`` run folder, that run's record (schedule,
-  iterations, batch size, solver, patch set, precision, hardware), with the run's own ``initialized_from``
+  iterations, batch size, solver, patch set, precision, hardware and the run's pieces,
+  ``training_segments``), with the run's own ``initialized_from``
   when that run was a later stage too;
 * neither: weights of unknown origin.
 
 ``glrl models release`` copies the file into the model's metadata as ``initialized_from``, and
-``glrl models list`` shows the chain of stages (:func:`describe_stages`).
+``glrl models list`` shows the chain of stages (:func:`describe_stages`) and the machines that trained them
+(:func:`describe_machines`).
 """
 from __future__ import annotations
 
@@ -59,6 +61,7 @@ def _run_record(weights: Path) -> Optional[Dict[str, Any]]:
         "batch_size": record.batch_size, "solver": record.solver,
         "data_manifest_sha256": record.data_manifest_sha256, "precision": record.precision,
         "hardware": record.hardware, "wall_time_s": record.wall_time_s,
+        **({"training_segments": record.segments} if record.segments else {}),
     }
     earlier = load_initial_weights(record.run_dir)
     if earlier is not None:
@@ -91,20 +94,44 @@ def load_initial_weights(run_dir: Path) -> Optional[Dict[str, Any]]:
     return described
 
 
+def _stage_records(metadata: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The records of the stages that made a released model, earliest first (``{}`` for weights of unknown
+    origin)."""
+    records = []
+    node: Optional[Dict[str, Any]] = metadata
+    while node is not None:
+        records.append(node)
+        origin = node.get("initialized_from")
+        node = None if origin is None else (origin.get("model") or origin.get("run") or {})
+    return records[::-1]
+
+
 def training_stages(metadata: Dict[str, Any]) -> List[Dict[str, Any]]:
     """The stages that made a released model, earliest first: each a dict with ``schedule``, ``iterations``,
     ``max_iter`` and ``batch_size`` (None where unknown; a stage from weights of unknown origin has all None)."""
-    stages = []
-    node: Optional[Dict[str, Any]] = metadata
-    while node is not None:
-        solver = node.get("solver") or {}
-        stages.append({"schedule": node.get("schedule"), "iterations": node.get("iterations"),
-                       "max_iter": solver.get("max_iter"), "batch_size": node.get("batch_size")})
-        origin = node.get("initialized_from")
-        if origin is None:
-            break
-        node = origin.get("model") or origin.get("run") or {}
-    return stages[::-1]
+    return [{"schedule": node.get("schedule"), "iterations": node.get("iterations"),
+             "max_iter": (node.get("solver") or {}).get("max_iter"), "batch_size": node.get("batch_size")}
+            for node in _stage_records(metadata)]
+
+
+def describe_machines(metadata: Dict[str, Any]) -> str:
+    """The ``Trained on`` column of ``glrl models list``: each machine and precision in the order the model's
+    stages used them, with the iterations of each where the runs kept their pieces (``training_segments``),
+    e.g. ``NVIDIA H200, tf32: 40000 → AMD EPYC, 2 CPUs, fp32 + Winograd: 8000``."""
+    pieces: List[List[Any]] = []  # [machine, precision, iterations or None]
+    for node in _stage_records(metadata):
+        segments = node.get("training_segments") or [
+            {"hardware": node.get("hardware"), "precision": node.get("precision"), "from_iter": None}]
+        for segment in segments:
+            machine = str(segment.get("hardware") or "?").split("GPU: ")[-1]  # a GPU machine by its GPU
+            done = (None if segment.get("from_iter") is None
+                    else int(segment["to_iter"]) - int(segment["from_iter"]))
+            if pieces and pieces[-1][:2] == [machine, segment.get("precision")]:
+                pieces[-1][2] = None if done is None or pieces[-1][2] is None else pieces[-1][2] + done
+            else:
+                pieces.append([machine, segment.get("precision"), done])
+    return " → ".join(f"{machine}, {precision or '?'}" + (f": {done}" if done is not None else "")
+                      for machine, precision, done in pieces)
 
 
 def describe_stages(metadata: Dict[str, Any]) -> Dict[str, str]:

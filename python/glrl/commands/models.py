@@ -46,20 +46,20 @@ def run(args: argparse.Namespace) -> int:
 
 def _list(models_dir) -> int:
     from glrl.model_zoo import released_models
-    from glrl.provenance import describe_stages
+    from glrl.provenance import describe_machines, describe_stages
 
     models = released_models(models_dir)
     if not models:
         print("no released models (glrl models release RUN --name NAME --net NET --scales S)")
         return 0
-    print("| Model | Net | Scales | Set5 PSNR | Schedule | Iterations | Weights |")
-    print("|---|---|---|---|---|---|---|")
+    print("| Model | Net | Scales | Set5 PSNR | Schedule | Iterations | Trained on | Weights |")
+    print("|---|---|---|---|---|---|---|---|")
     for m in models:
         psnr = ", ".join(f"x{s} {m.set5_psnr[s]:.2f}" for s in m.scales if s in m.set5_psnr)
         size = _file_size(m.weights.stat().st_size) if m.weights.is_file() else "missing"
         stages = describe_stages(m.metadata)
         print(f"| {m.name} | {m.net} | {','.join(map(str, m.scales))} | {psnr} | "
-              f"{stages['schedule']} | {stages['iterations']} | {size} |")
+              f"{stages['schedule']} | {stages['iterations']} | {describe_machines(m.metadata)} | {size} |")
     return 0
 
 
