@@ -5,8 +5,13 @@ exists, and run on Set5 at each of its scales (benchmark protocol, PyTorch backe
 PSNR its metadata records, to 0.01 dB — so a broken loader, backend or evaluation is caught. No weights may
 sit in ``models/`` without metadata. The README's results block is the one ``make eval`` published: it is
 regenerated here from ``docs/results/results.json`` and must be identical, as must ``table.md``'s table.
+Every resumable run in ``checkpoints/`` is the run behind a released model, at the iteration released.
 """
 from __future__ import annotations
+
+import hashlib
+import tarfile
+from pathlib import Path
 
 import pytest
 from glrl import model_zoo, release, settings
@@ -14,6 +19,7 @@ from glrl.eval import table
 
 RESULTS = settings.REPO_ROOT / "docs" / "results"
 README = settings.REPO_ROOT / "README.md"
+CHECKPOINTS = settings.REPO_ROOT / "checkpoints"
 
 
 def test_models_folder_holds_only_complete_releases():
@@ -57,3 +63,20 @@ def test_the_published_results_cover_every_cell_of_table_1_and_table_2():
         assert (figure.table, figure.dataset, figure.scale, figure.method) in cells
     for record in records:
         assert record["psnr"] is not None or record["note"], record
+
+
+@pytest.mark.parametrize("archive", sorted(CHECKPOINTS.glob("*.run.tar")), ids=lambda path: path.name)
+def test_each_checkpointed_run_is_the_run_behind_a_released_model(archive: Path, tmp_path: Path):
+    run_dir = tmp_path / archive.name[: -len(".run.tar")]  # the run folder's name carries its schedule
+    with tarfile.open(archive) as tar:
+        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # Python 3.9 before 3.9.17
+        tar.extractall(run_dir, **safe)
+    record = release.read_run(run_dir)
+    digest = hashlib.sha256(record.weights.read_bytes()).hexdigest()
+    models = [m for m in model_zoo.released_models() if m.metadata["sha256"] == digest]
+    assert models, f"{archive.name}: its newest snapshot ({record.weights.name}) is no released model's weights"
+    metadata = models[0].metadata
+    assert (record.iterations, record.schedule) == (metadata["iterations"], metadata["schedule"])
+    assert record.data_manifest_sha256 == metadata["data_manifest_sha256"] is not None
+    assert record.segments == metadata["training_segments"]
+    assert record.solver == metadata["solver"]
