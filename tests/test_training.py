@@ -558,6 +558,23 @@ def test_resume_of_a_run_folder_that_does_not_exist_fails_and_creates_nothing(tm
     assert not (tmp_path / "mistyped").exists()
 
 
+def test_a_run_stopped_between_tests_reports_its_last_set5_figure_with_the_iteration_it_was_measured_at(tmp_path):
+    """Tests come at 0 and then every 8 iterations; a run stopped at 12 last measured Set5 at 8, and says so
+    (the weights it leaves are iteration 12's, which that figure does not describe)."""
+    figures = iter([31.0, 32.0, 33.0])
+    calls = []
+
+    def probe(predict):
+        calls.append(predict)
+        return next(figures)
+
+    solver = make_run(tmp_path, max_iter=24, snapshot=6)
+    result = train(RunOptions(solver=solver, run_dir=tmp_path / "run", device="cpu", psnr_probe=probe,
+                              stop_at=12, progress=False, tensorboard=False, echo=False))
+    assert (result.iterations, len(calls)) == (12, 2)
+    assert (result.set5_iteration, result.set5_psnr) == (8, 32.0)
+
+
 def test_the_psnr_probe_runs_the_deploy_net_with_the_training_weights_as_evaluation_runs_it(tmp_path):
     """SRCNN's nets have no padding (33 in, 21 out): the probe gives whole images to its deploy net with their
     borders replicated by the 6 pixels it loses, as glrl eval does; its last output is the final weights'."""

@@ -192,7 +192,8 @@ def _train(args: argparse.Namespace, scales, run_dir: Path) -> int:
         print(f"snapshot: {result.solverstate}")
         print(f"weights:  {result.caffemodel}")
     if result.set5_psnr is not None and probe is not None:
-        print(f"Set5 x{probe.scale} PSNR: {result.set5_psnr:.2f} dB (bicubic {probe.bicubic:.2f} dB)")
+        print(f"Set5 x{probe.scale} PSNR at iteration {result.set5_iteration}: {result.set5_psnr:.2f} dB "
+              f"(bicubic {probe.bicubic:.2f} dB)")
     if result.time_limit_reached:
         print(f"time limit reached at iteration {result.iterations}: continue with --resume")
         return 0

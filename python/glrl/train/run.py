@@ -19,7 +19,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -82,7 +82,8 @@ class RunResult:
     solverstate: Optional[Path]
     caffemodel: Optional[Path]
     losses: List[float] = field(default_factory=list)
-    set5_psnr: Optional[float] = None
+    set5_psnr: Optional[float] = None  # the last Set5 probe's figure, measured at iteration ``set5_iteration``
+    set5_iteration: Optional[int] = None
     time_limit_reached: bool = False
 
 
@@ -301,7 +302,7 @@ class Trainer:
         started = time.monotonic()
         self.start_iter = solver.iter
         losses: List[float] = []
-        psnr: Optional[float] = None
+        probed: Optional[Tuple[int, float]] = None  # the last Set5 figure and the iteration it was measured at
         stopped = out_of_time = False
         deadline = self.options.deadline
         end = settings.max_iter if self.options.stop_at is None else min(self.options.stop_at, settings.max_iter)
@@ -319,7 +320,7 @@ class Trainer:
                 while solver.iter < end:
                     if settings.test_interval and solver.iter % settings.test_interval == 0 and (
                             solver.iter > 0 or settings.test_initialization):
-                        psnr = self._test_all(started) or psnr
+                        probed = self._test_all(started) or probed
                     display = bool(settings.display) and solver.iter % settings.display == 0
                     iteration = solver.iter
                     loss = iterate(self.batches)
@@ -359,7 +360,7 @@ class Trainer:
                 self._log("Optimization stopped early.")
             else:
                 if settings.test_interval and solver.iter % settings.test_interval == 0:
-                    psnr = self._test_all(started) or psnr
+                    probed = self._test_all(started) or probed
                 if solver.iter < settings.max_iter:
                     self._log(f"Stopped at iteration {solver.iter} as asked (max_iter {settings.max_iter}).")
                 else:
@@ -374,11 +375,13 @@ class Trainer:
                 self.test_batches.close()
         last = self.last_snapshot
         return RunResult(solver.iter, stopped, last.solverstate if last else None,
-                         last.caffemodel if last else None, losses, psnr, time_limit_reached=out_of_time)
+                         last.caffemodel if last else None, losses, probed[1] if probed else None,
+                         probed[0] if probed else None, time_limit_reached=out_of_time)
 
     # -- testing ---------------------------------------------------------------------------------------------
-    def _test_all(self, started: float) -> Optional[float]:
-        """Caffe's TestAll on the TEST net (mean loss over ``test_iter`` batches), plus Set5 PSNR."""
+    def _test_all(self, started: float) -> Optional[Tuple[int, float]]:
+        """Caffe's TestAll on the TEST net (mean loss over ``test_iter`` batches), plus Set5 PSNR; returns the
+        iteration and the PSNR where the probe ran."""
         if not self.dist.is_root:
             return None
         test_loss = None
@@ -404,7 +407,7 @@ class Trainer:
             self.monitor.record(MetricRow(self.solver.iter, seconds=self._seconds(started),
                                           test_loss=test_loss, set5_psnr=psnr))
             self.monitor.plot(self.options.bicubic_psnr)
-        return psnr
+        return None if psnr is None else (self.solver.iter, psnr)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Run the net on whole images (N x 1 x H x W bicubic Y in [0, 1]); return its prediction.
