@@ -53,6 +53,23 @@ def test_the_kernel_computes_caffe_convolution(kernel, batch, channels, outputs,
     assert (ours - expected).abs().max() <= TOLERANCE * expected.abs().max()
 
 
+@pytest.mark.parametrize("batch, channels, height, width, kernel_size, pad, with_bias", [
+    (1, 32, 24, 30, 5, (0, 0), True),    # SRCNN's last layer: 5x5, 32 -> 1, 'valid'
+    (2, 64, 17, 13, 3, (1, 1), True),    # GLRL's and VDSR's last layers, a batch
+    (1, 3, 6, 9, 7, (3, 2), False),      # a kernel wider than the map's border, uneven padding, no bias
+])
+def test_the_kernel_computes_a_convolution_with_one_output_channel(kernel, batch, channels, height, width,
+                                                                   kernel_size, pad, with_bias):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, channels, height, width, generator=generator)
+    weight = torch.randn(1, channels, kernel_size, kernel_size, generator=generator) * 0.1
+    bias = torch.randn(1, generator=generator) if with_bias else None
+    ours = winograd.single_output_conv(x, weight, bias, pad, kernel)
+    expected = reference(x, weight, bias, pad)
+    assert ours.shape == expected.shape
+    assert (ours - expected).abs().max() <= TOLERANCE * expected.abs().max()
+
+
 NET = """
 name: "mixed"
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 1 dim: 20 dim: 20 } } }
@@ -88,9 +105,14 @@ def winograd_layers(net):
     return sorted(layer.name for layer in net.layers if getattr(layer, "winograd", False))
 
 
+def single_output_layers(net):
+    return sorted(layer.name for layer in net.layers if getattr(layer, "single_output", False))
+
+
 def test_inference_nets_use_it_for_the_eligible_convolutions_only(kernel, mixed_net):
     net = open_net(*mixed_net)
     assert winograd_layers(net) == ["body"]  # not 1 or 16 channels in or out, strided, grouped or 5x5
+    assert single_output_layers(net) == ["last"]  # the one convolution that makes one channel
     image = {"data": np.random.default_rng(0).random((1, 1, 20, 20), dtype=np.float32)}
     fast = net.run(image)
     direct = net.use_winograd(False).run(image)
@@ -109,8 +131,9 @@ def test_new_weights_reach_the_kernel(kernel, mixed_net, tmp_path):
     TorchNet(str(prototxt), "TEST", seed=1).save_caffemodel(other)
     net.load_weights(str(other))
     fresh = open_net(prototxt, other).use_winograd(False)
-    np.testing.assert_allclose(net.run(image)["out"], fresh.run(image)["out"], rtol=0,
-                               atol=TOLERANCE * np.abs(fresh.run(image)["out"]).max())
+    for name in net.output_names:  # "out" comes from the one-output-channel kernel, "b" feeds it from Winograd
+        np.testing.assert_allclose(net.run(image)[name], fresh.run(image)[name], rtol=0,
+                                   atol=TOLERANCE * np.abs(fresh.run(image)[name]).max())
 
 
 def test_gradients_and_training_use_the_direct_convolution(kernel, mixed_net):
@@ -167,12 +190,14 @@ def test_a_failed_compilation_is_reported_by_its_first_compiler_error(mixed_net,
 
 
 @pytest.mark.parametrize("wrong, name", [("conv3x3", "convolution"), ("conv3x3_weight_grad", "weight gradient"),
-                                         ("prelu_backward", "PReLU backward")])
+                                         ("prelu_backward", "PReLU backward"),
+                                         ("single_output_conv", "one-output-channel convolution")])
 def test_a_kernel_that_computes_wrongly_is_not_used(kernel, mixed_net, monkeypatch, capsys, wrong, name):
     class Wrong:
         conv3x3 = staticmethod(kernel.conv3x3)
         conv3x3_weight_grad = staticmethod(kernel.conv3x3_weight_grad)
         prelu_backward = staticmethod(kernel.prelu_backward)
+        single_output_conv = staticmethod(kernel.single_output_conv)
 
     def off_by_one_percent(*args):
         result = getattr(kernel, wrong)(*args)

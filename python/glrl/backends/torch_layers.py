@@ -131,6 +131,9 @@ class Convolution(Layer):
     # and with gradients too where winograd_gradients is set.
     winograd = False
     winograd_gradients = False
+    # Set by TorchNet.use_winograd too: a convolution that makes one channel runs on the same module's
+    # single_output_conv when no gradient is wanted.
+    single_output = False
     # The weights as the Winograd kernel wants them, and the (version, address) of the blob they came from.
     _winograd_weights: Optional[Tuple[Tuple[int, int], torch.Tensor]] = None
 
@@ -174,6 +177,8 @@ class Convolution(Layer):
         self._conv = self._functions[spatial][1 if self.transposed else 0]
         self.winograd_eligible = not self.transposed and spatial == 2 and winograd.eligible(
             self.kernel, self.stride, self.dilation, self.pad, self.groups, channels, cp.num_output)
+        self.single_output_eligible = not self.transposed and spatial == 2 and winograd.single_output_eligible(
+            self.kernel, self.stride, self.dilation, self.pad, self.groups, cp.num_output)
         out_spatial = tuple(self._output_size(size, k, s, p, d) for size, k, s, p, d in zip(
             shape[2:], self.kernel, self.stride, self.pad, self.dilation))
         return [(shape[0], cp.num_output) + out_spatial for _ in bottom_shapes]
@@ -216,8 +221,13 @@ class Convolution(Layer):
         bias = self.blob(1) if self.bias_term else None
         device_type = bottoms[0].device.type
         gradients = torch.is_grad_enabled()
-        if (self.winograd and (self.winograd_gradients or not gradients) and device_type == "cpu"
-                and bottoms[0].dtype == torch.float32 and not autocast_active(device_type)):
+        plain_cpu_float = (device_type == "cpu" and bottoms[0].dtype == torch.float32
+                           and not autocast_active(device_type))
+        if self.single_output and not gradients and plain_cpu_float:
+            module = winograd.kernel()
+            if module is not None:
+                return [winograd.single_output_conv(x, weight, bias, self.pad, module) for x in bottoms]
+        if self.winograd and (self.winograd_gradients or not gradients) and plain_cpu_float:
             module = winograd.kernel()
             if module is not None and gradients:
                 return [winograd.Conv3x3Function.apply(x, weight, bias, self.pad[0], module) for x in bottoms]

@@ -443,10 +443,12 @@ class TorchNet(nn.Module):
         """Let the eligible 3×3 convolutions run on the Winograd F(4×4, 3×3) kernel for CPU float32 inputs
         when no gradient is wanted (:mod:`glrl.backends.winograd`: about twice as fast as oneDNN, rounding
         a few 1e-6 of the output's range differently) and, with ``gradients``, under autograd too (forward,
-        input and weight gradients on the kernel), with PReLU's backward pass on the same compiled module;
+        input and weight gradients on the kernel), with PReLU's backward pass on the same compiled module,
+        and the convolutions that make one channel on its direct kernel when no gradient is wanted;
         ``False`` restores oneDNN and PyTorch's elementwise PReLU backward everywhere. Returns the net."""
         for layer in self.layers:
             if isinstance(layer, Convolution):
+                layer.single_output = enabled and layer.single_output_eligible
                 layer.winograd = enabled and layer.winograd_eligible
                 layer.winograd_gradients = layer.winograd and gradients and winograd.gradients_eligible(
                     layer.pad[0])

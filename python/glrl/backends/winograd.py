@@ -19,6 +19,10 @@ position, the transformed inputs times the transformed output gradients, summed 
 and the net's PReLU layers take their backward pass from the module's ``prelu_backward`` (one read of the
 input and gradient instead of five elementwise passes). A GLRL step: 1.7× faster (docs/benchmarks.md).
 
+The same module holds :func:`single_output_conv`, a direct convolution for layers that make one channel (the
+last layer of SRCNN, VDSR and GLRL's reconstruction), which ``use_winograd`` marks too, for inference only:
+oneDNN has no fast path for one output channel, and SRCNN's 5×5 32→1 layer took over half its CPU time.
+
 Building needs a C++ compiler and ninja (both come with a development setup; the kernel is compiled with
 ``-march=native``, about 40 s once, cached under ``$GLRL_CACHE`` or ``~/.cache/glrl``, keyed by the
 sources, their paths, torch version and CPU). Where it cannot be built, or fails its first run against
@@ -37,8 +41,10 @@ from typing import Any, Optional, Tuple
 
 import torch
 
-# The convolution and its gradients, and PReLU's one-pass backward (the other half of a GLRL training step).
-SOURCES = tuple(Path(__file__).with_name(name) for name in ("winograd_f43.cpp", "prelu_backward.cpp"))
+# The convolution and its gradients, PReLU's one-pass backward (the other half of a GLRL training step), and the
+# convolutions that make one channel (an image or its residual: the last layer of SRCNN, VDSR and GLRL).
+SOURCES = tuple(Path(__file__).with_name(name)
+                for name in ("winograd_f43.cpp", "prelu_backward.cpp", "single_output_conv.cpp"))
 HEADERS = (Path(__file__).with_name("partial_sums.h"),)
 SWITCH_ENV = "GLRL_WINOGRAD"
 CACHE_ENV = "GLRL_CACHE"
@@ -135,6 +141,9 @@ def _self_check(module: ModuleType) -> None:
                             torch.nn.functional.conv2d(x, weight, bias, padding=1)),
             "weight gradient": (weight_gradient(x, grad, 1, module), torch.ops.aten.convolution_backward(
                 grad, x, weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [False, True, False])[1]),
+            "one-output-channel convolution": (
+                single_output_conv(x, weight[:1], bias[:1], (1, 2), module),
+                torch.nn.functional.conv2d(x, weight[:1], bias[:1], padding=(1, 2))),
             "PReLU backward": (torch.cat([t.flatten() for t in module.prelu_backward(grad, x, slope)]),
                                torch.cat([torch.where(x > 0, grad, grad * slope.view(-1, 1, 1)).flatten(),
                                           (grad * x.clamp(max=0)).sum((0, 2, 3))])),
@@ -209,6 +218,25 @@ def conv3x3(x: torch.Tensor, transformed: torch.Tensor, bias: Optional[torch.Ten
     empty = torch.empty(0, dtype=torch.float32)
     out = module.conv3x3(nhwc, transformed, empty if bias is None else bias.detach().contiguous(), pad)
     return out.permute(0, 3, 1, 2)
+
+
+def single_output_eligible(kernel_size: Tuple[int, ...], stride: Tuple[int, ...], dilation: Tuple[int, ...],
+                           pad: Tuple[int, ...], groups: int, outputs: int) -> bool:
+    """Whether a (non-transposed, 2-D) convolution can use the module's one-output-channel convolution."""
+    return (outputs == 1 and groups == 1 and len(kernel_size) == 2 and tuple(stride) == (1, 1)
+            and tuple(dilation) == (1, 1) and len(pad) == 2)
+
+
+def single_output_conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                       pad: Tuple[int, int], module: ModuleType) -> torch.Tensor:
+    """Caffe's convolution (stride 1, ``pad`` zeros) of the N × C × H × W float32 CPU tensor ``x`` with the
+    1 × C × KH × KW ``weight``: per output pixel one dot product per kernel row (oneDNN has no fast path for a
+    single output channel: SRCNN's 5×5 32→1 layer 2.6× faster, docs/benchmarks.md). Returns N × 1 × H' × W'."""
+    nhwc = x.permute(0, 2, 3, 1).contiguous()
+    taps = weight.detach()[0].permute(1, 2, 0).contiguous()
+    empty = torch.empty(0, dtype=torch.float32)
+    out = module.single_output_conv(nhwc, taps, empty if bias is None else bias.detach(), pad[0], pad[1])
+    return out.unsqueeze(1)
 
 
 def tiles(output: torch.Tensor) -> int:

@@ -277,10 +277,15 @@ torch::Tensor conv3x3_weight_grad(const torch::Tensor& x, const torch::Tensor& d
 // prelu_backward.cpp, built into the same module
 std::vector<torch::Tensor> prelu_backward(const torch::Tensor& grad, const torch::Tensor& x,
                                           const torch::Tensor& slope);
+// single_output_conv.cpp, likewise
+torch::Tensor single_output_conv(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
+                                 int64_t pad_h, int64_t pad_w);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("conv3x3", &conv3x3, "Winograd F(4x4, 3x3) convolution, NHWC float32, stride 1");
   module.def("conv3x3_weight_grad", &conv3x3_weight_grad,
              "its weight gradient in the Winograd domain (36 x C x K), NHWC float32");
   module.def("prelu_backward", &prelu_backward, "Caffe's PReLU backward in one pass, float32");
+  module.def("single_output_conv", &single_output_conv,
+             "a convolution with one output channel, NHWC float32, stride 1");
 }
