@@ -231,7 +231,7 @@ def single_output_conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[tor
                        pad: Tuple[int, int], module: ModuleType) -> torch.Tensor:
     """Caffe's convolution (stride 1, ``pad`` zeros) of the N × C × H × W float32 CPU tensor ``x`` with the
     1 × C × KH × KW ``weight``: per output pixel one dot product per kernel row (oneDNN has no fast path for a
-    single output channel: SRCNN's 5×5 32→1 layer 2.6× faster, docs/benchmarks.md). Returns N × 1 × H' × W'."""
+    single output channel: SRCNN's 5×5 32→1 layer 2.8× faster, docs/benchmarks.md). Returns N × 1 × H' × W'."""
     nhwc = x.permute(0, 2, 3, 1).contiguous()
     taps = weight.detach()[0].permute(1, 2, 0).contiguous()
     empty = torch.empty(0, dtype=torch.float32)

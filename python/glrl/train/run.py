@@ -375,8 +375,9 @@ class Trainer:
                 self.test_batches.close()
         last = self.last_snapshot
         return RunResult(solver.iter, stopped, last.solverstate if last else None,
-                         last.caffemodel if last else None, losses, probed[1] if probed else None,
-                         probed[0] if probed else None, time_limit_reached=out_of_time)
+                         last.caffemodel if last else None, losses,
+                         set5_psnr=probed[1] if probed else None, set5_iteration=probed[0] if probed else None,
+                         time_limit_reached=out_of_time)
 
     # -- testing ---------------------------------------------------------------------------------------------
     def _test_all(self, started: float) -> Optional[Tuple[int, float]]:
