@@ -417,6 +417,29 @@ def test_weights_with_resume_or_a_missing_weights_file_are_refused_before_anythi
     assert not (tmp_path / "run").exists()  # refused before the run folder was made
 
 
+def test_a_run_resumed_under_an_edited_solver_is_released_with_the_fields_its_lr_policy_reads(
+        trained_run, data_root, tmp_path):
+    """As ``caffe train --solver new.prototxt --snapshot S``: the rate from the resumed iteration on follows the
+    edited policy, and the release records what a reader needs to recompute every iteration's rate."""
+    import csv
+
+    run_dir = tmp_path / "runs" / "tiny-x3-smoke"
+    shutil.copytree(trained_run["run_dir"], run_dir, ignore=shutil.ignore_patterns(".lock", "*_iter_6.*"))
+    edited = SOLVER.replace('lr_policy: "fixed"', 'lr_policy: "multistep" gamma: 0.5 stepvalue: 2 stepvalue: 4')
+    (run_dir / "solver.prototxt").write_text(edited)
+    state = run_dir / "snapshots" / "tiny_x3_iter_3.solverstate"
+    assert main(["train", "--solver", str(run_dir / "solver.prototxt"), "--run-dir", str(run_dir),
+                 "--resume", str(state), "--no-set5", "--no-progress"]) == 0
+    with (run_dir / "metrics.csv").open() as handle:
+        rates = {int(row["iteration"]): float(row["lr"]) for row in csv.DictReader(handle) if row["lr"]}
+    assert rates[4] == pytest.approx(0.001 * 0.25)  # both steps passed by iteration 4, one per iteration
+    write_deploy(tmp_path, "tiny")
+    assert release(tmp_path, run_dir, "tiny_x3", "tiny", data_root=data_root) == 0
+    solver = json.loads((tmp_path / "models" / "tiny_x3.json").read_text())["solver"]
+    assert (solver["lr_policy"], solver["gamma"], solver["stepvalue"]) == ("multistep", 0.5, [2, 4])
+    assert "stepsize" not in solver
+
+
 @pytest.mark.parametrize("folder, schedule", [
     ("glrl-x234-cpu-20k-adam", "cpu-20k"), ("srcnn-x234-cpu-20k-adam-1e-3", "cpu-20k"),
     ("glrl-x3-cpu-release", "cpu-release"), ("glrl-x3-paper", "paper"), ("my-run", None),

@@ -115,8 +115,17 @@ def _solver_summary(solver) -> Dict[str, object]:
     summary: Dict[str, object] = {"type": solver.type or "SGD", "base_lr": solver.base_lr,
                                   "lr_policy": solver.lr_policy, "momentum": solver.momentum,
                                   "weight_decay": solver.weight_decay, "max_iter": solver.max_iter}
-    if solver.lr_policy == "step":
+    # the fields the policy reads (glrl.train.lr_policy): a reader can recompute every iteration's rate
+    if solver.lr_policy in ("step", "sigmoid"):
         summary.update(gamma=solver.gamma, stepsize=solver.stepsize)
+    elif solver.lr_policy == "multistep":
+        summary.update(gamma=solver.gamma, stepvalue=[int(value) for value in solver.stepvalue])
+    elif solver.lr_policy == "exp":
+        summary.update(gamma=solver.gamma)
+    elif solver.lr_policy == "inv":
+        summary.update(gamma=solver.gamma, power=solver.power)
+    elif solver.lr_policy == "poly":
+        summary.update(power=solver.power)
     if solver.type == "Adam":
         summary["momentum2"] = solver.momentum2
     if solver.clip_gradients >= 0:
