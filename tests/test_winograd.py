@@ -1,7 +1,8 @@
 """The compiled kernel computes Caffe's 3×3 convolution and its weight gradient (Winograd F(4×4, 3×3), to float
-rounding) and PReLU's backward pass. Inference nets use the convolution only where it applies: CPU, float32,
-no gradient, 3×3 stride-1 single-group convolutions of at least 24 channels in and out; training nets use all
-three when asked. Where the kernel cannot be built or fails its first check, nets fall back to oneDNN and
+rounding), PReLU's backward pass and a direct convolution for one output channel. Inference nets use the
+convolutions only where they apply: CPU, float32, no gradient; 3×3 stride-1 single-group convolutions of at
+least 24 channels in and out, and stride-1 single-group ones with one output channel; training nets use the
+first three when asked. Where the kernel cannot be built or fails its first check, nets fall back to oneDNN and
 PyTorch and say so."""
 from __future__ import annotations
 
@@ -54,15 +55,16 @@ def test_the_kernel_computes_caffe_convolution(kernel, batch, channels, outputs,
 
 
 @pytest.mark.parametrize("batch, channels, height, width, kernel_size, pad, with_bias", [
-    (1, 32, 24, 30, 5, (0, 0), True),    # SRCNN's last layer: 5x5, 32 -> 1, 'valid'
-    (2, 64, 17, 13, 3, (1, 1), True),    # GLRL's and VDSR's last layers, a batch
-    (1, 3, 6, 9, 7, (3, 2), False),      # a kernel wider than the map's border, uneven padding, no bias
+    (1, 32, 24, 30, (5, 5), (0, 0), True),    # SRCNN's last layer: 5x5, 32 -> 1, 'valid'
+    (2, 64, 17, 13, (3, 3), (1, 1), True),    # GLRL's and VDSR's last layers, a batch
+    (1, 3, 6, 9, (7, 7), (3, 2), False),      # a kernel wider than the map's border, uneven padding, no bias
+    (2, 5, 11, 14, (3, 5), (1, 2), True),     # kernel_h != kernel_w: rows and columns not mixed up
 ])
 def test_the_kernel_computes_a_convolution_with_one_output_channel(kernel, batch, channels, height, width,
                                                                    kernel_size, pad, with_bias):
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(batch, channels, height, width, generator=generator)
-    weight = torch.randn(1, channels, kernel_size, kernel_size, generator=generator) * 0.1
+    weight = torch.randn(1, channels, *kernel_size, generator=generator) * 0.1
     bias = torch.randn(1, generator=generator) if with_bias else None
     ours = winograd.single_output_conv(x, weight, bias, pad, kernel)
     expected = reference(x, weight, bias, pad)

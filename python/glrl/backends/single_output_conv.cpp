@@ -27,8 +27,12 @@ inline float dot(const float* __restrict a, const float* __restrict b, int64_t n
 // N x OH x OW with OH = H + 2 pad_h - KH + 1 (likewise OW).
 torch::Tensor single_output_conv(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
                                  int64_t pad_h, int64_t pad_w) {
-  TORCH_CHECK(x.dim() == 4 && x.is_contiguous() && x.scalar_type() == torch::kFloat32, "x: NHWC float32");
-  TORCH_CHECK(weight.dim() == 3 && weight.is_contiguous() && weight.size(2) == x.size(3), "weight: KH x KW x C");
+  TORCH_CHECK(x.dim() == 4 && x.is_contiguous() && x.scalar_type() == torch::kFloat32 && x.device().is_cpu(),
+              "x: NHWC float32 on the CPU");
+  TORCH_CHECK(weight.dim() == 3 && weight.is_contiguous() && weight.size(2) == x.size(3) &&
+              weight.scalar_type() == torch::kFloat32 && weight.device().is_cpu(), "weight: KH x KW x C float32 on the CPU");
+  TORCH_CHECK(bias.numel() <= 1 && bias.device().is_cpu(), "bias: one value on the CPU, or empty");
+  TORCH_CHECK(pad_h >= 0 && pad_w >= 0, "padding must not be negative");
   const int64_t batch = x.size(0), height = x.size(1), width = x.size(2), channels = x.size(3);
   const int64_t kernel_h = weight.size(0), kernel_w = weight.size(1);
   const int64_t out_h = height + 2 * pad_h - kernel_h + 1, out_w = width + 2 * pad_w - kernel_w + 1;
