@@ -188,6 +188,7 @@ def test_weights_of_another_net_are_refused_naming_the_layers_left_unset(tmp_pat
     (["--prototxt", "missing.prototxt", "--weights", "missing.caffemodel"], "not found"),
 ])
 def test_misused_options_are_clear_errors(tmp_path, data_root, capsys, options, message):
+    (tmp_path / "models").mkdir()  # an empty models folder
     argv = ["eval", "--quiet", "--data-root", str(data_root), "--out", str(tmp_path / "out"),
             "--models-dir", str(tmp_path / "models"), *options]
     assert main(argv) == 2
@@ -518,6 +519,7 @@ def test_all_writes_every_published_cell_the_figures_and_the_readme_block(traine
 def test_publish_needs_the_readme_markers(tmp_path, data_root, capsys):
     readme = tmp_path / "README.md"
     readme.write_text("# no markers\n")
+    (tmp_path / "models").mkdir()
     argv = ["eval", "--all", "--datasets", "Set5", "--scales", "3", "--quiet", "--data-root", str(data_root),
             "--out", str(tmp_path / "out"), "--models-dir", str(tmp_path / "models"),
             "--publish", str(tmp_path / "docs"), "--readme", str(readme)]

@@ -731,8 +731,10 @@ def test_batch_size_sets_a_new_runs_batch_and_epoch_and_a_resume_keeps_the_runs_
     assert main([*options, "--resume", "--run-dir", str(run_dir), "--stop-at", "4"]) == 0
     assert latest_snapshot(run_dir).name == "glrl_x3_iter_4.solverstate"
 
-    assert main([*options, "--batch-size", "0"]) == 2
-    assert "--batch-size 0 is not a positive number of patches" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:  # argparse's refusal: status 2, the option and the value named
+        main([*options, "--batch-size", "0"])
+    assert refused.value.code == 2
+    assert "argument --batch-size: must be a positive integer, not 0" in capsys.readouterr().err
     assert main(["train", "--solver", str(run_dir / "solver.prototxt"), "--batch-size", "4", "--no-set5"]) == 2
     assert "with --solver the batch is the batch_size of the net's HDF5Data layer" in capsys.readouterr().err
 
@@ -781,3 +783,19 @@ def test_a_run_the_graphed_step_cannot_hold_is_refused_saying_why(tmp_path, caps
     assert status == 2
     assert reason in capsys.readouterr().err
     assert latest_snapshot(tmp_path / "run") is None
+
+
+def test_initial_weights_that_fit_no_layer_of_the_train_net_are_refused(tmp_path, capsys):
+    """caffe train --weights copies layers by name and would train from scratch on a file of another net;
+    glrl train says so instead."""
+    from glrl.caffe import io, pb
+    from glrl.cli import main
+
+    solver = make_run(tmp_path / "tiny")
+    other = pb.NetParameter(name="other")
+    layer = other.layer.add(name="elsewhere", type="Convolution")
+    layer.blobs.add().CopyFrom(io.array_to_blob(np.zeros((1, 1, 3, 3), np.float32)))
+    io.write_caffemodel(other, tmp_path / "other.caffemodel")
+    assert main(["train", "--solver", str(solver), "--run-dir", str(tmp_path / "run"), "--device", "cpu",
+                 "--no-set5", "--no-progress", "--weights", str(tmp_path / "other.caffemodel")]) == 2
+    assert "holds no weights for any layer of the train net 'tiny'" in capsys.readouterr().err

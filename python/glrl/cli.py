@@ -3,7 +3,8 @@
 Each command module defines ``HELP`` (one line), ``configure(parser)`` and ``run(args) -> int`` and imports
 anything heavy (torch, h5py) inside ``run``, so ``glrl --help`` stays fast and torch-free.
 A command may be two words (``data verify``); the first word then groups its siblings.
-User errors (:class:`glrl.errors.GlrlError`) print ``error:``/``hint:`` lines and exit with status 2.
+User errors (:class:`glrl.errors.GlrlError`) and paths that cannot be made, written or read
+(``OSError``) print ``error:``/``hint:`` lines and exit with status 2.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Dict, List, Optional, Sequence
 
 from glrl import __version__
 from glrl.allocator import retain_freed_memory
-from glrl.errors import GlrlError
+from glrl.errors import GlrlError, from_os_error
 
 # command words -> module under glrl.commands
 COMMANDS: Dict[str, str] = {
@@ -75,13 +76,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return int(args._module.run(args) or 0)
     except GlrlError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
-        return 2
+        return _report(exc)
+    except OSError as exc:  # a path the command could not make, write or read
+        return _report(from_os_error(exc))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _report(exc: GlrlError) -> int:
+    print(f"error: {exc.message}", file=sys.stderr)
+    if exc.hint:
+        print(f"hint: {exc.hint}", file=sys.stderr)
+    return 2
 
 
 def add_data_root_argument(parser: argparse.ArgumentParser) -> None:
@@ -91,6 +98,46 @@ def add_data_root_argument(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="folder holding the datasets (default: $GLRL_DATA, else ~/.cache/glrl/datasets)",
     )
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1 (threads, sizes, counts)."""
+    return _at_least(int, text, 1, "a positive integer")
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number above 0 (seconds, thresholds)."""
+    value = _at_least(float, text, 0.0, "a positive number")
+    if value == 0.0:
+        raise argparse.ArgumentTypeError("must be a positive number, not 0")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a number of at least 0 (a time limit of 0 stops after the first iteration)."""
+    return _at_least(float, text, 0.0, "a number of at least 0")
+
+
+def tile_size(text: str) -> int:
+    """argparse type: 0 (the whole image at once) or a tile of at least MIN_TILE pixels."""
+    value = _at_least(int, text, 0, f"0 or an integer of at least {MIN_TILE}")
+    if 0 < value < MIN_TILE:
+        raise argparse.ArgumentTypeError(f"must be 0 (whole image) or at least {MIN_TILE} pixels, not {value}: "
+                                         "a smaller tile runs the net once per few pixels")
+    return value
+
+
+MIN_TILE = 16
+
+
+def _at_least(kind: type, text: str, lowest: float, what: str):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}") from None
+    if value < lowest:
+        raise argparse.ArgumentTypeError(f"must be {what}, not {text}")
+    return value
 
 
 def split_list(value: str) -> List[str]:

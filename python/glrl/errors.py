@@ -34,3 +34,21 @@ class ModelError(GlrlError):
 
 class TrainingError(GlrlError):
     """A training run cannot go on (diverged, bad solver settings, nothing to resume from)."""
+
+
+def from_os_error(exc: OSError) -> GlrlError:
+    """A file-system failure (a folder that cannot be made, a file that cannot be written or read) as a user
+    error naming the path: the command-line tool's last line of defence against a traceback."""
+    path = exc.filename if exc.filename is not None else None
+    reason = exc.strerror or str(exc)
+    if isinstance(exc, FileExistsError):
+        hint = "a file stands where a folder is needed: choose another path or move the file"
+    elif isinstance(exc, NotADirectoryError):
+        hint = "part of the path is a file, not a folder: choose another path"
+    elif isinstance(exc, PermissionError):
+        hint = "choose a location you can write to (or read, for an input)"
+    elif isinstance(exc, FileNotFoundError):
+        hint = "check the path"
+    else:
+        hint = "check the path, the free space and the permissions"
+    return GlrlError(f"{path}: {reason}" if path is not None else reason, hint=hint)

@@ -35,6 +35,7 @@ from glrl import settings
 from glrl.errors import ModelError
 from glrl.fsutil import sha256_file
 
+FIX_METADATA = "restore the file (git checkout models/), or release the model again (glrl models release --force)"
 REQUIRED_KEYS = ("name", "net", "deploy", "scales", "schedule", "iterations", "set5_psnr", "sha256")
 
 
@@ -69,26 +70,50 @@ def _load(meta_path: Path, repo_root: Path) -> ReleasedModel:
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot read model metadata {meta_path}: {exc}") from exc
+        raise ModelError(f"cannot read model metadata {meta_path}: {exc}", hint=FIX_METADATA) from exc
+    if not isinstance(meta, dict):
+        raise ModelError(f"model metadata {meta_path} is not a JSON object", hint=FIX_METADATA)
     missing = [key for key in REQUIRED_KEYS if key not in meta]
     if missing:
-        raise ModelError(f"model metadata {meta_path} lacks {', '.join(missing)}")
+        raise ModelError(f"model metadata {meta_path} lacks {', '.join(missing)}", hint=FIX_METADATA)
+    try:
+        scales = [int(s) for s in meta["scales"]]
+        set5_psnr = {int(k): float(v) for k, v in meta["set5_psnr"].items()}
+        if not all(isinstance(meta[key], str) for key in ("name", "net", "deploy", "sha256")):
+            raise TypeError("name, net, deploy and sha256 must be strings")
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ModelError(f"model metadata {meta_path} has a field of the wrong type ({exc}): scales must be a list "
+                         "of integers, set5_psnr an object of numbers by scale", hint=FIX_METADATA) from None
     return ReleasedModel(
         name=meta["name"],
         net=meta["net"],
-        deploy=repo_root / meta["deploy"],
+        deploy=_deploy_path(meta["deploy"], repo_root),
         weights=meta_path.with_suffix(".caffemodel"),
-        scales=[int(s) for s in meta["scales"]],
-        set5_psnr={int(k): float(v) for k, v in meta["set5_psnr"].items()},
+        scales=scales,
+        set5_psnr=set5_psnr,
         sha256=meta["sha256"],
         metadata=meta,
     )
 
 
+def _deploy_path(relative: str, repo_root: Path) -> Path:
+    """The deploy prototxt, relative to the models folder's parent (a checkout) or, for a models folder copied
+    elsewhere, to this checkout, whose prototxt/ holds the nets' committed deploy files."""
+    beside = repo_root / relative
+    if beside.is_file():
+        return beside
+    ours = settings.REPO_ROOT / relative
+    return ours if ours.is_file() else beside
+
+
 def released_models(models_dir: Optional[Path] = None) -> List[ReleasedModel]:
-    """Every model in ``models_dir`` (default: the checkout's ``models/``), sorted by name."""
+    """Every model in ``models_dir`` (default: the checkout's ``models/``), sorted by name; a ``models_dir``
+    that is not a folder is an error (the default one may be absent: no models then)."""
     folder = Path(models_dir) if models_dir else settings.MODELS_DIR
     if not folder.is_dir():
+        if models_dir:
+            raise ModelError(f"the models folder {folder} does not exist",
+                             hint="give --models-dir the folder holding <name>.json and <name>.caffemodel files")
         return []
     repo_root = folder.parent
     return sorted((_load(p, repo_root) for p in folder.glob("*.json")), key=lambda m: m.name)

@@ -140,10 +140,19 @@ def resolve_device(device: str, backend: str) -> str:
             raise ModelError("the caffe backend (Debian's Caffe) runs on the CPU only",
                              hint="use --device cpu, or --backend torch for a GPU")
         return "cpu"
-    if device == "auto":
-        import torch
+    if device == "cpu":
+        return device
+    import torch
 
+    if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        raise ModelError(f"--device {device} was asked for but PyTorch sees no CUDA GPU",
+                         hint="use --device cpu (or auto), or install a CUDA build of PyTorch")
+    index = device.partition(":")[2]
+    if device != "cuda" and not (index.isdigit() and int(index) < torch.cuda.device_count()):
+        raise ModelError(f"--device {device}: PyTorch sees {torch.cuda.device_count()} CUDA GPU(s)",
+                         hint="use cuda or cuda:N with N from 0 to the count less one")
     return device
 
 

@@ -388,9 +388,10 @@ class TorchNet(nn.Module):
         return {layer.name: [layer.blob_for_io(i) for i in range(len(layer.blob_specs))]
                 for layer in self.layers if layer.blob_specs}
 
-    def load_weights(self, source: Union["pb.NetParameter", str, "os.PathLike[str]"]) -> None:
+    def load_weights(self, source: Union["pb.NetParameter", str, "os.PathLike[str]"]) -> List[str]:
         """Copy blobs by layer name from a ``.caffemodel`` path or a NetParameter, as Caffe's
-        CopyTrainedLayersFrom: layers the net lacks are ignored, layers the source lacks keep their values."""
+        CopyTrainedLayersFrom: layers the net lacks are ignored, layers the source lacks keep their values.
+        Returns the names of the layers whose blobs were copied."""
         if isinstance(source, (str, os.PathLike)):
             model, where = io.read_caffemodel(source), str(source)
         else:
@@ -400,6 +401,7 @@ class TorchNet(nn.Module):
                 model.CopyFrom(source)
                 upgrade_net(model)
         by_name = {layer.name: layer for layer in self.layers}
+        copied: List[str] = []
         with torch.no_grad():
             for stored in model.layer:
                 layer = by_name.get(stored.name)
@@ -421,6 +423,9 @@ class TorchNet(nn.Module):
                                  "train it from scratch instead")
                     array = io.blob_to_array(blob, name=f"layer '{stored.name}' blob {index}")
                     target.copy_(torch.from_numpy(np.ascontiguousarray(array)).reshape(target.shape))
+                if stored.blobs:
+                    copied.append(stored.name)
+        return copied
 
     def to_net_parameter(self, with_blobs: bool = True) -> "pb.NetParameter":
         """The built net as a NetParameter (Caffe's Net::ToProto): its layers, with their blobs."""

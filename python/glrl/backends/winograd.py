@@ -26,9 +26,9 @@ oneDNN has no fast path for one output channel, and SRCNN's 5×5 32→1 layer to
 Building needs a C++ compiler and ninja (both come with a development setup; the kernel is compiled with
 ``-march=native``, about 40 s once, cached under ``$GLRL_CACHE`` or ``~/.cache/glrl``, keyed by the
 sources, their paths, torch version and CPU). Where it cannot be built, or fails its first run against
-PyTorch's convolution, weight gradient, one-output-channel convolution or PReLU backward (ATen's float batch-reduce GEMM may be missing on
-other CPUs and builds), nets use oneDNN's direct convolution and PyTorch's elementwise PReLU backward and say
-so once. ``GLRL_WINOGRAD=0`` switches the kernel off.
+PyTorch's convolution, weight gradient, one-output-channel convolution or PReLU backward (ATen's float
+batch-reduce GEMM may be missing on other CPUs and builds), nets use oneDNN's direct convolution and PyTorch's
+elementwise PReLU backward and say so once. ``GLRL_WINOGRAD=0`` switches the kernel off.
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ HELP = "build the augmented, shuffled HDF5 training patches for a scale (2, 3, 4
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from glrl.cli import add_data_root_argument, split_list
+    from glrl.cli import add_data_root_argument, positive_int, split_list
 
     add_data_root_argument(parser)
     parser.add_argument("--scale", default="3", help="2, 3, 4 or 234 (all three mixed) (default: 3)")
@@ -19,19 +19,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layout", choices=("vdsr", "srcnn"), default="vdsr",
                         help="vdsr: 31x31 input and label, stride 21 (DRRN/GLRL); "
                              "srcnn: 33x33 input, central 21x21 label, stride 14")
-    parser.add_argument("--patch-size", type=int, default=None, help="input patch side (layout default)")
-    parser.add_argument("--label-size", type=int, default=None, help="label patch side (layout default)")
-    parser.add_argument("--stride", type=int, default=None, help="patch stride (layout default)")
+    parser.add_argument("--patch-size", type=positive_int, default=None, help="input patch side (layout default)")
+    parser.add_argument("--label-size", type=positive_int, default=None, help="label patch side (layout default)")
+    parser.add_argument("--stride", type=positive_int, default=None, help="patch stride (layout default)")
     parser.add_argument("--no-augment", action="store_true", help="skip the 8 rotations/flips")
     parser.add_argument("--downscales", type=split_list, default=[],
                         help="extra down-scaled copies of each image: factors like 0.9,0.8 or 'vdsr' "
                              "(0.9,0.8,0.7,0.6); default none")
     parser.add_argument("--seed", type=int, default=0, help="seed of the global shuffle (default 0)")
     parser.add_argument("--no-shuffle", action="store_true", help="keep patches in image order")
-    parser.add_argument("--patches-per-file", type=int, default=16384,
+    parser.add_argument("--patches-per-file", type=positive_int, default=16384,
                         help="rows per HDF5 file (default 16384, ~126 MB at 31x31; "
                              "Caffe loads one file at a time)")
-    parser.add_argument("--workers", type=int, default=None,
+    parser.add_argument("--workers", type=positive_int, default=None,
                         help="processes cutting patches (default: all cores)")
     parser.add_argument("--force", action="store_true", help="rebuild even if the folder is up to date")
     parser.add_argument("--skip-checksums", action="store_true",

@@ -53,6 +53,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError:
         raise GlrlError(f"--scales must be integers, not {args.scales!r}", hint="e.g. --scales 2,3,4") from None
     datasets = split_list(args.datasets)
+    if not scales or not datasets:
+        raise GlrlError(f"--scales {args.scales!r} --datasets {args.datasets!r}: nothing to evaluate",
+                        hint="name at least one scale and one set, e.g. --scales 3 --datasets Set5")
     if not (args.method or args.model or args.prototxt or args.weights or args.residual_outside
             or args.transposed):
         args.all = True  # 'glrl eval' alone (docker run glrl-caffe eval): Bicubic and the released models

@@ -16,7 +16,7 @@ HELP = "train a net (paper solver, Caffe semantics) with snapshots, resume, moni
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from glrl.cli import add_data_root_argument
+    from glrl.cli import add_data_root_argument, non_negative_float, positive_float, positive_int
 
     add_data_root_argument(parser)
     parser.add_argument("--net", default="glrl", help="generated net to train (glrl nets list); default glrl")
@@ -37,7 +37,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "folder's newest snapshot")
     parser.add_argument("--weights", default=None,
                         help="initial weights (.caffemodel), as caffe train --weights")
-    parser.add_argument("--batch-size", type=int, default=None, metavar="N",
+    parser.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
                         help=f"patches per iteration of a new run (default {PAPER_BATCH}, the paper's); epochs "
                              "stay passes over the patch set, and the run folder's name gets -b<N>")
     parser.add_argument("--precision", choices=("fp32", "tf32", "bf16"), default="fp32",
@@ -51,17 +51,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "times faster at small batches on a GPU; Adam without clipping or weight decay, "
                              "iter_size 1, one process (anything else is refused, saying why); on the CPU the "
                              "same step runs eagerly")
-    parser.add_argument("--adjustable-clip", type=float, default=None, metavar="THETA",
+    parser.add_argument("--adjustable-clip", type=positive_float, default=None, metavar="THETA",
                         help="DRRN's adjustable clipping: gradient-norm threshold THETA / current lr "
                              "(replaces clip_gradients)")
     parser.add_argument("--no-set5", action="store_true", help="skip the Set5 PSNR at test intervals")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch")
-    parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+    parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads for PyTorch")
+    parser.add_argument("--time-limit", type=non_negative_float, default=None, metavar="SECONDS",
                         help="snapshot and stop (exit status 0) at the first iteration that ends SECONDS after "
                              "the command started (data building included); --resume continues: training in "
                              "slices of a machine's time")
-    parser.add_argument("--stop-at", type=int, default=None, metavar="ITER",
+    parser.add_argument("--stop-at", type=positive_int, default=None, metavar="ITER",
                         help="snapshot and stop once iteration ITER is done (the schedule unchanged up to "
                              "there): e.g. a second net trained to the iteration the first reached")
 
@@ -86,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_options(args: argparse.Namespace) -> None:
     """Options that contradict each other are refused before anything is read or written: ``--weights``
-    starts a new run and ``--resume`` continues one; ``--batch-size`` is a positive count for a generated
-    net (a given ``--solver`` names a net whose HDF5Data layer already says it)."""
+    starts a new run and ``--resume`` continues one; ``--optimizer`` (a known name) and ``--batch-size`` (a
+    positive count) shape a generated net's solver and net (a given ``--solver`` already says both)."""
     from glrl.errors import TrainingError
 
     if args.weights and args.resume is not None:
@@ -95,12 +95,15 @@ def _check_options(args: argparse.Namespace) -> None:
                             hint="give one of them (as caffe train takes --weights or --snapshot)")
     if args.weights and not Path(args.weights).is_file():
         raise TrainingError(f"--weights {args.weights}: no such file", hint="give an existing .caffemodel")
-    if args.batch_size is None:
-        return
-    if args.batch_size < 1:
-        raise TrainingError(f"--batch-size {args.batch_size} is not a positive number of patches",
-                            hint=f"e.g. --batch-size {PAPER_BATCH} (the paper's) or 128")
-    if args.solver:
+    if args.optimizer is not None:
+        from glrl.nets.solver import get_optimizer
+
+        get_optimizer(args.optimizer)  # an unknown name is refused before the patch set is built
+        if args.solver:
+            raise TrainingError(f"--optimizer {args.optimizer} writes the solver of a generated net; --solver "
+                                f"{args.solver} brings its own",
+                                hint="edit that solver's type and rates, or drop --solver")
+    if args.batch_size is not None and args.solver:
         raise TrainingError("--batch-size sets the batch of a generated net; with --solver the batch is the "
                             "batch_size of the net's HDF5Data layer",
                             hint="edit that layer's batch_size, or drop --solver")

@@ -15,6 +15,8 @@ HELP = "enlarge images (files or folders) with a released SR model"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from glrl.cli import tile_size
+
     parser.add_argument("input", help="an image file, or a folder of images")
     parser.add_argument("output", help="the output file (format from its extension), or a folder")
     parser.add_argument("--scale", type=int, required=True, help="enlargement factor (2, 3, 4)")
@@ -27,7 +29,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                         help="fp32 (default, Caffe's arithmetic) or bf16 (torch backend; about twice as fast on "
                              "CPUs with AVX-512 BF16 and on recent GPUs, a few thousandths of a dB off fp32)")
-    parser.add_argument("--tile", type=int, default=None,
+    parser.add_argument("--tile", type=tile_size, default=None,
                         help="tile size in output pixels; memory stays bounded by it (0 = whole image; "
                              "default: the largest tile whose activations fit in 1 GiB, "
                              "1.25 GiB with real Caffe)")

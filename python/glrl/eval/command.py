@@ -192,6 +192,10 @@ def run_command(args: argparse.Namespace, scales: List[int], datasets: List[str]
         raise GlrlError("--publish goes with --all", hint="glrl eval --all --publish docs/results")
     entries = build_entries(args, scales, models_dir)
     result = run_suite(entries, datasets, scales, root, out_dir, progress=not args.quiet)
+    if not result.summaries:  # every method skipped every scale: keep what an earlier run wrote there
+        why = "; ".join(sorted(set(result.notes.values()))) or "no method ran"
+        raise GlrlError(f"nothing was evaluated at x{','.join(map(str, scales))}: {why}",
+                        hint="ask for the scales the model was trained for (glrl models list)")
     methods = None if args.all else [e.name for e in entries]
     cells = table_mod.build_cells(_measured(result), result.notes, datasets, scales, methods)
     out_dir.mkdir(parents=True, exist_ok=True)

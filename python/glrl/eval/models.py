@@ -30,6 +30,9 @@ from glrl import model_zoo, tiling
 from glrl.caffe.io import read_net
 from glrl.errors import ModelError
 
+# Caffe layers that read their own input (files, databases, memory): a train/test net's, never a deploy net's
+DATA_LAYER_TYPES = frozenset({"Data", "HDF5Data", "ImageData", "MemoryData", "WindowData", "DummyData"})
+
 # The row names of the published tables for the nets the paper reports (other nets use the model's name).
 NET_METHOD_NAMES: Dict[str, str] = {"srcnn": "SRCNN", "glrl-2lrb": "GLRL-2LRB", "glrl": "GLRL"}
 
@@ -66,6 +69,11 @@ class NetMethod:
         self.backend = backend = resolve_backend(backend)
         self.tile, self.margin = 0, 0
         net_param = read_net(spec.deploy)
+        data_layers = [f"{layer.name} ({layer.type})" for layer in net_param.layer if layer.type in DATA_LAYER_TYPES]
+        if data_layers:
+            raise ModelError(f"{spec.deploy} reads its own data ({', '.join(data_layers)}): a train/test net, "
+                             "not a deploy net", hint="give the deploy prototxt, whose input is an Input layer "
+                                                      "(e.g. prototxt/<net>/deploy.prototxt)")
         if backend == "caffe":
             self.tile, self.margin = tiling.caffe_tile(net_param), tiling.receptive_radius(net_param)
         self.border = tiling.border_loss(net_param)  # a 'valid' net (SRCNN) gets its input edge-padded

@@ -122,7 +122,7 @@ def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
         choice = "cuda" if torch.cuda.is_available() else "cpu"
     if choice.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise TrainingError("--device cuda was asked for but PyTorch sees no CUDA GPU",
+            raise TrainingError(f"--device {choice} was asked for but PyTorch sees no CUDA GPU",
                                 hint="use --device cpu (or auto), or install a CUDA build of PyTorch")
         return torch.device(choice if ":" in choice else f"cuda:{local_rank}")
     if choice != "cpu":
@@ -243,8 +243,11 @@ class Trainer:
             self.net.use_channels_last()
         if options.winograd:
             self.net.use_winograd(gradients=True)
-        if options.weights:
-            self.net.load_weights(str(options.weights))
+        if options.weights and not self.net.load_weights(str(options.weights)):
+            raise TrainingError(f"--weights {options.weights} holds no weights for any layer of the train net "
+                                f"{self.net.name!r} (no layer names in common)",
+                                hint="give a .caffemodel of this net (the layers are matched by name, as "
+                                     "caffe train --weights does), or train from scratch without --weights")
         self.batches = HDF5Batches(resolve_source(train_input.source, source_dirs), train_input.tops,
                                    train_input.batch_size, shuffle=train_input.shuffle,
                                    rank=self.dist.rank, world=self.dist.world)

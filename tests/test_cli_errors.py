@@ -1,0 +1,103 @@
+"""Bad input at the command line: each gets ``error:``/``hint:`` lines naming what is wrong and exit status 2
+(argparse's own refusal for a value out of range), never a traceback, and nothing written earlier is lost."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from glrl import settings
+from glrl.cli import main
+
+torch = pytest.importorskip("torch")
+
+
+def refused(argv, capsys) -> str:
+    """Run ``glrl argv``; it must exit with status 2 and a hint. Returns what it printed on stderr."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "\nhint: " in err and "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--threads", "-2"], "argument --threads: must be a positive integer, not -2"),
+    (["train", "--time-limit", "-1"], "argument --time-limit: must be a number of at least 0, not -1"),
+    (["train", "--stop-at", "0"], "argument --stop-at: must be a positive integer, not 0"),
+    (["upscale", "a.png", "b.png", "--scale", "3", "--tile", "-5"], "argument --tile: must be 0 or an integer"),
+    (["upscale", "a.png", "b.png", "--scale", "3", "--tile", "1"], "at least 16 pixels, not 1"),
+    (["data", "inspect", "x.h5", "--samples", "-3"], "argument --samples: must be a positive integer, not -3"),
+])
+def test_option_values_out_of_range_are_refused_by_the_parser(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_an_output_folder_that_cannot_be_made_is_an_error_naming_it(tmp_path, capsys):
+    blocker = tmp_path / "a-file.png"
+    blocker.write_bytes(b"")
+    err = refused(["nets", "emit", "glrl", "--out", str(blocker)], capsys)
+    assert str(blocker) in err and "not a folder" in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("device", ["cuda", "cuda:3"])
+def test_a_gpu_asked_for_on_a_machine_without_one_is_an_error(tmp_path, data_root, device, capsys):
+    err = refused(["eval", "--datasets", "Set5", "--scales", "3", "--model", "srcnn_x3", "--device", device,
+                   "--data-root", str(data_root), "--out", str(tmp_path / "eval")], capsys)
+    assert f"--device {device} was asked for but PyTorch sees no CUDA GPU" in err
+
+
+def test_model_metadata_with_a_field_of_the_wrong_type_is_an_error_naming_the_file(tmp_path, capsys):
+    models = shutil.copytree(settings.MODELS_DIR, tmp_path / "models")
+    meta = json.loads((models / "srcnn_x2.json").read_text())
+    meta["scales"] = 3
+    (models / "srcnn_x2.json").write_text(json.dumps(meta))
+    err = refused(["models", "list", "--models-dir", str(models)], capsys)
+    assert "srcnn_x2.json has a field of the wrong type" in err
+
+
+def test_a_models_folder_that_does_not_exist_is_not_taken_for_an_empty_one(tmp_path, capsys):
+    err = refused(["models", "verify", "--models-dir", str(tmp_path / "nowhere")], capsys)
+    assert f"the models folder {tmp_path / 'nowhere'} does not exist" in err
+
+
+def test_a_copy_of_the_models_folder_elsewhere_verifies_against_this_checkouts_prototxt(tmp_path, capsys):
+    models = shutil.copytree(settings.MODELS_DIR, tmp_path / "models")
+    assert main(["models", "verify", "--models-dir", str(models)]) == 0
+    assert ", 0 problem(s)" in capsys.readouterr().out
+
+
+def test_an_eval_that_evaluates_nothing_fails_and_keeps_the_results_already_there(tmp_path, data_root, capsys):
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "results.md").write_text("an earlier run's table\n")
+    err = refused(["eval", "--datasets", "Set5", "--scales", "3", "--model", "srcnn_x2",
+                   "--data-root", str(data_root), "--out", str(out)], capsys)
+    assert "nothing was evaluated at x3: srcnn_x2 is for x2 only" in err
+    assert (out / "results.md").read_text() == "an earlier run's table\n"
+    err = refused(["eval", "--datasets", "", "--scales", "3", "--method", "bicubic",
+                   "--data-root", str(data_root), "--out", str(out)], capsys)
+    assert "nothing to evaluate" in err
+
+
+def test_a_train_test_prototxt_given_as_a_deploy_net_is_named_as_such(tmp_path, data_root, capsys):
+    err = refused(["eval", "--datasets", "Set5", "--scales", "3", "--data-root", str(data_root),
+                   "--prototxt", str(settings.PROTOTXT_DIR / "glrl" / "train_test.prototxt"),
+                   "--weights", str(settings.MODELS_DIR / "glrl_x234.caffemodel"), "--out", str(tmp_path)], capsys)
+    assert "a train/test net, not a deploy net" in err and "HDF5Data" in err
+
+
+def test_training_refuses_an_unknown_optimizer_and_one_beside_a_solver_before_writing_anything(tmp_path, capsys):
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text('net: "net.prototxt" base_lr: 0.01 max_iter: 2\n')
+    err = refused(["train", "--solver", str(solver), "--optimizer", "adam", "--run-dir", str(tmp_path / "run")],
+                  capsys)
+    assert "--optimizer adam writes the solver of a generated net" in err
+    assert not (tmp_path / "run").exists()
+    err = refused(["train", "--optimizer", "nosuch", "--run-dir", str(tmp_path / "run")], capsys)
+    assert "unknown optimizer 'nosuch'" in err
+
