@@ -370,7 +370,7 @@ def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_snapshot(tm
     with pytest.raises(TrainingError) as info:
         train(RunOptions(solver=solver, run_dir=tmp_path / "run", device="cpu", progress=False,
                          tensorboard=False, echo=False))
-    assert "diverged" in info.value.message and "last good snapshot" in info.value.hint
+    assert "diverged" in info.value.message and "holds finite weights" in info.value.hint
     last = latest_snapshot(tmp_path / "run")
     model = read_caffemodel(tmp_path / "run" / "snap" / f"tiny_iter_{read_solverstate(last).iter}.caffemodel")
     assert all(np.isfinite(np.asarray(blob.data)).all() for layer in model.layer for blob in layer.blobs)

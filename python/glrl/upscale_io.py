@@ -24,6 +24,7 @@ from glrl.fsutil import atomic_write_bytes
 
 SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")  # the Pillow formats that store 16-bit grey
 EXIF_ORIENTATION = 0x0112
+ANIMATION_FORMATS = ("GIF", "PNG", "WEBP")  # Pillow opens their first frame only
 
 
 @dataclass
@@ -101,6 +102,10 @@ def read_picture(path: Path) -> Picture:
         raise DataError(f"no image file {path}", hint="check the path")
     try:
         with Image.open(path) as img:
+            if getattr(img, "is_animated", False) and img.format in ANIMATION_FORMATS:
+                raise DataError(f"{path} is an animation ({img.n_frames} frames); glrl enlarges still images",
+                                hint="extract the frames (e.g. ffmpeg -i in.gif frames/%04d.png), enlarge the "
+                                     "folder and assemble them again")
             if _is_sixteen_bit_colour(img):
                 orientation = img.getexif().get(EXIF_ORIENTATION, 1)
                 return _read_sixteen_bit_colour(path, orientation)
@@ -109,7 +114,10 @@ def read_picture(path: Path) -> Picture:
             return _pillow_to_picture(img, path)
     except DataError:
         raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"cannot read image {path}: {exc}",
+                        hint="cut the image into parts and enlarge each (Pillow refuses images this large)") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"cannot read image {path}: {exc}",
                         hint="the file is not an image or is damaged; re-export it (PNG, JPEG, TIFF, WebP)",
                         ) from exc
@@ -217,6 +225,12 @@ def _encode_sixteen_bit_colour(picture: Picture, ext: str) -> bytes:
     if not ok:
         raise DataError(f"OpenCV cannot encode a 16-bit colour image as {ext}", hint="use .png or .tif")
     return data.tobytes()
+
+
+def check_encodable(picture: Picture, path: Path) -> None:
+    """Fail before any computing if ``path``'s format cannot store ``picture``'s kind of pixels (alpha as
+    JPEG, say): a one-pixel crop of it is encoded the way the result will be."""
+    encode_picture(Picture(picture.pixels[:1, :1], picture.bit_depth), output_format(path), Path(path).suffix.lower())
 
 
 def write_picture(path: Path, picture: Picture, fmt: Optional[str] = None) -> None:

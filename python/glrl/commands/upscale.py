@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
     from glrl.errors import GlrlError
     from glrl.machine import warn_if_bf16_emulated
-    from glrl.upscale_io import check_writable, output_format, read_picture, write_picture
+    from glrl.upscale_io import check_encodable, check_writable, output_format, read_picture, write_picture
     from glrl.upscaling import Upscaler
 
     jobs = _jobs(Path(args.input), Path(args.output))
@@ -83,7 +83,9 @@ def run(args: argparse.Namespace) -> int:
     if len(jobs) == 1:
         source, out = jobs[0]
         fmt = output_format(out)
-        write_picture(out, upscaler.upscale_picture(read_picture(source)), fmt)
+        picture = read_picture(source)
+        check_encodable(picture, out)
+        write_picture(out, upscaler.upscale_picture(picture), fmt)
         print(f"{source} -> {out} (x{args.scale}, {upscaler.model_name}, "
               f"{upscaler.backend} on {upscaler.device} in {upscaler.precision}, {_tiles(upscaler)})")
         return 0
@@ -92,7 +94,9 @@ def run(args: argparse.Namespace) -> int:
         try:
             fmt = output_format(out)
             check_writable(out)
-            write_picture(out, upscaler.upscale_picture(read_picture(source)), fmt)
+            picture = read_picture(source)
+            check_encodable(picture, out)
+            write_picture(out, upscaler.upscale_picture(picture), fmt)
         except GlrlError as exc:
             failures.append((source, str(exc).replace("\n", "; ")))
     done = len(jobs) - len(failures)

@@ -506,7 +506,8 @@ class Trainer:
         last = self.last_snapshot.solverstate if self.last_snapshot else self.resumed_from
         raise TrainingError(
             f"training diverged: {what}; nothing was written for this iteration",
-            hint=(f"the last good snapshot is {last}; " if last else "")
+            hint=(f"the newest snapshot, {last}, holds finite weights (metrics.csv shows whether the loss was "
+                  "already rising there); " if last else "")
             + "lower base_lr or set clip_gradients, then resume or restart",
         )
 
