@@ -42,7 +42,8 @@ def _jobs(source: Path, target: Path) -> List[Tuple[Path, Path]]:
 
     if source.is_dir():
         if target.exists() and not target.is_dir():
-            raise DataError(f"the input {source} is a folder, so the output {target} must be a folder too")
+            raise DataError(f"the input {source} is a folder, so the output {target} must be a folder too",
+                            hint="give a folder (made if missing) for the enlarged images, which keep their names")
         files = list_images(source)
         if not files:
             raise DataError(f"no images in {source}", hint=f"images end with {', '.join(IMAGE_SUFFIXES)}")
