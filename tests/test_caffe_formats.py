@@ -515,6 +515,8 @@ def test_cli_info_and_upgrade(tmp_path, capsys):
     new = tmp_path / "srcnn.prototxt"
     assert main(["caffe", "upgrade", str(old), str(new)]) == 0
     assert io.read_net(new) == io.parse_net(V1_NET) and "layers {" not in new.read_text()
+    assert main(["caffe", "upgrade", str(old), str(old)]) == 2  # the legacy file is never replaced
+    assert "is the input itself" in capsys.readouterr().err and old.read_text() == V1_NET
     assert main(["caffe", "info", str(new)]) == 0
     out = capsys.readouterr().out
     assert "conv1" in out and "Convolution" in out and "[include TRAIN]" in out

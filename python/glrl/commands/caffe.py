@@ -34,6 +34,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"  legacy format, upgraded on reading: {note}")
         print("\n".join(SUMMARIES[caffe_file.kind](caffe_file.message)))
         return 0
+    if args.output.exists() and args.output.resolve() == args.input.resolve():
+        from glrl.errors import FormatError
+
+        raise FormatError(f"the output {args.output} is the input itself; the legacy file would be lost",
+                          hint="write the upgrade to another file, check it, then replace the original")
     caffe_file = io.read_any(args.input)
     if caffe_file.kind == "solverstate":
         print(f"{args.input}: a solverstate has no legacy format; nothing written")
