@@ -27,6 +27,7 @@ def refused(argv, capsys) -> str:
     (["train", "--stop-at", "0"], "argument --stop-at: must be a positive integer, not 0"),
     (["upscale", "a.png", "b.png", "--scale", "3", "--tile", "-5"], "argument --tile: must be 0 or an integer"),
     (["upscale", "a.png", "b.png", "--scale", "3", "--tile", "1"], "at least 16 pixels, not 1"),
+    (["upscale", "a.png", "b.png", "--scale", "3", "--tile", "100000000"], "at most 65536 pixels"),
     (["data", "inspect", "x.h5", "--samples", "-3"], "argument --samples: must be a positive integer, not -3"),
 ])
 def test_option_values_out_of_range_are_refused_by_the_parser(argv, message, capsys):

@@ -119,15 +119,17 @@ def non_negative_float(text: str) -> float:
 
 
 def tile_size(text: str) -> int:
-    """argparse type: 0 (the whole image at once) or a tile of at least MIN_TILE pixels."""
+    """argparse type: 0 (the whole image at once) or a tile of MIN_TILE to MAX_TILE pixels."""
     value = _at_least(int, text, 0, f"0 or an integer of at least {MIN_TILE}")
     if 0 < value < MIN_TILE:
         raise argparse.ArgumentTypeError(f"must be 0 (whole image) or at least {MIN_TILE} pixels, not {value}: "
                                          "a smaller tile runs the net once per few pixels")
+    if value > MAX_TILE:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_TILE} pixels, not {value} (0 runs whole images)")
     return value
 
 
-MIN_TILE = 16
+MIN_TILE, MAX_TILE = 16, 65536
 
 
 def _at_least(kind: type, text: str, lowest: float, what: str):
