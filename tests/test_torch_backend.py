@@ -357,6 +357,29 @@ def test_in_place_layers_rebind_the_name_and_earlier_readers_see_the_old_value()
     np.testing.assert_array_equal(x.grad.numpy(), [[1.0, 4.0, 1.0]])  # 1 + 3 where x > 0: gradients add up
 
 
+def test_without_autograd_a_relu_in_place_after_a_convolution_overwrites_its_map_and_computes_the_same():
+    net = build(input_layer("data", 1, 1, 6, 6) + """
+        layer { name: "clip" type: "ReLU" bottom: "data" top: "data" }
+        layer { name: "conv" type: "Convolution" bottom: "data" top: "c"
+                convolution_param { num_output: 2 kernel_size: 3 pad: 1 } }
+        layer { name: "relu" type: "ReLU" bottom: "c" top: "c" }
+        layer { name: "out" type: "Convolution" bottom: "c" top: "out"
+                convolution_param { num_output: 1 kernel_size: 3 pad: 1 } }""", dtype=DOUBLE)
+    set_blobs(net, "conv", tensor(2, 1, 3, 3, seed=1), [0.1, -0.2])
+    set_blobs(net, "out", tensor(1, 2, 3, 3, seed=2), [0.0])
+    conv = next(layer for layer in net.layers if layer.name == "conv")
+    made = []
+    conv.forward = lambda x, forward=conv.forward: made.append(forward(x)[0]) or [made[-1]]
+    x = tensor(1, 1, 6, 6, seed=3)
+    given = x.clone()
+    with_autograd = net.forward({"data": x})["out"].detach()
+    with torch.no_grad():
+        without = net.forward({"data": x})["out"]
+    torch.testing.assert_close(without, with_autograd, rtol=0, atol=1e-12)
+    assert (made[0] < 0).any() and not (made[1] < 0).any()  # the map itself was rectified the second time
+    assert torch.equal(x, given)  # a ReLU on the caller's input never writes into it
+
+
 def test_forward_with_keep_drops_each_blob_after_its_last_reader_and_computes_the_same():
     net = build(input_layer("data", 1, 3) + """
         layer { name: "copy" type: "Power" bottom: "data" top: "x" }

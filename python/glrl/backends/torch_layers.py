@@ -277,6 +277,10 @@ class ReLU(Layer):
     def forward(self, x: torch.Tensor) -> Sequence[torch.Tensor]:
         return [torch.relu(x) if self.slope == 0.0 else F.leaky_relu(x, self.slope)]
 
+    def forward_in_place(self, x: torch.Tensor) -> Sequence[torch.Tensor]:
+        """The same, overwriting ``x`` (Caffe's in-place ReLU); for tensors no one else holds, without autograd."""
+        return [torch.relu_(x) if self.slope == 0.0 else F.leaky_relu_(x, self.slope)]
+
 
 class PReLU(Layer):
     """ReLU with learned negative slopes: one per channel (shape (C,)) or one for all (shape ())."""

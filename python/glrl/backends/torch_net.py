@@ -36,10 +36,14 @@ from torch import nn
 from glrl.backends import winograd
 from glrl.backends.torch_data import HDF5Data, Input
 from glrl.backends.torch_fillers import fill
-from glrl.backends.torch_layers import LAYER_CLASSES, Convolution, Layer, PReLU, Shape
+from glrl.backends.torch_layers import LAYER_CLASSES, Convolution, Layer, PReLU, ReLU, Shape
 from glrl.caffe import io, pb
 from glrl.caffe.upgrade import upgrade_net
 from glrl.errors import FormatError, ModelError
+
+# Layers whose forward pass returns new tensors (never a view of a bottom): what they make, a ReLU may
+# overwrite in place without touching anything another blob shares
+FRESH_TOP_LAYERS = frozenset({"Convolution", "Deconvolution", "InnerProduct"})
 
 SOURCE_LAYERS = {cls.type_name: cls for cls in (Input, HDF5Data)}
 SUPPORTED_TYPES = sorted(list(LAYER_CLASSES) + list(SOURCE_LAYERS))
@@ -198,6 +202,12 @@ class TorchNet(nn.Module):
         self._last_reads: List[Tuple[str, ...]] = [
             tuple(name for name in dict.fromkeys(bottoms) if last_reader[name] == index and name not in tops)
             for index, (_, bottoms, tops, _) in enumerate(self._steps)]
+        # per step: a ReLU that rewrites in place, as the prototxt says, the one blob the step before made afresh
+        # (so nothing else holds it); without autograd it then runs in place, one pass less over the feature map
+        self._in_place: List[bool] = [
+            isinstance(layer, ReLU) and tops == bottoms and index > 0 and self._steps[index - 1][2] == bottoms
+            and self._steps[index - 1][0].param.type in FRESH_TOP_LAYERS
+            for index, (layer, bottoms, tops, _) in enumerate(self._steps)]
 
     @staticmethod
     def _gradient_stops(param: "pb.LayerParameter") -> Optional[Tuple[bool, ...]]:
@@ -328,6 +338,8 @@ class TorchNet(nn.Module):
                     if tops[0] in blobs:
                         continue
                     outputs = layer.forward()
+                elif self._in_place[index] and not torch.is_grad_enabled():
+                    outputs = layer.forward_in_place(blobs[bottoms[0]])
                 elif stops is None:
                     outputs = layer.forward(*[blobs[name] for name in bottoms])
                 else:
