@@ -429,13 +429,13 @@ def test_an_unwritable_output_is_a_clear_error_before_any_work(models_dir, tmp_p
     assert status == 2 and "cannot write" in err and "hint:" in err
 
 
-def test_an_animation_and_alpha_for_a_format_without_it_are_refused_before_any_work(models_dir, tmp_path,
-                                                                                     monkeypatch, capsys):
+def test_an_animation_and_alpha_for_a_format_without_it_are_refused_before_the_model_loads(models_dir, tmp_path,
+                                                                                           monkeypatch, capsys):
     frames = [Image.new("RGB", (8, 8), colour) for colour in ("red", "blue")]
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
     Image.fromarray(np.full((6, 6, 4), 200, dtype=np.uint8), "RGBA").save(tmp_path / "alpha.png")
-    monkeypatch.setattr("glrl.upscaling.Upscaler.upscale_picture",
-                        lambda *args: pytest.fail("the net ran on an input that could not be written"))
+    monkeypatch.setattr("glrl.upscaling.Upscaler.for_scale",
+                        lambda *args, **kwargs: pytest.fail("the model loaded for an input that could not be written"))
     status, _, err = _cli(capsys, str(tmp_path / "anim.gif"), str(tmp_path / "big.png"), "--scale", "3",
                           "--models-dir", str(models_dir), "--device", "cpu")
     assert status == 2 and "is an animation (2 frames)" in err and "hint: extract the frames" in err

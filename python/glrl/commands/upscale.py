@@ -77,16 +77,16 @@ def run(args: argparse.Namespace) -> int:
     jobs = _jobs(Path(args.input), Path(args.output))
     for _, out in jobs[:1]:
         check_writable(out)  # a wrong output folder fails before the model loads
+    if len(jobs) == 1:  # so does an image that cannot be read, or that the output's format cannot hold
+        picture = read_picture(jobs[0][0])
+        check_encodable(picture, jobs[0][1])
     upscaler = Upscaler.for_scale(args.scale, model=args.model, net=args.net, models_dir=args.models_dir,
                                   backend=args.backend, device=args.device, tile=args.tile,
                                   precision=args.precision)
     warn_if_bf16_emulated(upscaler.precision, str(upscaler.device))
     if len(jobs) == 1:
         source, out = jobs[0]
-        fmt = output_format(out)
-        picture = read_picture(source)
-        check_encodable(picture, out)
-        write_picture(out, upscaler.upscale_picture(picture), fmt)
+        write_picture(out, upscaler.upscale_picture(picture), output_format(out))
         print(f"{source} -> {out} (x{args.scale}, {upscaler.model_name}, "
               f"{upscaler.backend} on {upscaler.device} in {upscaler.precision}, {_tiles(upscaler)})")
         return 0
