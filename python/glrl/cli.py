@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from glrl import __version__
 from glrl.allocator import retain_freed_memory
@@ -102,25 +102,22 @@ def add_data_root_argument(parser: argparse.ArgumentParser) -> None:
 
 def positive_int(text: str) -> int:
     """argparse type: an integer of at least 1 (threads, sizes, counts)."""
-    return _at_least(int, text, 1, "a positive integer")
+    return _checked(int, text, "a positive integer", lambda value: value >= 1)
 
 
 def positive_float(text: str) -> float:
-    """argparse type: a number above 0 (seconds, thresholds)."""
-    value = _at_least(float, text, 0.0, "a positive number")
-    if value == 0.0:
-        raise argparse.ArgumentTypeError("must be a positive number, not 0")
-    return value
+    """argparse type: a number above 0 (thresholds)."""
+    return _checked(float, text, "a positive number", lambda value: value > 0)
 
 
 def non_negative_float(text: str) -> float:
     """argparse type: a number of at least 0 (a time limit of 0 stops after the first iteration)."""
-    return _at_least(float, text, 0.0, "a number of at least 0")
+    return _checked(float, text, "a number of at least 0", lambda value: value >= 0)
 
 
 def tile_size(text: str) -> int:
     """argparse type: 0 (the whole image at once) or a tile of MIN_TILE to MAX_TILE pixels."""
-    value = _at_least(int, text, 0, f"0 or an integer of at least {MIN_TILE}")
+    value = _checked(int, text, f"0 or an integer of at least {MIN_TILE}", lambda value: value >= 0)
     if 0 < value < MIN_TILE:
         raise argparse.ArgumentTypeError(f"must be 0 (whole image) or at least {MIN_TILE} pixels, not {value}: "
                                          "a smaller tile runs the net once per few pixels")
@@ -132,12 +129,13 @@ def tile_size(text: str) -> int:
 MIN_TILE, MAX_TILE = 16, 65536
 
 
-def _at_least(kind: type, text: str, lowest: float, what: str):
+def _checked(kind: type, text: str, what: str, accepted: Callable[[Any], bool]):
+    """``text`` as a ``kind`` that ``accepted`` takes, or argparse's error saying it must be ``what``."""
     try:
         value = kind(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}") from None
-    if value < lowest:
+    if not accepted(value):
         raise argparse.ArgumentTypeError(f"must be {what}, not {text}")
     return value
 

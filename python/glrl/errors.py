@@ -39,7 +39,7 @@ class TrainingError(GlrlError):
 def from_os_error(exc: OSError) -> GlrlError:
     """A file-system failure (a folder that cannot be made, a file that cannot be written or read) as a user
     error naming the path: the command-line tool's last line of defence against a traceback."""
-    path = exc.filename if exc.filename is not None else None
+    path = exc.filename
     reason = exc.strerror or str(exc)
     if isinstance(exc, FileExistsError):
         hint = "a file stands where a folder is needed: choose another path or move the file"

@@ -1,5 +1,6 @@
-"""What machine this is, in one line: recorded by training runs, released models and benchmarks; and what
-its CPU can do fast (the features that decide whether bf16 helps or hurts, noted to the user when it hurts).
+"""What machine this is, in one line: recorded by training runs, released models and benchmarks; what
+its CPU can do fast (the features that decide whether bf16 helps or hurts, noted to the user when it hurts);
+and which device a ``--device`` choice means here (:func:`resolve_device`, for eval, upscale and train).
 
 Torch is optional: without it (the core, the real-Caffe image) the GPU part is left out.
 """
@@ -10,6 +11,8 @@ import platform
 import sys
 from pathlib import Path
 from typing import FrozenSet, Optional
+
+from glrl.errors import ModelError
 
 # The CPU features that decide how fast our convolutions run: bf16 is native only with AVX-512 BF16 or AMX;
 # on an AVX2-only CPU oneDNN emulates it (8-15x slower than fp32 on a Zen 2 EPYC: docs/benchmarks.md).
@@ -84,3 +87,29 @@ def describe_hardware() -> str:
         gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         text += f"; GPU: {', '.join(gpus)}"
     return text
+
+
+def resolve_device(device: str, backend: str = "torch") -> str:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` as the device to run on: ``auto`` is ``cuda`` when the torch
+    backend has a GPU, else ``cpu``; a GPU that is not there is a clear error; real Caffe here is CPU only."""
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise ModelError(f"unknown device {device!r}", hint="use auto, cpu, cuda or cuda:N")
+    if backend == "caffe":
+        if device.startswith("cuda"):
+            raise ModelError("the caffe backend (Debian's Caffe) runs on the CPU only",
+                             hint="use --device cpu, or --backend torch for a GPU")
+        return "cpu"
+    if device == "cpu":
+        return device
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        raise ModelError(f"--device {device} was asked for but PyTorch sees no CUDA GPU",
+                         hint="use --device cpu (or auto), or install a CUDA build of PyTorch")
+    index = device.partition(":")[2]
+    if device != "cuda" and not (index.isdigit() and int(index) < torch.cuda.device_count()):
+        raise ModelError(f"--device {device}: PyTorch sees {torch.cuda.device_count()} CUDA GPU(s)",
+                         hint="use cuda or cuda:N with N from 0 to the count less one")
+    return device

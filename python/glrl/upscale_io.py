@@ -15,7 +15,7 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Tuple
 
 import numpy as np
 
@@ -233,10 +233,10 @@ def check_encodable(picture: Picture, path: Path) -> None:
     encode_picture(Picture(picture.pixels[:1, :1], picture.bit_depth), output_format(path), Path(path).suffix.lower())
 
 
-def write_picture(path: Path, picture: Picture, fmt: Optional[str] = None) -> None:
+def write_picture(path: Path, picture: Picture) -> None:
     """Write ``picture`` to ``path`` atomically, in the format its extension names."""
     path = Path(path)
-    data = encode_picture(picture, fmt or output_format(path), path.suffix.lower())
+    data = encode_picture(picture, output_format(path), path.suffix.lower())
     try:
         atomic_write_bytes(path, data)
     except OSError as exc:

@@ -26,6 +26,7 @@ import numpy as np
 from glrl import model_zoo, tiling
 from glrl.caffe.io import read_net
 from glrl.errors import ModelError
+from glrl.machine import resolve_device
 from glrl.matlab_compat import imresize, rgb2ycbcr, ycbcr2rgb
 from glrl.upscale_io import Picture, array_to_picture, picture_to_array
 
@@ -129,31 +130,6 @@ class Upscaler:
         """Enlarge an H×W or H×W×C array (uint8, uint16 or float in [0, 1]); same dtype and layout back."""
         picture, dtype, two_d = array_to_picture(image)
         return picture_to_array(self.upscale_picture(picture), dtype, two_d)
-
-
-def resolve_device(device: str, backend: str) -> str:
-    """``auto`` -> ``cuda`` when the torch backend has a GPU, else ``cpu``; real Caffe here is CPU only."""
-    if device not in ("auto", "cpu") and not device.startswith("cuda"):
-        raise ModelError(f"unknown device {device!r}", hint="use auto, cpu, cuda or cuda:N")
-    if backend == "caffe":
-        if device.startswith("cuda"):
-            raise ModelError("the caffe backend (Debian's Caffe) runs on the CPU only",
-                             hint="use --device cpu, or --backend torch for a GPU")
-        return "cpu"
-    if device == "cpu":
-        return device
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if not torch.cuda.is_available():
-        raise ModelError(f"--device {device} was asked for but PyTorch sees no CUDA GPU",
-                         hint="use --device cpu (or auto), or install a CUDA build of PyTorch")
-    index = device.partition(":")[2]
-    if device != "cuda" and not (index.isdigit() and int(index) < torch.cuda.device_count()):
-        raise ModelError(f"--device {device}: PyTorch sees {torch.cuda.device_count()} CUDA GPU(s)",
-                         hint="use cuda or cuda:N with N from 0 to the count less one")
-    return device
 
 
 @functools.lru_cache(maxsize=4)

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
     from glrl.errors import GlrlError
     from glrl.machine import warn_if_bf16_emulated
-    from glrl.upscale_io import check_encodable, check_writable, output_format, read_picture, write_picture
+    from glrl.upscale_io import check_encodable, check_writable, read_picture, write_picture
     from glrl.upscaling import Upscaler
 
     jobs = _jobs(Path(args.input), Path(args.output))
@@ -86,18 +86,17 @@ def run(args: argparse.Namespace) -> int:
     warn_if_bf16_emulated(upscaler.precision, str(upscaler.device))
     if len(jobs) == 1:
         source, out = jobs[0]
-        write_picture(out, upscaler.upscale_picture(picture), output_format(out))
+        write_picture(out, upscaler.upscale_picture(picture))
         print(f"{source} -> {out} (x{args.scale}, {upscaler.model_name}, "
               f"{upscaler.backend} on {upscaler.device} in {upscaler.precision}, {_tiles(upscaler)})")
         return 0
     failures: List[Tuple[Path, str]] = []
     for source, out in tqdm(jobs, desc=f"upscale x{args.scale}", unit="image"):
         try:
-            fmt = output_format(out)
             check_writable(out)
             picture = read_picture(source)
-            check_encodable(picture, out)
-            write_picture(out, upscaler.upscale_picture(picture), fmt)
+            check_encodable(picture, out)  # the output's extension names a format that can hold the picture
+            write_picture(out, upscaler.upscale_picture(picture))
         except GlrlError as exc:
             failures.append((source, str(exc).replace("\n", "; ")))
     done = len(jobs) - len(failures)

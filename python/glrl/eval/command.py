@@ -147,7 +147,7 @@ def describe_where(entries: Sequence[Entry], backend: Optional[str], device: str
     if not any(entry.runs_nets and entry.factories for entry in entries):
         return machine
     from glrl.backends import resolve_backend
-    from glrl.eval.models import resolve_device
+    from glrl.machine import resolve_device
 
     backend = resolve_backend(backend)
     resolved = resolve_device(device, backend)

@@ -29,6 +29,7 @@ import numpy as np
 from glrl import model_zoo, tiling
 from glrl.caffe.io import read_net
 from glrl.errors import ModelError
+from glrl.machine import resolve_device
 
 # Caffe layers that read their own input (files, databases, memory): a train/test net's, never a deploy net's
 DATA_LAYER_TYPES = frozenset({"Data", "HDF5Data", "ImageData", "MemoryData", "WindowData", "DummyData"})
@@ -45,13 +46,6 @@ class NetSpec:
     weights: Path
     residual_outside: bool = False
     transposed: bool = False
-
-
-def resolve_device(device: str, backend: str) -> str:
-    """``auto`` -> ``cuda`` when the torch backend sees a GPU, else ``cpu`` (real Caffe here is CPU only)."""
-    from glrl.upscaling import resolve_device as resolve
-
-    return resolve(device, backend)
 
 
 class NetMethod:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from glrl.data_prep.reader import resolve_source
 from glrl.errors import TrainingError
+from glrl import machine
 from glrl.machine import describe_hardware
 from glrl.train import distributed as dist_mod
 from glrl.train.batches import HDF5Batches, HDF5Input, hdf5_inputs
@@ -117,17 +118,10 @@ class LossSmoother:
 
 
 def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
-    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``, with a clear error when absent."""
-    if choice == "auto":
-        choice = "cuda" if torch.cuda.is_available() else "cpu"
-    if choice.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise TrainingError(f"--device {choice} was asked for but PyTorch sees no CUDA GPU",
-                                hint="use --device cpu (or auto), or install a CUDA build of PyTorch")
-        return torch.device(choice if ":" in choice else f"cuda:{local_rank}")
-    if choice != "cpu":
-        raise TrainingError(f"unknown device {choice!r}", hint="use auto, cpu, cuda or cuda:N")
-    return torch.device("cpu")
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` (this process's GPU, ``cuda:<local rank>``) or
+    ``cuda:N``, with a clear error when absent (:func:`glrl.machine.resolve_device`)."""
+    device = machine.resolve_device(choice)
+    return torch.device(f"cuda:{local_rank}" if device == "cuda" else device)
 
 
 def precision_context(precision: str, device: torch.device) -> Callable[[], Any]:
