@@ -149,6 +149,15 @@ def test_rgb2ycbcr_uses_matlab_bt601_constants():
     np.testing.assert_allclose(as_float[0, 2], [16 + 65.481, 128 - 37.797, 128 + 112.0], atol=1e-12)
 
 
+@pytest.mark.parametrize("channel, coefficient", [(0, 65.481), (1, 128.553), (2, 24.966)])
+def test_rgb2ycbcr_y_of_every_level_of_one_primary_is_matlabs_rounded_formula(channel, coefficient):
+    ramp = np.zeros((1, 256, 3), np.uint8)
+    ramp[0, :, channel] = np.arange(256)
+    expected = np.floor(16 + coefficient * np.arange(256) / 255 + 0.5)
+    assert rgb2ycbcr(ramp)[0, :, 0].tolist() == expected.tolist()
+    assert rgb2y(ramp)[0].tolist() == expected.tolist()
+
+
 def test_rgb2y_is_the_y_plane_of_rgb2ycbcr():
     rgb8 = np.random.default_rng(4).integers(0, 256, (16, 9, 3)).astype(np.uint8)
     assert np.array_equal(rgb2y(rgb8), rgb2ycbcr(rgb8)[..., 0])
@@ -161,6 +170,15 @@ def test_ycbcr2rgb_inverts_rgb2ycbcr():
     rgb8 = (rgb * 255).round().astype(np.uint8)
     assert np.abs(ycbcr2rgb(rgb2ycbcr(rgb8)).astype(int) - rgb8).max() <= 2
     assert ycbcr2rgb(np.array([[[235, 128, 128]]], np.uint8)).tolist() == [[[255, 255, 255]]]
+
+
+def test_ycbcr2rgb_rounds_uint8_to_nearest_and_clips_floats_to_the_unit_range():
+    # green's YCbCr maps back to R, G, B = 0.18, 255.61, 0.93 before rounding
+    assert ycbcr2rgb(np.array([[[145, 54, 34]]], np.uint8)).tolist() == [[[0, 255, 1]]]
+    rgb8 = np.random.default_rng(5).integers(0, 256, (64, 64, 3)).astype(np.uint8)
+    assert abs(np.mean(ycbcr2rgb(rgb2ycbcr(rgb8)).astype(int) - rgb8)) < 0.05  # unbiased rounding
+    outside = ycbcr2rgb(np.array([[[235, 16, 240]]]) / 255.0)  # red above 1 before clipping
+    assert outside.min() >= 0.0 and outside.max() == 1.0
 
 
 def test_colour_conversion_needs_three_channels():
@@ -176,6 +194,12 @@ def test_modcrop_shave_and_im2double():
     assert shave(img, 0).shape == img.shape
     assert im2double(np.array([0, 51, 255], np.uint8)).tolist() == [0.0, 0.2, 1.0]
     assert im2double(np.array([65535], np.uint16)).tolist() == [1.0]
+
+
+@pytest.mark.parametrize("scale", [0, -3, 2.5])
+def test_modcrop_refuses_a_scale_that_is_not_a_positive_integer(scale):
+    with pytest.raises(ValueError, match="positive integer"):
+        modcrop(np.zeros((12, 12)), scale)
 
 
 def test_image_smaller_than_the_scale_is_a_clear_error():

@@ -68,6 +68,13 @@ def test_ssim_is_symmetric_and_drops_with_noise():
     assert 1 > ssim(a, slightly) > ssim(a, badly)
 
 
+def test_the_smallest_image_ssim_takes_is_one_window():
+    rng = np.random.default_rng(2)
+    a = rng.integers(0, 256, (11, 11)).astype(np.float64)
+    assert ssim_map(a, a + 3).shape == (1, 1)
+    assert ssim(a, a) == 1.0
+
+
 def test_metrics_refuse_mismatched_or_too_small_images():
     with pytest.raises(DataError, match="differ in shape"):
         psnr(np.zeros((4, 4)), np.zeros((4, 5)))
