@@ -52,14 +52,23 @@ def test_multistep_advances_current_step_once_per_call_at_each_stepvalue():
     assert rates == [1.0, 1.0, once, once, twice, twice]
     # resuming at iteration 5 with the stored current_step 2 keeps the rate
     assert policy.rate(5, 2) == (to_float32(gamma ** 2), 2)
+    # one step per call even where several are due: a repeated value, or a resume behind the schedule
+    assert LrPolicy("multistep", 1.0, gamma=0.1, stepvalue=[2, 2]).schedule(4) == [1.0, 1.0, once, twice]
+    assert policy.rate(5, 0) == (once, 1)
 
 
 @pytest.mark.parametrize("policy,kwargs",
-                         [("cosine", {}), ("step", {"stepsize": 0}), ("poly", {"max_iter": 0})])
+                         [("cosine", {}), ("step", {"stepsize": 0}), ("sigmoid", {"stepsize": 0}),
+                          ("poly", {"max_iter": 0}), ("step", {"stepsize": 1, "gamma": -0.5}),
+                          ("multistep", {"gamma": -0.5})])
 def test_bad_policies_are_clear_errors(policy, kwargs):
     with pytest.raises(TrainingError) as info:
         LrPolicy(policy, 0.1, **kwargs)
     assert info.value.hint
+
+
+def test_gamma_zero_is_a_legal_rate_of_zero_after_the_first_step():
+    assert LrPolicy("step", 0.1, gamma=0.0, stepsize=1).schedule(3) == [to_float32(0.1), 0.0, 0.0]
 
 
 # ------------------------------------------------------------------------------- a net with known grads
@@ -145,8 +154,9 @@ def test_nesterov_two_steps_equal_the_hand_computation():
     np.testing.assert_allclose(net.bias.detach().numpy(), b, rtol=1e-5, atol=1e-6)
 
 
-def test_adam_two_steps_equal_the_hand_computation_and_keep_m_then_v():
-    net, solver = make_solver(type="Adam", momentum=0.9, momentum2=0.999, delta=1e-8, base_lr=0.01)
+@pytest.mark.parametrize("delta", [1e-8, 0.1])  # Caffe adds delta to sqrt(v), not to v
+def test_adam_two_steps_equal_the_hand_computation_and_keep_m_then_v(delta):
+    net, solver = make_solver(type="Adam", momentum=0.9, momentum2=0.999, delta=delta, base_lr=0.01)
     assert len(solver.history) == 4  # m for each param, then v for each param (Caffe's order)
     solver.step(iter(BATCHES), 2)
     w, b = W0.copy(), B0.copy()
@@ -160,7 +170,7 @@ def test_adam_two_steps_equal_the_hand_computation_and_keep_m_then_v():
             m, v = state[name]
             m[:] = 0.9 * m + 0.1 * g
             v[:] = 0.999 * v + 0.001 * g * g
-            updates[name] = 0.01 * mult * correction * m / (np.sqrt(v) + 1e-8)
+            updates[name] = 0.01 * mult * correction * m / (np.sqrt(v) + delta)
         w, b = w - updates["w"], b - updates["b"]
     np.testing.assert_allclose(net.weight.detach().numpy(), w, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(net.bias.detach().numpy(), b, rtol=1e-5, atol=1e-6)
@@ -200,6 +210,13 @@ def test_clipping_leaves_gradients_below_the_threshold_alone():
     assert torch.equal(clipped_net.weight, plain.net.weight)
 
 
+def test_clip_gradients_zero_zeroes_every_gradient_as_caffe_does():
+    net, solver = make_solver(type="SGD", momentum=0.0, weight_decay=0.0, clip_gradients=0.0)
+    solver.step(iter(BATCHES), 1)
+    assert np.array_equal(net.weight.detach().numpy(), W0.astype(np.float32))
+    assert np.array_equal(net.bias.detach().numpy(), B0.astype(np.float32))
+
+
 def test_adjustable_clipping_uses_theta_over_the_current_rate():
     net = LinearNet(W0, B0)
     solver = CaffeSolver(SolverSettings(base_lr=0.1, lr_policy="step", gamma=0.5, stepsize=1, max_iter=4),
@@ -236,6 +253,16 @@ def test_state_round_trips_through_a_caffe_solverstate():
     _, sgd = make_solver(type="SGD")
     with pytest.raises(TrainingError, match="history blobs"):
         sgd.restore_state(state)
+
+
+def test_a_multistep_position_survives_a_solverstate():
+    _, solver = make_solver(type="SGD", lr_policy="multistep", gamma=0.5, stepvalue=[1, 2])
+    solver.step(iter(BATCHES), 3)
+    state = pb.SolverState.FromString(solver.state_proto("run_iter_3.caffemodel").SerializeToString())
+    assert state.current_step == 2
+    _, fresh = make_solver(type="SGD", lr_policy="multistep", gamma=0.5, stepvalue=[1, 2])
+    fresh.restore_state(state)
+    assert (fresh.current_step, fresh.rate) == (2, to_float32(0.1 * 0.25))
 
 
 def test_settings_read_a_solver_prototxt_and_reject_what_is_not_implemented():
