@@ -544,39 +544,6 @@ def test_cli_info_and_upgrade(tmp_path, capsys):
 # ------------------------------------------------------------------------------ weights against a net
 
 
-def test_fit_layer_blobs_follows_caffe_copy_rules():
-    from glrl.caffe.weights import fit_layer_blobs, set_layer_blobs
-
-    net = io.parse_net(TRAIN_NET)
-    weights = np.arange(64 * 15, dtype=np.float32).reshape(64, 1, 3, 5)
-    model = set_layer_blobs(net, {"conv1": [weights, np.ones(64)], "prelu1": [np.float32([0.3])]})
-    expected = {"conv1": [(64, 1, 3, 5), (64,)], "other": [(3,)]}  # prelu1 not in the target: ignored
-    fitted = fit_layer_blobs(model, expected, "m.caffemodel")
-    assert sorted(fitted) == ["conv1"]
-    np.testing.assert_array_equal(fitted["conv1"][0], weights)
-
-    with pytest.raises(FormatError, match=r"m.caffemodel: layer 'conv1' blob 0 has shape 64 x 1 x 3 x 5 "
-                                          r"but the net expects 32 x 1 x 3 x 5"):
-        fit_layer_blobs(model, {"conv1": [(32, 1, 3, 5), (32,)]}, "m.caffemodel")
-    with pytest.raises(FormatError, match="layer 'conv1' has 2 blobs but the net's layer has 1"):
-        fit_layer_blobs(model, {"conv1": [(64, 1, 3, 5)]}, "m.caffemodel")
-    with pytest.raises(FormatError, match="no layer named 'nope'"):
-        set_layer_blobs(net, {"nope": [np.zeros(1)]})
-
-
-def test_legacy_4d_blobs_fit_shorter_shapes():
-    from glrl.caffe.weights import fit_layer_blobs
-
-    model = pb.NetParameter()
-    layer = model.layer.add(name="fc", type="InnerProduct")
-    layer.blobs.add(num=1, channels=1, height=2, width=3, data=range(6))
-    layer.blobs.add(num=1, channels=1, height=1, width=2, data=[7, 8])
-    fitted = fit_layer_blobs(model, {"fc": [(2, 3), (2,)]})
-    assert fitted["fc"][0].shape == (2, 3) and fitted["fc"][1].tolist() == [7, 8]
-    with pytest.raises(FormatError, match=r"has shape 1 x 1 x 1 x 2 but the net expects 1 x 2 x 1"):
-        fit_layer_blobs(model, {"fc": [(2, 3), (1, 2, 1)]})
-
-
 # ----------------------------------------------------------------------- against Debian's real caffe.proto
 
 def _describe_file(file_proto) -> dict:
@@ -671,3 +638,7 @@ def test_weights_cover_a_layer_through_the_blobs_it_shares_and_no_further():
     assert "1 of the 3 layers with parameters" in info.value.message and "'half'" in info.value.message
     assert layers_left_unset(net, {"a": 2, "again": 2, "half": 1}, model) == []
     assert layers_left_unset(net, counts, pb.NetParameter()) == ["a", "again", "half"]
+    named_but_empty = pb.NetParameter()
+    for name in counts:
+        named_but_empty.layer.add(name=name, type="Convolution")
+    assert layers_left_unset(net, counts, named_but_empty) == ["a", "again", "half"]

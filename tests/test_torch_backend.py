@@ -712,6 +712,19 @@ def test_legacy_4d_blobs_load_and_mismatched_blobs_are_refused_with_both_shapes(
     del model.layer[1].blobs[1]
     with pytest.raises(FormatError, match="layer 'conv1' has 1 blobs, but the net's layer 'conv1'"):
         build(DEPLOY).load_weights(model)
+    del model.layer[1].blobs[:]  # a layer of the same name with no blobs: Caffe's CHECK fails too
+    with pytest.raises(FormatError, match="layer 'conv1' has 0 blobs, but the net's layer 'conv1'"):
+        build(DEPLOY).load_weights(model)
+
+
+def test_a_bias_stored_in_the_current_format_must_have_the_nets_shape_exactly():
+    """Only a legacy (num, channels, height, width) blob may carry leading 1s (Caffe's Blob::ShapeEquals)."""
+    model = build(DEPLOY, seed=1).to_net_parameter()
+    bias = model.layer[1].blobs[1]
+    bias.shape.ClearField("dim")
+    bias.shape.dim.extend([1, 1, 1, 3])
+    with pytest.raises(FormatError, match=r"layer 'conv1' blob 1 has shape \(1, 1, 1, 3\), but the net expects \(3,\)"):
+        build(DEPLOY).load_weights(model)
 
 
 def test_open_net_rejects_unknown_backends_and_the_package_imports_without_torch(tmp_path):

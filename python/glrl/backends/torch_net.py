@@ -93,7 +93,7 @@ def filter_layers(net: "pb.NetParameter", state: "pb.NetState") -> List["pb.Laye
 
 def _caffe_shape_equals(blob: "pb.BlobProto", shape: Sequence[int]) -> bool:
     """Caffe's Blob::ShapeEquals: legacy (num, channels, height, width) blobs compare 4-D, padded with 1s."""
-    if any(blob.HasField(f) for f in ("num", "channels", "height", "width")):
+    if io.is_legacy_blob(blob):
         if len(shape) > 4:
             return False
         return (1,) * (4 - len(shape)) + tuple(shape) == (blob.num, blob.channels, blob.height, blob.width)
