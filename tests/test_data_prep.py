@@ -22,7 +22,8 @@ from glrl.data_prep.build import build, plan
 from glrl.data_prep.config import BuildConfig
 from glrl.data_prep.inspect import inspect
 from glrl.data_prep.manifest import content_sha256
-from glrl.data_prep.patches import cut_patches, dihedral, patch_count
+from glrl.data_prep.h5file import write_patch_file
+from glrl.data_prep.patches import cut_patches, dihedral, interpolated_pair, patch_count
 from glrl.data_prep.reader import CaffeHDF5Reader, GlibcRand, read_list_file
 from glrl.errors import DataError
 from glrl.imageio import read_image
@@ -76,6 +77,15 @@ def test_patch_grid_of_a_100x77_image_at_scale_3():
     assert patch_count(30, 200, 2, 31, 21) == 0
 
 
+def test_a_window_that_ends_exactly_on_the_border_is_cut():
+    # 73 = 42 + 31 and 52 = 21 + 31: the last row and column of windows touch the border
+    image = np.zeros((73, 52))
+    assert cut_patches(image, image, 31, 31, 21)[2].tolist() == [[r, c] for r in (0, 21, 42) for c in (0, 21)]
+    assert patch_count(73, 52, 1, 31, 21) == 6
+    assert patch_count(31, 31, 1, 31, 21) == 1
+    assert len(cut_patches(image[:31, :31], image[:31, :31], 31, 31, 21)[2]) == 1
+
+
 def test_srcnn_layout_label_is_the_centre_of_the_input_window():
     image = np.random.RandomState(0).rand(60, 60)
     inputs, labels, starts = cut_patches(image, image, 33, 21, 14)
@@ -89,7 +99,27 @@ def test_augmentation_is_exactly_the_eight_symmetries_of_the_square():
     produced = [dihedral(a, k) for k in range(8)]
     for want in expected:
         assert sum(np.array_equal(want, got) for got in produced if got.shape == want.shape) == 1
-    assert np.array_equal(dihedral(a, 1), np.rot90(a))  # index 1: a quarter turn counter-clockwise
+    # index k < 4: k quarter turns counter-clockwise; k >= 4: a left-right flip first (DIHEDRAL_NAMES)
+    for k in range(8):
+        assert np.array_equal(dihedral(a, k), np.rot90(a[:, ::-1] if k >= 4 else a, k % 4))
+
+
+def test_the_bicubic_input_keeps_its_overshoot_past_0_and_1():
+    step = np.zeros((24, 24), np.uint8)
+    step[:, 12:] = 255
+    image_in, label = interpolated_pair(step, 3)
+    assert label.min() == 0.0 and label.max() == 1.0
+    assert image_in.min() < 0.0 and image_in.max() > 1.0
+
+
+def test_equal_patches_written_a_second_apart_are_equal_bytes(tmp_path):
+    import time
+
+    arrays = (np.ones((2, 1, 4, 4), np.float32), np.zeros((2, 1, 4, 4), np.float32), np.zeros((2, 6), np.int32))
+    write_patch_file(tmp_path / "a.h5", *arrays)
+    time.sleep(1.1)  # HDF5 stamps a dataset with the second it was made unless told not to
+    write_patch_file(tmp_path / "b.h5", *arrays)
+    assert (tmp_path / "a.h5").read_bytes() == (tmp_path / "b.h5").read_bytes()
 
 
 def test_patch_counts_follow_the_formula(built, tiny_root):
