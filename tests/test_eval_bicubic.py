@@ -113,7 +113,15 @@ def test_methods_that_return_a_wrong_shape_or_nan_are_refused():
         run_method(lambda y, s: y[:-1], image, "cropper")
     with pytest.raises(ModelError, match="NaN"):
         run_method(lambda y, s: y * np.nan, image, "broken")
+    for bad in (np.nan, np.inf, -np.inf):  # one pixel is enough
+        with pytest.raises(ModelError, match="NaN or infinite"):
+            run_method(lambda y, s, bad=bad: np.where(np.arange(y.size).reshape(y.shape) == 7, bad, y), image)
     assert run_method(lambda y, s: y * 0 + 2.0, image).max() == 255  # clipped, not wrapped
+
+
+def test_the_sr_output_rounds_halves_up_as_matlabs_uint8_does():
+    halves = np.array([1, 3, 5, 509]) / 510  # 0.5, 1.5, 2.5 and 254.5 once multiplied by 255
+    assert to_uint8(halves).tolist() == [1, 2, 3, 255]
 
 
 def test_registered_methods_are_evaluated_and_compared_with_their_published_name(data_root):

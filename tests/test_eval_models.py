@@ -5,6 +5,7 @@ records what the run recorded and the Set5 PSNR the training probe measured; ``-
 one table with every published cell and a README block that is a function of ``results.json``."""
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import shutil
@@ -477,6 +478,7 @@ def test_eval_by_net_skips_a_scale_without_a_released_model_with_a_note(trained_
     records = evaluate(tmp_path / "out", data_root, "--method", "glrl", "--scales", "2,3",
                        "--models-dir", str(tmp_path / "models"))
     by_scale = {r["scale"]: r for r in records if r["method"] == "GLRL"}
+    assert {r["scale"] for r in records} == {2, 3}  # no published x4 cell listed as "not measured"
     assert by_scale[3]["model"] == "glrl_x3" and by_scale[3]["published_psnr"] == 33.09
     assert by_scale[2]["psnr"] is None and by_scale[2]["note"] == "no released glrl model for x2"
 
@@ -504,6 +506,15 @@ def test_all_writes_every_published_cell_the_figures_and_the_readme_block(traine
     assert cells[(2, 4, "GLRL")]["note"] == "no released glrl model for x4"
     # CSV and Markdown carry the same rows; the README block is a function of results.json
     assert len((out / "results.csv").read_text().splitlines()) == len(records) + 1
+    with open(out / "results.csv", newline="") as handle:
+        measured = [row for row in csv.DictReader(handle) if row["psnr"] and row["published_psnr"]]
+    assert measured
+    for row in measured:  # the differences to 4 (PSNR) and 6 (SSIM) decimals
+        for metric, digits in (("psnr", 4), ("ssim", 6)):
+            delta = row[f"delta_{metric}"]
+            assert len(delta.split(".")[1]) == digits
+            assert float(delta) == pytest.approx(float(row[metric]) - float(row[f"published_{metric}"]),
+                                                 abs=0.6 * 10 ** -digits)
     assert table.markdown_from_records(records) in (docs / "table.md").read_text()
     images = [(alt, f"docs/results/{name}") for alt, name in table.PUBLISHED_FIGURES]
     text = readme.read_text()
