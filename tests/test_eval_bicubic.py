@@ -14,7 +14,7 @@ from glrl.cli import main
 from glrl.errors import DataError, ModelError
 from glrl.eval import available_methods, create_method, evaluate, prepare, register_method, run_method
 from glrl.eval.protocol import Y_RANGE, to_uint8
-from glrl.eval.report import SUMMARY_FIELDS, write_reports
+from glrl.eval.report import SUMMARY_FIELDS, format_delta, write_reports
 from glrl.matlab_compat import im2double, imresize, modcrop, rgb2ycbcr, shave
 from glrl.published import published
 
@@ -147,6 +147,15 @@ def test_reports_share_one_json_format(data_root, tmp_path):
     assert records[0]["published_psnr"] == 28.42 and records[0]["published_ssim"] == 0.8104
     assert "| bicubic | Set5 | ×4 | 28.42 | 0.8104 | 28.42 | 0.8104 |" in (tmp_path / "bicubic.md").read_text()
     assert len(json.loads((tmp_path / "bicubic_per_image.json").read_text())) == 5
+    row = (tmp_path / "bicubic.csv").read_text().splitlines()[1].split(",")
+    ours, paper = records[0]["psnr"], records[0]["published_psnr"]
+    assert row[-2] == f"{round(round(ours, 4) - paper, 4):+.4f}" and len(row[-1].split(".")[1]) == 6
+
+
+def test_differences_are_those_of_the_printed_figures():
+    assert (format_delta(30.3947, 30.39, 2), format_delta(30.3951, 30.39, 2)) == ("0.00", "+0.01")
+    assert (format_delta(0.91234, None, 4), format_delta(None, 0.9, 4)) == ("", "")
+    assert format_delta(36.2612, 36.34, 4) == "-0.0788"
 
 
 def test_glrl_eval_command_prints_and_writes_the_table(data_root, tmp_path, capsys):

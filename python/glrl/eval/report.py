@@ -19,15 +19,17 @@ from glrl.fsutil import atomic_write_text
 SUMMARY_FIELDS = ["dataset", "scale", "method", "psnr", "ssim", "published_psnr", "published_ssim"]
 
 
-def _delta(ours: float, theirs: Optional[float], digits: int) -> str:
-    """Ours minus published, as printed to ``digits`` decimals ("" when nothing was published)."""
-    if theirs is None:
+def format_delta(ours: Optional[float], theirs: Optional[float], digits: int) -> str:
+    """Ours minus published as the printed figures differ, to ``digits`` decimals ("" when either is
+    missing; "0.00…" without a sign when they print the same)."""
+    if ours is None or theirs is None:
         return ""
     difference = round(round(ours, digits) - theirs, digits)
     return f"{difference:+.{digits}f}" if difference else f"{0:.{digits}f}"
 
 
-def _fixed(value: Optional[float], digits: int) -> str:
+def format_fixed(value: Optional[float], digits: int) -> str:
+    """``value`` to ``digits`` decimals, or a dash when there is none."""
     return "–" if value is None else f"{value:.{digits}f}"
 
 
@@ -41,8 +43,8 @@ def markdown_table(summaries: Sequence[Summary]) -> str:
     for s in summaries:
         lines.append(
             f"| {s.method} | {s.dataset} | ×{s.scale} | {s.psnr:.2f} | {s.ssim:.4f} | "
-            f"{_fixed(s.published_psnr, 2)} | {_fixed(s.published_ssim, 4)} | "
-            f"{_delta(s.psnr, s.published_psnr, 2)} | {_delta(s.ssim, s.published_ssim, 4)} |"
+            f"{format_fixed(s.published_psnr, 2)} | {format_fixed(s.published_ssim, 4)} | "
+            f"{format_delta(s.psnr, s.published_psnr, 2)} | {format_delta(s.ssim, s.published_ssim, 4)} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -64,7 +66,8 @@ def write_reports(
     image_rows = [asdict(r) for r in per_image]
     image_fields = ["dataset", "scale", "method", "image", "psnr", "ssim"]
     csv_rows = [
-        dict(record, delta_psnr=_delta(s.psnr, s.published_psnr, 4), delta_ssim=_delta(s.ssim, s.published_ssim, 6))
+        dict(record, delta_psnr=format_delta(s.psnr, s.published_psnr, 4),
+             delta_ssim=format_delta(s.ssim, s.published_ssim, 6))
         for record, s in zip(records, summaries)
     ]
     outputs = {

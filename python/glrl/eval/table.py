@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from glrl.errors import GlrlError
+from glrl.eval.report import format_delta, format_fixed
 from glrl.eval.runner import Summary
 from glrl.published import published, published_figures
 
@@ -109,19 +110,6 @@ def build_cells(
     return cells
 
 
-def _fixed(value: Optional[float], digits: int) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
-def _delta(ours: Optional[float], theirs: Optional[float], digits: int) -> str:
-    """Ours minus published as the printed figures differ, to ``digits`` decimals ("" when either is missing;
-    the same rule as :mod:`glrl.eval.report`)."""
-    if ours is None or theirs is None:
-        return ""
-    difference = round(round(ours, digits) - theirs, digits)
-    return f"{difference:+.{digits}f}" if difference else f"{0:.{digits}f}"
-
-
 def markdown_from_records(records: Sequence[Dict[str, object]]) -> str:
     """The Markdown table of ``results.json`` records (PSNR to 2 decimals, SSIM to 4, as the paper)."""
     lines = [
@@ -136,8 +124,8 @@ def markdown_from_records(records: Sequence[Dict[str, object]]) -> str:
             note = f"model {r['model']}" + (f"; {note}" if note else "")
         lines.append(
             f"| {r['table']} | {r['dataset']} | ×{r['scale']} | {r['method']} | "
-            f"{_fixed(psnr, 2)} | {_fixed(paper_psnr, 2)} | {_delta(psnr, paper_psnr, 2)} | "
-            f"{_fixed(ssim, 4)} | {_fixed(paper_ssim, 4)} | {_delta(ssim, paper_ssim, 4)} | {note} |"
+            f"{format_fixed(psnr, 2)} | {format_fixed(paper_psnr, 2)} | {format_delta(psnr, paper_psnr, 2)} | "
+            f"{format_fixed(ssim, 4)} | {format_fixed(paper_ssim, 4)} | {format_delta(ssim, paper_ssim, 4)} | {note} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -150,8 +138,8 @@ def records_csv(records: Sequence[Dict[str, object]]) -> str:
     writer.writeheader()
     for r in records:
         row = {key: ("" if r.get(key) is None else r.get(key)) for key in RECORD_FIELDS}
-        row["delta_psnr"] = _delta(r["psnr"], r["published_psnr"], 4)  # type: ignore[arg-type]
-        row["delta_ssim"] = _delta(r["ssim"], r["published_ssim"], 6)  # type: ignore[arg-type]
+        row["delta_psnr"] = format_delta(r["psnr"], r["published_psnr"], 4)  # type: ignore[arg-type]
+        row["delta_ssim"] = format_delta(r["ssim"], r["published_ssim"], 6)  # type: ignore[arg-type]
         writer.writerow(row)
     return buffer.getvalue()
 
