@@ -799,3 +799,24 @@ def test_initial_weights_that_fit_no_layer_of_the_train_net_are_refused(tmp_path
     assert main(["train", "--solver", str(solver), "--run-dir", str(tmp_path / "run"), "--device", "cpu",
                  "--no-set5", "--no-progress", "--weights", str(tmp_path / "other.caffemodel")]) == 2
     assert "holds no weights for any layer of the train net 'tiny'" in capsys.readouterr().err
+
+
+def test_a_run_of_a_given_solver_keeps_a_copy_of_it_and_its_net_that_names_the_same_files(tmp_path):
+    """As a generated run does: the run folder alone says what was trained (glrl models release reads it)."""
+    from glrl.caffe.io import read_net, read_solver
+    from glrl.cli import main
+
+    solver = make_run(tmp_path / "spec", max_iter=2, snapshot=2)
+    run_dir = tmp_path / "run"
+    assert main(["train", "--solver", str(solver), "--run-dir", str(run_dir), "--device", "cpu", "--no-set5",
+                 "--no-progress", "--threads", "1"]) == 0
+    copy = read_solver(run_dir / "solver.prototxt")
+    assert copy.net == "train_test.prototxt" and copy.base_lr == read_solver(solver).base_lr
+    sources = [layer.hdf5_data_param.source for layer in read_net(run_dir / "train_test.prototxt").layer
+               if layer.type == "HDF5Data"]
+    assert sources == [str((tmp_path / "spec" / name).resolve()) for name in ("train.txt", "val.txt")]
+    (solver.parent / "solver.prototxt").write_text(solver.read_text().replace("max_iter: 2", "max_iter: 4"))
+    assert main(["train", "--solver", str(solver), "--run-dir", str(run_dir), "--device", "cpu", "--no-set5",
+                 "--no-progress", "--threads", "1", "--resume"]) == 0
+    assert read_solver(run_dir / "solver.prototxt").max_iter == 2  # the copy of the run's first solver
+    assert (run_dir / "snap" / "tiny_iter_4.caffemodel").is_file()

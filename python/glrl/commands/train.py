@@ -153,6 +153,7 @@ def _train(args: argparse.Namespace, scales, run_dir: Path) -> int:
         solver_path = Path(args.solver).resolve()
         if not solver_path.is_file():
             raise TrainingError(f"solver {args.solver} not found", hint="check the path")
+        _keep_copy_of_solver(solver_path, run_dir)
     else:
         solver_path = _prepare_run(args, scales, run_dir)
     resume = _resume_path(args.resume, run_dir)
@@ -220,6 +221,32 @@ def _refuse_to_resume_nothing(resume, run_dir: Path) -> None:
         raise TrainingError(f"--resume: there is no run folder {run_dir}",
                             hint="check --run-dir (or --net/--scale/--schedule/--optimizer, which name the "
                                  "default folder), or start without --resume")
+
+
+def _keep_copy_of_solver(given: Path, run_dir: Path) -> None:
+    """A new run of a given solver keeps a copy of it and of its train/test net in the run folder, as a
+    generated run keeps its own, so that the folder says what it trained (``glrl models release`` reads
+    them there). The copy's ``net`` is ``train_test.prototxt`` and its HDF5 list files are absolute paths;
+    the run itself reads ``given``, whose relative paths keep their meaning (real Caffe reads them from the
+    working directory). A folder that already holds a copy keeps it (a resumed run)."""
+    from glrl.caffe.io import read_net, read_solver, write_net, write_solver
+    from glrl.data_prep.reader import resolve_source
+    from glrl.train.settings import resolve_net
+
+    solver_copy, net_copy = run_dir / "solver.prototxt", run_dir / "train_test.prototxt"
+    if solver_copy.exists() or net_copy.exists():
+        return
+    solver = read_solver(given)
+    net_path = resolve_net(solver.net, given)
+    net = read_net(net_path)
+    for layer in net.layer:
+        if layer.type == "HDF5Data":
+            layer.hdf5_data_param.source = str(resolve_source(layer.hdf5_data_param.source,
+                                                              [net_path.parent, given.parent]))
+    solver.net = net_copy.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_net(net, net_copy)
+    write_solver(solver, solver_copy)
 
 
 def _refuse_to_overwrite(resume, run_dir: Path) -> None:

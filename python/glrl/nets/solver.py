@@ -86,6 +86,11 @@ SCHEDULES: Dict[str, Schedule] = {
                  "--batch-size)",
                  Length(24000, ITERATION), Length(8000, ITERATION), Length(4000, ITERATION), display=1000,
                  max_test_batches=50),
+        Schedule("cpu-finetune", "8000 iterations, lr halved every 4000, snapshot and test every 2000 on 50 "
+                 "validation batches (a second stage from released weights on a CPU: --weights, e.g. the "
+                 "x2/x3/x4 model on one scale's patches)",
+                 Length(8000, ITERATION), Length(4000, ITERATION), Length(2000, ITERATION), display=500,
+                 max_test_batches=50),
         Schedule("smoke", "8 iterations, lr halved every 4, snapshot and test every 4 (CI, quick checks)",
                  Length(8, ITERATION), Length(4, ITERATION), Length(4, ITERATION), display=1),
     )
@@ -184,9 +189,13 @@ ADAM = SolverRecipe(base_lr=1e-4, lr_policy="step", gamma=0.5, momentum=0.9, wei
 # 60,000 iterations: Set5 36.26 / 32.34 / 30.05 dB against 35.70 / 31.84 / 29.66 at 1e-4).
 ADAM_1E3 = replace(ADAM, base_lr=1e-3)
 
+# The same at the rate the released gpu-60k runs ended at, for a second stage that goes on from their
+# weights (cpu-finetune): 1e-4 would first throw away what the last halvings gained.
+ADAM_2_5E5 = replace(ADAM, base_lr=2.5e-5)
+
 # Optimiser recipes by name, for `glrl train --optimizer` (default: the net's own recipe).
 OPTIMIZERS: Dict[str, SolverRecipe] = {"paper": PAPER_SGD, "srcnn": SRCNN_SGD, "adam": ADAM,
-                                       "adam-1e-3": ADAM_1E3}
+                                       "adam-1e-3": ADAM_1E3, "adam-2.5e-5": ADAM_2_5E5}
 
 # The committed solver.prototxt files are written for this epoch: DRRN's released solver counts 6536
 # iterations of 128 patches per epoch (its 31x31 x2/x3/x4 set), i.e. 26144 iterations of 32 patches.

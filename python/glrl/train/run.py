@@ -30,7 +30,7 @@ from glrl.machine import describe_hardware
 from glrl.train import distributed as dist_mod
 from glrl.train.batches import HDF5Batches, HDF5Input, hdf5_inputs
 from glrl.train.monitor import MetricRow, Monitor, format_outputs
-from glrl.train.settings import SolverSettings
+from glrl.train.settings import SolverSettings, resolve_net
 from glrl.train.snapshot import (SnapshotPaths, load_sidecar, resolve_learned_net, training_segments,
                                  write_snapshot)
 from glrl.train.solver import CaffeSolver
@@ -146,17 +146,6 @@ def channels_last_for(precision: str) -> bool:
     return precision != "fp32"
 
 
-def _resolve_net(name: str, solver_path: Path) -> Path:
-    if not name:
-        raise TrainingError(f"{solver_path} names no net", hint="set `net:` to the train/test prototxt")
-    path = Path(name)
-    for candidate in ([path] if path.is_absolute() else [Path.cwd() / path, solver_path.parent / path]):
-        if candidate.is_file():
-            return candidate
-    raise TrainingError(f"the net {name!r} named by {solver_path} was not found",
-                        hint="write the net first (glrl train does) or fix `net:` in the solver")
-
-
 def _single_input(inputs: List[HDF5Input], phase: str, net_path: Path) -> HDF5Input:
     if len(inputs) != 1:
         raise TrainingError(f"{net_path} has {len(inputs)} HDF5Data layers in phase {phase}; glrl's trainer "
@@ -223,7 +212,7 @@ class Trainer:
         self.seed = seed
         self._seed_everything(seed + self.dist.rank)
 
-        self.net_path = _resolve_net(self.settings.net, solver_path)
+        self.net_path = resolve_net(self.settings.net, solver_path)
         self.net_param = read_net(self.net_path)
         source_dirs = [self.net_path.parent, solver_path.parent]
         train_input = _single_input(hdf5_inputs(self.net_param, "TRAIN"), "TRAIN", self.net_path)

@@ -7,6 +7,7 @@ instead of deep inside a run. Torch-free.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import List
 
 from glrl.errors import TrainingError
@@ -107,3 +108,16 @@ class SolverSettings:
             snapshot_after_train=param.snapshot_after_train,
             random_seed=param.random_seed,
         )
+
+
+def resolve_net(name: str, solver_path: Path) -> Path:
+    """The train/test net that a solver's ``net:`` names: as given, else in the working directory, else
+    beside the solver (the first that exists)."""
+    if not name:
+        raise TrainingError(f"{solver_path} names no net", hint="set `net:` to the train/test prototxt")
+    path = Path(name)
+    for candidate in ([path] if path.is_absolute() else [Path.cwd() / path, solver_path.parent / path]):
+        if candidate.is_file():
+            return candidate
+    raise TrainingError(f"the net {name!r} named by {solver_path} was not found",
+                        hint="write the net first (glrl train does) or fix `net:` in the solver")
