@@ -311,6 +311,19 @@ def test_v1_net_upgrades_like_caffe():
     assert list(loss.loss_weight) == [2.0]
 
 
+def test_a_v1_caffemodel_keeps_its_weights_through_the_upgrade(tmp_path):
+    """SRCNN's own released weights are a V1 net: each upgraded layer carries the V1 layer's blobs."""
+    model = pb.NetParameter(name="srcnn_v1")
+    conv = model.layers.add(name="conv1", type=pb.V1LayerParameter.CONVOLUTION)
+    conv.blobs.add(num=1, channels=1, height=1, width=2, data=[1.5, -2.0])
+    conv.blobs.add(num=1, channels=1, height=1, width=1, data=[0.25])
+    path = tmp_path / "v1.caffemodel"
+    path.write_bytes(model.SerializeToString())
+    upgraded = io.read_caffemodel(path)
+    assert [(layer.name, layer.type) for layer in upgraded.layer] == [("conv1", "Convolution")]
+    assert [list(blob.data) for blob in upgraded.layer[0].blobs] == [[1.5, -2.0], [0.25]]
+
+
 def test_v1_upgrade_is_what_the_current_format_says(tmp_path):
     upgraded = io.parse_net(V1_NET)
     again = io.parse_net(io.net_to_text(upgraded))

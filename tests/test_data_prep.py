@@ -368,6 +368,15 @@ def test_shuffle_random_stream_is_glibc_rand():
         assert [ours() for _ in range(2000)] == [libc.rand() for _ in range(2000)]
 
 
+def test_shuffle_is_libstdcxx_random_shuffle_on_that_stream():
+    """Caffe's HDF5Data shuffles with std::random_shuffle; after srand(1), g++'s gives these two orders."""
+    stream = GlibcRand(1)
+    first, second = np.arange(10), np.arange(10)
+    stream.random_shuffle(first)
+    stream.random_shuffle(second)
+    assert (first.tolist(), second.tolist()) == ([4, 3, 7, 8, 0, 5, 2, 1, 6, 9], [4, 5, 2, 3, 0, 1, 9, 6, 7, 8])
+
+
 def test_torch_batches_match_the_numpy_batches(built):
     torch = pytest.importorskip("torch")
     from glrl.data_prep.reader import torch_batches

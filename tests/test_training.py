@@ -820,3 +820,13 @@ def test_a_run_of_a_given_solver_keeps_a_copy_of_it_and_its_net_that_names_the_s
                  "--no-progress", "--threads", "1", "--resume"]) == 0
     assert read_solver(run_dir / "solver.prototxt").max_iter == 2  # the copy of the run's first solver
     assert (run_dir / "snap" / "tiny_iter_4.caffemodel").is_file()
+
+
+def test_the_displayed_loss_is_the_mean_of_the_last_average_loss_iterations():
+    from glrl.train.run import LossSmoother
+
+    smoother = LossSmoother(3)
+    assert [smoother.update(loss) for loss in (1.0, 2.0, 3.0, 4.0, 5.0)] == [1.0, 1.5, 2.0, 3.0, 4.0]
+    resumed = LossSmoother(3)
+    resumed.set_state(smoother.state())
+    assert resumed.update(9.0) == smoother.update(9.0) == 6.0
