@@ -46,6 +46,15 @@ def test_every_released_model_scores_its_recorded_set5_psnr(data_root):
                 f"{model.name} x{scale}")
 
 
+def test_each_scale_takes_its_nets_single_scale_model_where_there_is_one():
+    chosen = {(net, scale): model_zoo.model_for_scale(scale, net=net).name
+              for net in ("glrl", "glrl-2lrb", "srcnn") for scale in (2, 3, 4)}
+    assert chosen == {("glrl", 2): "glrl_x234", ("glrl", 3): "glrl_x3", ("glrl", 4): "glrl_x234",
+                      ("glrl-2lrb", 2): "glrl-2lrb_x234", ("glrl-2lrb", 3): "glrl-2lrb_x3",
+                      ("glrl-2lrb", 4): "glrl-2lrb_x234",
+                      ("srcnn", 2): "srcnn_x2", ("srcnn", 3): "srcnn_x3", ("srcnn", 4): "srcnn_x4"}
+
+
 def test_the_readme_shows_the_table_make_eval_published():
     records = table.load_records(RESULTS / "results.json")
     assert table.markdown_from_records(records) in (RESULTS / "table.md").read_text(encoding="utf-8")
@@ -80,3 +89,11 @@ def test_each_checkpointed_run_is_the_run_behind_a_released_model(archive: Path,
     assert record.data_manifest_sha256 == metadata["data_manifest_sha256"] is not None
     assert record.segments == metadata["training_segments"]
     assert record.solver == metadata["solver"]
+
+
+@pytest.mark.parametrize("offset", [-0.02, 0.02, 0.005])
+def test_models_verify_measure_reports_a_model_that_scores_off_its_metadata_either_way(monkeypatch, offset):
+    model = model_zoo.model_for_scale(3, net="srcnn")
+    recorded = model.set5_psnr[3]
+    monkeypatch.setattr(release, "measure_set5", lambda *args, **kwargs: {3: {"psnr": recorded + offset}})
+    assert len(release.remeasure(model, Path("unused"))) == (1 if abs(offset) >= release.PSNR_TOLERANCE_DB else 0)
