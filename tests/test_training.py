@@ -830,3 +830,13 @@ def test_the_displayed_loss_is_the_mean_of_the_last_average_loss_iterations():
     resumed = LossSmoother(3)
     resumed.set_state(smoother.state())
     assert resumed.update(9.0) == smoother.update(9.0) == 6.0
+
+
+def test_the_newest_complete_snapshot_is_the_one_resumed(tmp_path):
+    """A snapshot whose sidecar was never written (the run was cut while writing it) is passed over."""
+    snap = tmp_path / "snap"
+    snap.mkdir()
+    for iteration, parts in ((6, (".caffemodel", ".solverstate", ".glrl.json")), (12, (".caffemodel", ".solverstate"))):
+        for suffix in parts:
+            (snap / f"tiny_iter_{iteration}{suffix}").write_text("")
+    assert latest_snapshot(tmp_path) == snap / "tiny_iter_6.solverstate"

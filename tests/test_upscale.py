@@ -372,6 +372,23 @@ def test_a_scale_without_a_model_is_refused_with_the_scales_that_have_one(models
     assert "x2" in caught.value.message and "x3" in caught.value.hint
 
 
+def test_a_named_model_must_cover_the_scale_and_a_changed_caffemodel_is_refused(models_dir, tmp_path):
+    import shutil
+
+    from glrl.upscaling import Upscaler
+
+    with pytest.raises(ModelError, match="trained for"):
+        Upscaler.for_scale(2, model="glrl_x3", models_dir=models_dir)
+    copy = tmp_path / "checkout"
+    shutil.copytree(models_dir.parent, copy)
+    weights = copy / "models" / "glrl_x3.caffemodel"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="SHA-256"):
+        Upscaler.for_scale(SCALE, models_dir=copy / "models", device="cpu")
+
+
 # -------------------------------------------------------------------------------- the command
 
 
@@ -467,3 +484,19 @@ def test_bf16_on_a_cpu_without_native_bf16_comes_with_a_note_that_fp32_is_faster
     assert machine.bf16_emulation_note("bf16", "cpu") is None
     monkeypatch.setattr(machine, "cpu_flags", lambda: None)  # a system that does not say: no guess
     assert machine.bf16_emulation_note("bf16", "cpu") is None and machine.cpu_speed_features() == "unknown"
+
+
+def test_api_arrays_are_checked_and_quantised_back_to_nearest():
+    from glrl.upscale_io import array_to_picture, picture_to_array
+
+    for bad in (np.full((4, 4), np.nan), np.zeros((0, 5), np.uint8), np.full((4, 4), 1.5)):
+        with pytest.raises(DataError):
+            array_to_picture(bad)
+    half = Picture(np.full((1, 1, 1), 0.5), 16)
+    assert picture_to_array(half, np.uint16, True).tolist() == [[32768]]  # 32767.5 rounds up
+    assert picture_to_array(half, np.uint8, True).tolist() == [[128]]
+
+
+def test_an_output_path_that_is_a_folder_is_refused(tmp_path):
+    with pytest.raises(DataError, match="folder"):
+        check_writable(tmp_path)
