@@ -459,6 +459,10 @@ def test_reader_finds_relative_paths_and_names_each_bad_file(tmp_path, monkeypat
     write("nolabel.h5", 3, 0)
     with pytest.raises(DataError, match="nolabel.h5 has no dataset 'label'"):
         reader_of("a.h5", "nolabel.h5")
+    with h5py.File(str(tmp_path / "set" / "empty.h5"), "w") as h5:  # a reader of it would wait for rows forever
+        h5["data"], h5["label"] = np.zeros((0, 1, 2), np.float32), np.zeros((0, 2), np.float32)
+    with pytest.raises(DataError, match="empty.h5: datasets data, label have unequal or zero row counts"):
+        reader_of("a.h5", "empty.h5")
 
 
 # --- inspect and the command line ------------------------------------------------------------------------
