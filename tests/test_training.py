@@ -806,7 +806,10 @@ def test_a_run_of_a_given_solver_keeps_a_copy_of_it_and_its_net_that_names_the_s
     from glrl.caffe.io import read_net, read_solver
     from glrl.cli import main
 
+    from glrl.data_prep import manifest as manifest_io
+
     solver = make_run(tmp_path / "spec", max_iter=2, snapshot=2)
+    manifest_io.save(solver.parent, {"format": manifest_io.FORMAT, "train": {"patches": 66}})
     run_dir = tmp_path / "run"
     assert main(["train", "--solver", str(solver), "--run-dir", str(run_dir), "--device", "cpu", "--no-set5",
                  "--no-progress", "--threads", "1"]) == 0
@@ -815,6 +818,7 @@ def test_a_run_of_a_given_solver_keeps_a_copy_of_it_and_its_net_that_names_the_s
     sources = [layer.hdf5_data_param.source for layer in read_net(run_dir / "train_test.prototxt").layer
                if layer.type == "HDF5Data"]
     assert sources == [str((tmp_path / "spec" / name).resolve()) for name in ("train.txt", "val.txt")]
+    assert manifest_io.load(run_dir, manifest_io.RUN_COPY_NAME) == manifest_io.load(solver.parent)
     (solver.parent / "solver.prototxt").write_text(solver.read_text().replace("max_iter: 2", "max_iter: 4"))
     assert main(["train", "--solver", str(solver), "--run-dir", str(run_dir), "--device", "cpu", "--no-set5",
                  "--no-progress", "--threads", "1", "--resume"]) == 0

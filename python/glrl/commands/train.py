@@ -226,27 +226,35 @@ def _refuse_to_resume_nothing(resume, run_dir: Path) -> None:
 def _keep_copy_of_solver(given: Path, run_dir: Path) -> None:
     """A new run of a given solver keeps a copy of it and of its train/test net in the run folder, as a
     generated run keeps its own, so that the folder says what it trained (``glrl models release`` reads
-    them there). The copy's ``net`` is ``train_test.prototxt`` and its HDF5 list files are absolute paths;
-    the run itself reads ``given``, whose relative paths keep their meaning (real Caffe reads them from the
-    working directory). A folder that already holds a copy keeps it (a resumed run)."""
+    them there), with the patch set's manifest where one lies beside the HDF5 lists. The copy's ``net`` is
+    ``train_test.prototxt`` and its HDF5 list files are absolute paths; the run itself reads ``given``, whose
+    relative paths keep their meaning (real Caffe reads them from the working directory). A folder that
+    already holds a copy keeps it (a resumed run)."""
     from glrl.caffe.io import read_net, read_solver, write_net, write_solver
+    from glrl.data_prep import manifest as manifest_io
     from glrl.data_prep.reader import resolve_source
+    from glrl.nets.emit import SOLVER, TRAIN_TEST
     from glrl.train.settings import resolve_net
 
-    solver_copy, net_copy = run_dir / "solver.prototxt", run_dir / "train_test.prototxt"
+    solver_copy, net_copy = run_dir / SOLVER, run_dir / TRAIN_TEST
     if solver_copy.exists() or net_copy.exists():
         return
     solver = read_solver(given)
     net_path = resolve_net(solver.net, given)
     net = read_net(net_path)
+    manifests = []
     for layer in net.layer:
         if layer.type == "HDF5Data":
-            layer.hdf5_data_param.source = str(resolve_source(layer.hdf5_data_param.source,
-                                                              [net_path.parent, given.parent]))
+            source = resolve_source(layer.hdf5_data_param.source, [net_path.parent, given.parent])
+            layer.hdf5_data_param.source = str(source)
+            manifests.append(manifest_io.load(source.parent))
     solver.net = net_copy.name
     run_dir.mkdir(parents=True, exist_ok=True)
     write_net(net, net_copy)
     write_solver(solver, solver_copy)
+    found = next((manifest for manifest in manifests if manifest is not None), None)
+    if found is not None:
+        manifest_io.save(run_dir, found, manifest_io.RUN_COPY_NAME)  # as a generated run keeps it
 
 
 def _refuse_to_overwrite(resume, run_dir: Path) -> None:
