@@ -26,6 +26,7 @@ import torch
 from glrl.data_prep.reader import resolve_source
 from glrl.errors import TrainingError
 from glrl import machine
+from glrl.machine import describe_hardware  # a module name, so tests can stand in another machine
 from glrl.train import distributed as dist_mod
 from glrl.train.batches import HDF5Batches, HDF5Input, hdf5_inputs
 from glrl.train.monitor import MetricRow, Monitor, format_outputs
@@ -202,7 +203,7 @@ class Trainer:
             options.device == "auto" and torch.cuda.is_available())
         self.dist = dist_mod.from_environment(wants_cuda)
         self.device = resolve_device(options.device, self.dist.local_rank)
-        self.hardware = machine.describe_hardware() + (f" ({self.dist.world} processes)" if self.dist.world > 1 else "")
+        self.hardware = describe_hardware() + (f" ({self.dist.world} processes)" if self.dist.world > 1 else "")
         if self.device.type == "cuda":
             # the step's shapes never change: let cuDNN time its algorithms once instead of guessing
             torch.backends.cudnn.benchmark = True
