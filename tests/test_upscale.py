@@ -3,8 +3,10 @@ back as the same kind, bigger; bad inputs and outputs fail clearly and do not st
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +107,34 @@ def test_tiles_with_the_receptive_radius_as_margin_equal_the_whole_image():
     assert np.abs(short - whole).max() > 1e-4
 
 
+def test_thin_and_small_images_tile_like_the_whole_image():
+    """A strip thinner than one tile is cut along its length only; an image within one tile runs once."""
+    strip = np.random.default_rng(1).random((5, 90))
+    assert np.abs(tiling.run_tiled(_box_chain, strip, tile=16, margin=6) - _box_chain(strip)).max() < 1e-6
+    calls = []
+
+    def counted(window: np.ndarray) -> np.ndarray:
+        calls.append(window.shape)
+        return _box_chain(window)
+
+    tiling.run_tiled(counted, strip, tile=16, margin=6)
+    assert calls == [(5, 16 + 6)] + [(5, 16 + 12)] * 4 + [(5, 10 + 6)]
+    calls.clear()
+    small = strip[:, :16]
+    tiling.run_tiled(counted, small, tile=16, margin=6)
+    assert calls == [(5, 16)]
+
+
+def test_the_memory_budget_gives_the_largest_tile_within_it_or_a_clear_refusal():
+    net = parse_net(BRANCHED_NET)
+    budget = 4 * 19 * 108 * 108 + 4 * 19 * 200  # room for a 100-pixel core, not for 101
+    assert tiling.tile_for_memory(net, budget) == 100
+    assert tiling.tile_memory_bytes(net, 100) <= budget < tiling.tile_memory_bytes(net, 101)
+    assert tiling.tile_for_memory(net, 4 * 19 * 9 * 9) == 1  # the 4-pixel margin both sides + 1
+    with pytest.raises(ModelError, match="cannot hold even one tile"):
+        tiling.tile_for_memory(net, 4 * 19 * 9 * 9 - 1)
+
+
 def test_tile_plan_covers_every_pixel_once():
     plan = tiling.plan_tiles(50, 33, tile=16, margin=4)
     cover = np.zeros((50, 33), dtype=int)
@@ -160,6 +190,56 @@ def test_exif_orientation_turns_the_image_upright(tmp_path):
     picture = read_picture(tmp_path / "turned.png")
     assert picture.pixels.shape == (10, 4, 3)
     assert picture.pixels[0, -1, 0] == 1.0  # the top-left corner went to the top-right
+
+
+def _with_exif_orientation(png: bytes, orientation: int) -> bytes:
+    """``png`` with an eXIf chunk after its header saying ``orientation`` (Pillow cannot write 16-bit colour)."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    payload = exif.tobytes().removeprefix(b"Exif\x00\x00")
+    chunk = struct.pack(">I", len(payload)) + b"eXIf" + payload + struct.pack(">I", zlib.crc32(b"eXIf" + payload))
+    header_end = 8 + 25  # the signature and the IHDR chunk
+    return png[:header_end] + chunk + png[header_end:]
+
+
+def test_sixteen_bit_rgba_keeps_its_alpha_and_its_exif_orientation(tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    rgba = np.random.default_rng(3).integers(0, 65536, (4, 10, 4), dtype=np.uint16)
+    ok, png = cv2.imencode(".png", rgba[:, :, [2, 1, 0, 3]])
+    assert ok
+    (tmp_path / "deep.png").write_bytes(_with_exif_orientation(png.tobytes(), 6))
+    picture = read_picture(tmp_path / "deep.png")
+    assert picture.bit_depth == 16 and picture.has_alpha
+    assert np.array_equal(np.round(picture.pixels * 65535), np.rot90(rgba, -1))  # 6: turn 90° clockwise
+    write_picture(tmp_path / "again.png", picture)
+    again = cv2.imread(str(tmp_path / "again.png"), cv2.IMREAD_UNCHANGED)
+    assert again.dtype == np.uint16 and np.array_equal(again[:, :, [2, 1, 0, 3]], np.rot90(rgba, -1))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_the_sixteen_bit_path_turns_images_as_pillow_does(orientation, tmp_path):
+    """16-bit colour bypasses Pillow, so its own EXIF turning must agree with ImageOps.exif_transpose."""
+    from glrl.upscale_io import _apply_orientation
+    from PIL import ImageOps
+
+    pixels = np.random.default_rng(orientation).integers(0, 256, (3, 5, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(pixels).save(tmp_path / "turned.png", exif=exif)
+    with Image.open(tmp_path / "turned.png") as img:
+        upright = np.asarray(ImageOps.exif_transpose(img))
+    assert np.array_equal(_apply_orientation(pixels, orientation), upright)
+
+
+def test_palette_transparency_becomes_alpha_and_eight_bits_are_written_as_eight(tmp_path):
+    palette = Image.fromarray(np.arange(12, dtype=np.uint8).reshape(3, 4) * 20, "L").convert("P")
+    palette.save(tmp_path / "holes.png", transparency=0)
+    picture = read_picture(tmp_path / "holes.png")
+    assert picture.pixels.shape == (3, 4, 4) and picture.bit_depth == 8
+    assert picture.pixels[0, 0, 3] == 0.0 and (picture.pixels.reshape(-1, 4)[1:, 3] == 1.0).all()
+    write_picture(tmp_path / "grey.png", Picture(picture.pixels[:, :, :1], 8))
+    with Image.open(tmp_path / "grey.png") as img:
+        assert img.mode == "L"
 
 
 def test_a_corrupt_or_missing_file_is_a_clear_data_error(tmp_path):
