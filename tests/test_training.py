@@ -376,6 +376,46 @@ def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_snapshot(tm
     assert all(np.isfinite(np.asarray(blob.data)).all() for layer in model.layer for blob in layer.blobs)
 
 
+def test_an_infinite_loss_stops_at_its_iteration_before_anything_is_written(tmp_path):
+    solver = make_run(tmp_path, snapshot=1)
+    with h5py.File(tmp_path / "a.h5", "r+") as handle:
+        handle["label"][0, 0, 0, 0] = np.inf  # in the first batch
+    with pytest.raises(TrainingError, match="the loss is inf at iteration 0"):
+        train(RunOptions(solver=solver, run_dir=tmp_path / "run", device="cpu", progress=False,
+                         tensorboard=False, echo=False))
+    assert latest_snapshot(tmp_path / "run") is None
+
+
+@pytest.mark.parametrize("checked_at, message", [
+    ("display", "the weights hold NaN/Inf after iteration 3"),
+    ("snapshot", "the weights hold NaN/Inf at iteration 4"),
+])
+def test_weights_gone_non_finite_under_a_finite_loss_are_caught_at_the_next_display_or_snapshot(
+        tmp_path, monkeypatch, checked_at, message):
+    """A NaN that reaches the weights without showing in that iteration's loss (stood in here by writing it
+    after the fourth update) is caught before the next iteration's loss could show it, and never snapshotted."""
+    from glrl.train.solver import CaffeSolver
+
+    solver = make_run(tmp_path, snapshot=1 if checked_at == "snapshot" else 1000)
+    if checked_at == "display":
+        solver.write_text(solver.read_text().replace("display: 2", "display: 1"))
+    update = CaffeSolver.iteration
+
+    def poisoned(self, batches):
+        loss = update(self, batches)
+        if self.iter == 4:
+            with torch.no_grad():
+                self.params[0].param.view(-1)[0] = float("nan")
+        return loss
+
+    monkeypatch.setattr(CaffeSolver, "iteration", poisoned)
+    with pytest.raises(TrainingError, match=message):
+        train(RunOptions(solver=solver, run_dir=tmp_path / "run", device="cpu", progress=False,
+                         tensorboard=False, echo=False))
+    last = latest_snapshot(tmp_path / "run")
+    assert (read_solverstate(last).iter if last else 0) == (3 if checked_at == "snapshot" else 0)
+
+
 DISTRIBUTED_SCRIPT = '''
 import sys, torch
 torch.set_num_threads(1)
