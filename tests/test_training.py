@@ -416,6 +416,41 @@ def test_weights_gone_non_finite_under_a_finite_loss_are_caught_at_the_next_disp
     assert (read_solverstate(last).iter if last else 0) == (3 if checked_at == "snapshot" else 0)
 
 
+def test_the_test_loss_is_the_mean_over_test_iter_batches(tmp_path):
+    """Two validation batches tested together give the mean of what each gives alone (Caffe's TestAll)."""
+    rng = np.random.default_rng(7)
+    halves = []
+    for _ in range(2):
+        label = rng.random((4, 1, 10, 10))
+        halves.append((label, label + 0.3 * rng.standard_normal(label.shape)))
+
+    def test_loss(name: str, rows: list, test_iter: int) -> float:
+        folder = tmp_path / name
+        solver = make_run(folder, max_iter=8, snapshot=8)
+        write_patches(folder, "val.h5", np.concatenate([halves[i][0] for i in rows]),
+                      np.concatenate([halves[i][1] for i in rows]))
+        solver.write_text(solver.read_text().replace("test_iter: 1", f"test_iter: {test_iter}"))
+        train(RunOptions(solver=solver, run_dir=folder / "run", device="cpu", progress=False,
+                         tensorboard=False, echo=False))
+        header, *rows_ = [line.split(",") for line in (folder / "run" / "metrics.csv").read_text().splitlines()]
+        return next(float(row[header.index("test_loss")]) for row in rows_ if row[header.index("test_loss")])
+
+    first, second = test_loss("first", [0], 1), test_loss("second", [1], 1)
+    assert abs(first - second) > 0.01
+    assert test_loss("both", [0, 1], 2) == pytest.approx((first + second) / 2, rel=1e-6)
+
+
+@pytest.mark.parametrize("after_train, iterations", [(None, [6, 10]), ("false", [6]), ("true", [6, 10])])
+def test_the_final_snapshot_follows_snapshot_after_train(tmp_path, after_train, iterations):
+    solver = make_run(tmp_path, max_iter=10, snapshot=6)
+    if after_train:
+        solver.write_text(solver.read_text() + f"snapshot_after_train: {after_train}\n")
+    train(RunOptions(solver=solver, run_dir=tmp_path / "run", device="cpu", progress=False,
+                     tensorboard=False, echo=False))
+    written = sorted(read_solverstate(path).iter for path in (tmp_path / "run" / "snap").glob("*.solverstate"))
+    assert written == iterations
+
+
 DISTRIBUTED_SCRIPT = '''
 import sys, torch
 torch.set_num_threads(1)
