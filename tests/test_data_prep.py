@@ -345,6 +345,12 @@ def test_reader_ranks_split_rows_as_caffe_skip_does(built):
             _, label = next(reader)
             rows = 3 * (32 * k + np.arange(32)) + rank
             assert np.array_equal(label, stream[rows % len(stream)])
+    # a rank's position resumes: which of the rows left are its own depends on the rows passed so far
+    saved = json.loads(json.dumps(readers[1].state()))
+    resumed = CaffeHDF5Reader(built.out / "train.txt", 32, rank=1, world_size=3)
+    resumed.set_state(saved)
+    for _ in range(3):
+        assert np.array_equal(next(resumed)[1], next(readers[1])[1])
 
 
 def test_reader_shuffle_visits_every_row_of_each_file_once_per_pass(built):
