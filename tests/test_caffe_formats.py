@@ -335,12 +335,28 @@ def test_v1_upgrade_is_what_the_current_format_says(tmp_path):
 
 def test_v1_data_layer_transform_fields_move_to_transform_param():
     net = io.parse_net(
-        'layers { name: "d" type: DATA top: "x" '
-        'data_param { source: "db" batch_size: 4 scale: 0.5 mirror: true } }'
+        'layers { name: "d" type: DATA top: "x" data_param { source: "db" batch_size: 4 scale: 0.5 '
+        'mean_file: "mean.binaryproto" crop_size: 21 mirror: true } }'
     )
     layer = net.layer[0]
-    assert layer.type == "Data" and layer.transform_param.scale == 0.5 and layer.transform_param.mirror
-    assert not layer.data_param.HasField("scale") and layer.data_param.batch_size == 4
+    assert layer.type == "Data" and layer.data_param.batch_size == 4
+    assert (layer.transform_param.scale, layer.transform_param.mean_file, layer.transform_param.crop_size,
+            layer.transform_param.mirror) == (0.5, "mean.binaryproto", 21, True)
+    assert not any(layer.data_param.HasField(f) for f in ("scale", "mean_file", "crop_size", "mirror"))
+
+
+def test_v1_layer_parameters_and_exclude_rules_come_through():
+    net = io.parse_net(
+        'layers { name: "pool" type: POOLING bottom: "x" top: "y" exclude { phase: TEST } '
+        'pooling_param { pool: AVE kernel_size: 3 stride: 2 } }\n'
+        'layers { name: "sum" type: ELTWISE bottom: "y" bottom: "y" top: "z" '
+        'eltwise_param { operation: SUM coeff: 1 coeff: -1 } }'
+    )
+    pool, total = net.layer
+    assert pool.type == "Pooling" and pool.exclude[0].phase == pb.TEST and not len(pool.include)
+    assert (pool.pooling_param.pool, pool.pooling_param.kernel_size, pool.pooling_param.stride) == (
+        pb.PoolingParameter.AVE, 3, 2)
+    assert total.type == "Eltwise" and list(total.eltwise_param.coeff) == [1.0, -1.0]
 
 
 def test_v1_and_current_layers_together_are_refused():
