@@ -61,6 +61,37 @@ def test_model_metadata_with_a_field_of_the_wrong_type_is_an_error_naming_the_fi
     assert "srcnn_x2.json has a field of the wrong type" in err
 
 
+@pytest.mark.parametrize("damage, message", [
+    (lambda meta: "{not json", "cannot read model metadata"),
+    (lambda meta: json.dumps(list(meta)), "is not a JSON object"),
+    (lambda meta: json.dumps({k: v for k, v in meta.items() if k not in ("iterations", "sha256")}),
+     "lacks iterations, sha256"),
+    (lambda meta: json.dumps(dict(meta, set5_psnr=[36.0])), "has a field of the wrong type"),
+    (lambda meta: json.dumps(dict(meta, net=7)), "has a field of the wrong type"),
+])
+def test_damaged_model_metadata_is_an_error_naming_the_file_and_the_damage(tmp_path, capsys, damage, message):
+    models = shutil.copytree(settings.MODELS_DIR, tmp_path / "models")
+    meta = json.loads((models / "srcnn_x2.json").read_text())
+    (models / "srcnn_x2.json").write_text(damage(meta))
+    err = refused(["models", "list", "--models-dir", str(models)], capsys)
+    assert f"{models / 'srcnn_x2.json'}" in err and message in err and "glrl models release --force" in err
+
+
+def test_a_released_models_missing_or_changed_weights_fail_its_verification(tmp_path):
+    from glrl import model_zoo
+    from glrl.errors import ModelError
+
+    models = shutil.copytree(settings.MODELS_DIR, tmp_path / "models")
+    weights = models / "srcnn_x2.caffemodel"
+    data = weights.read_bytes()
+    weights.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # one bit of the last weight
+    with pytest.raises(ModelError, match="srcnn_x2.caffemodel has SHA-256 .*, metadata says"):
+        model_zoo.get_model("srcnn_x2", models).verify()
+    weights.unlink()
+    with pytest.raises(ModelError, match="missing file .*srcnn_x2.caffemodel"):
+        model_zoo.get_model("srcnn_x2", models).verify()
+
+
 def test_a_models_folder_that_does_not_exist_is_not_taken_for_an_empty_one(tmp_path, capsys):
     err = refused(["models", "verify", "--models-dir", str(tmp_path / "nowhere")], capsys)
     assert f"the models folder {tmp_path / 'nowhere'} does not exist" in err
