@@ -330,6 +330,69 @@ def test_a_run_begun_on_a_gpu_and_continued_on_a_cpu_is_released_with_both(train
     assert "| NVIDIA H200, tf32: 5 → AMD EPYC, 2 CPUs, fp32 + Winograd: 1 |" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("name, scales, message", [
+    ("../tiny", "3", "model name '../tiny' is not a plain file name"),
+    ("tiny x3", "3", "is not a plain file name"),
+    ("tiny_x1", "1", "scales [1] are not scale factors"),
+])
+def test_a_release_under_a_name_that_is_no_file_name_or_at_no_scale_is_refused(trained_run, data_root, tmp_path,
+                                                                                name, scales, message, capsys):
+    write_deploy(tmp_path, "tiny")
+    assert main(["models", "release", str(trained_run["run_dir"]), "--name", name, "--net", "tiny", "--scales",
+                 scales, "--models-dir", str(tmp_path / "models"), "--data-root", str(data_root)]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "models").exists()
+
+
+def test_models_verify_names_metadata_that_disagrees_with_its_files(trained_run, data_root, tmp_path):
+    from glrl import model_zoo, release as releasing
+
+    write_deploy(tmp_path, "tiny")
+    assert release(tmp_path, trained_run["run_dir"], "tiny_x3", "tiny", data_root=data_root) == 0
+    models = tmp_path / "models"
+    assert releasing.problems(model_zoo.get_model("tiny_x3", models)) == []
+    meta = json.loads((models / "tiny_x3.json").read_text())
+    (models / "tiny_x3.json").write_text(json.dumps(dict(meta, scales=[2, 3])))
+    assert releasing.problems(model_zoo.get_model("tiny_x3", models)) == ["tiny_x3: no Set5 PSNR for x2"]
+    (models / "tiny_x3.json").write_text(json.dumps(dict(meta, scales=[], name="tiny")))
+    assert releasing.problems(model_zoo.get_model("tiny", models)) == [
+        "tiny: no scales", "tiny: metadata name differs from its file name tiny_x3"]
+
+
+@pytest.mark.parametrize("policy, fields", [
+    ("fixed", {}),
+    ("step", {"gamma": 0.5, "stepsize": 100}),
+    ("multistep", {"gamma": 0.5, "stepvalue": [100, 300]}),
+    ("exp", {"gamma": 0.5}),
+    ("inv", {"gamma": 0.5, "power": 0.75}),
+    ("poly", {"power": 0.75}),
+    ("sigmoid", {"gamma": 0.5, "stepsize": 100}),
+])
+def test_the_released_solver_summary_holds_what_its_lr_policy_reads(tmp_path, policy, fields):
+    """Enough to recompute every iteration's rate, and nothing the policy ignores; float32 fields as written."""
+    from glrl import release as releasing
+
+    (tmp_path / "solver.prototxt").write_text(
+        f'base_lr: 0.1 lr_policy: "{policy}" gamma: 0.5 power: 0.75 stepsize: 100 stepvalue: 100 stepvalue: 300 '
+        'momentum: 0.9 momentum2: 0.999 weight_decay: 0.0001 max_iter: 400 type: "Adam" clip_gradients: 0.4')
+    (tmp_path / "snapshots").mkdir()
+    weights = tmp_path / "snapshots" / "x_iter_400.caffemodel"
+    weights.write_bytes(b"")
+    summary = releasing.read_run(weights).solver
+    assert summary == {"type": "Adam", "base_lr": 0.1, "lr_policy": policy, "momentum": 0.9,
+                       "weight_decay": 0.0001, "max_iter": 400, "momentum2": 0.999, "clip_gradients": 0.4,
+                       **fields}
+
+
+def test_an_sgd_solver_summary_without_clipping_names_neither_momentum2_nor_a_clip(tmp_path):
+    from glrl import release as releasing
+
+    (tmp_path / "solver.prototxt").write_text('base_lr: 0.01 lr_policy: "fixed" momentum: 0.9 max_iter: 10')
+    weights = tmp_path / "x_iter_10.caffemodel"
+    weights.write_bytes(b"")
+    assert releasing.read_run(weights).solver == {"type": "SGD", "base_lr": 0.01, "lr_policy": "fixed",
+                                                  "momentum": 0.9, "weight_decay": 0.0, "max_iter": 10}
+
+
 # ------------------------------------------------------------------------------------- staged training
 def start_from(base: Path, source_run: Path, name: str, weights: Path) -> Path:
     """A new run of the tiny net in ``base/runs/<name>``, started from ``weights`` with ``glrl train --weights``."""
