@@ -876,8 +876,9 @@ def test_initial_weights_that_fit_no_layer_of_the_train_net_are_refused(tmp_path
     assert "holds no weights for any layer of the train net 'tiny'" in capsys.readouterr().err
 
 
-def test_a_run_of_a_given_solver_keeps_a_copy_of_it_and_its_net_that_names_the_same_files(tmp_path):
-    """As a generated run does: the run folder alone says what was trained (glrl models release reads it)."""
+def test_a_run_of_a_given_solver_keeps_a_copy_of_it_and_its_net_that_names_the_same_files(tmp_path, capsys):
+    """As a generated run does: the run folder alone says what was trained (glrl models release reads it),
+    also after a resume under an edited solver."""
     from glrl.caffe.io import read_net, read_solver
     from glrl.cli import main
 
@@ -894,11 +895,21 @@ def test_a_run_of_a_given_solver_keeps_a_copy_of_it_and_its_net_that_names_the_s
                if layer.type == "HDF5Data"]
     assert sources == [str((tmp_path / "spec" / name).resolve()) for name in ("train.txt", "val.txt")]
     assert manifest_io.load(run_dir, manifest_io.RUN_COPY_NAME) == manifest_io.load(solver.parent)
+    capsys.readouterr()
     (solver.parent / "solver.prototxt").write_text(solver.read_text().replace("max_iter: 2", "max_iter: 4"))
     assert main(["train", "--solver", str(solver), "--run-dir", str(run_dir), "--device", "cpu", "--no-set5",
                  "--no-progress", "--threads", "1", "--resume"]) == 0
-    assert read_solver(run_dir / "solver.prototxt").max_iter == 2  # the copy of the run's first solver
+    # the run trained on with the edited solver, and its copy says so (a release records the solver it ran)
     assert (run_dir / "snap" / "tiny_iter_4.caffemodel").is_file()
+    assert read_solver(run_dir / "solver.prototxt").max_iter == 4
+    assert "differs from the solver the run in" in capsys.readouterr().out
+    # resumed again unchanged, or from the run folder's own copy: nothing to say
+    (solver.parent / "solver.prototxt").write_text(solver.read_text().replace("max_iter: 4", "max_iter: 6"))
+    for given in (solver, run_dir / "solver.prototxt"):
+        assert main(["train", "--solver", str(given), "--run-dir", str(run_dir), "--device", "cpu", "--no-set5",
+                     "--no-progress", "--threads", "1", "--resume"]) == 0
+    assert read_solver(run_dir / "solver.prototxt").max_iter == 6
+    assert capsys.readouterr().out.count("differs from the solver") == 1  # max_iter 4 → 6, once
 
 
 def test_the_displayed_loss_is_the_mean_of_the_last_average_loss_iterations():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
+from typing import List
 
 PAPER_BATCH = 32  # the paper's mini-batch (section 4.1)
 HELP = "train a net (paper solver, Caffe semantics) with snapshots, resume, monitoring and several GPUs"
@@ -224,21 +225,21 @@ def _refuse_to_resume_nothing(resume, run_dir: Path) -> None:
 
 
 def _keep_copy_of_solver(given: Path, run_dir: Path) -> None:
-    """A new run of a given solver keeps a copy of it and of its train/test net in the run folder, as a
-    generated run keeps its own, so that the folder says what it trained (``glrl models release`` reads
-    them there), with the patch set's manifest where one lies beside the HDF5 lists. The copy's ``net`` is
+    """A run of a given solver keeps a copy of it and of its train/test net in the run folder, as a generated
+    run keeps its own, so that the folder says what it trained (``glrl models release`` reads them there),
+    with the patch set's manifest where one lies beside the HDF5 lists. The copy's ``net`` is
     ``train_test.prototxt`` and its HDF5 list files are absolute paths; the run itself reads ``given``, whose
-    relative paths keep their meaning (real Caffe reads them from the working directory). A folder that
-    already holds a copy keeps it (a resumed run)."""
-    from glrl.caffe.io import read_net, read_solver, write_net, write_solver
+    relative paths keep their meaning (real Caffe reads them from the working directory). A run resumed under
+    an edited solver or net trains with the edit, so the copies follow it, and the note says what changed."""
+    from glrl.caffe.io import net_to_text, read_net, read_solver, write_net, write_solver
     from glrl.data_prep import manifest as manifest_io
     from glrl.data_prep.reader import resolve_source
     from glrl.nets.emit import SOLVER, TRAIN_TEST
     from glrl.train.settings import resolve_net
 
     solver_copy, net_copy = run_dir / SOLVER, run_dir / TRAIN_TEST
-    if solver_copy.exists() or net_copy.exists():
-        return
+    if solver_copy.exists() and solver_copy.samefile(given):
+        return  # the run folder's own solver, resumed
     solver = read_solver(given)
     net_path = resolve_net(solver.net, given)
     net = read_net(net_path)
@@ -249,12 +250,36 @@ def _keep_copy_of_solver(given: Path, run_dir: Path) -> None:
             layer.hdf5_data_param.source = str(source)
             manifests.append(manifest_io.load(source.parent))
     solver.net = net_copy.name
+    if solver_copy.exists() and net_copy.exists():
+        changes = _changed_fields(read_solver(solver_copy), solver)
+        if net_to_text(read_net(net_copy)) != net_to_text(net):
+            changes.append(f"the train/test net ({net_path})")
+        if not changes:
+            return
+        print(f"note: {given} differs from the solver the run in {run_dir} began with: {'; '.join(changes)}; "
+              f"the run folder's copies now follow it")
     run_dir.mkdir(parents=True, exist_ok=True)
     write_net(net, net_copy)
     write_solver(solver, solver_copy)
     found = next((manifest for manifest in manifests if manifest is not None), None)
     if found is not None:
         manifest_io.save(run_dir, found, manifest_io.RUN_COPY_NAME)  # as a generated run keeps it
+
+
+def _changed_fields(before, after) -> List[str]:
+    """``field old → new`` for each solver field whose value differs (unset fields read as their defaults)."""
+    names = sorted({field.name for field, _ in before.ListFields()} | {field.name for field, _ in after.ListFields()})
+    return [f"{name} {_field_text(before, name)} → {_field_text(after, name)}" for name in names
+            if _field_text(before, name) != _field_text(after, name)]
+
+
+def _field_text(message, name: str) -> str:
+    value = getattr(message, name)
+    if hasattr(value, "ListFields"):
+        return str(value).replace("\n", " ").strip()
+    if not isinstance(value, (str, bytes, int, float, bool)):
+        return "[" + ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) + "]"
+    return f"{value:g}" if isinstance(value, float) else repr(value) if isinstance(value, str) else str(value)
 
 
 def _refuse_to_overwrite(resume, run_dir: Path) -> None:
