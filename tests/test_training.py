@@ -912,6 +912,22 @@ def test_a_run_of_a_given_solver_keeps_a_copy_of_it_and_its_net_that_names_the_s
     assert capsys.readouterr().out.count("differs from the solver") == 1  # max_iter 4 → 6, once
 
 
+@pytest.mark.parametrize("state, message", [(b"not a solver state", "not a readable solverstate"),
+                                            (None, "no such .solverstate")])
+def test_a_damaged_or_missing_solverstate_to_resume_is_refused_before_the_run_folder_is_touched(
+        tmp_path, capsys, state, message):
+    from glrl.cli import main
+
+    solver = make_run(tmp_path / "spec", max_iter=2, snapshot=2)
+    given = tmp_path / "tiny_iter_2.solverstate"
+    if state is not None:
+        given.write_bytes(state)
+    assert main(["train", "--solver", str(solver), "--run-dir", str(tmp_path / "run"), "--resume", str(given),
+                 "--device", "cpu", "--no-set5", "--no-progress"]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_the_displayed_loss_is_the_mean_of_the_last_average_loss_iterations():
     from glrl.train.run import LossSmoother
 

@@ -214,14 +214,19 @@ def _parse_scales(text: str):
 
 
 def _refuse_to_resume_nothing(resume, run_dir: Path) -> None:
-    """``--resume`` without a state names a run folder that must exist: checked before the lock is taken,
-    so that a mistyped folder name is reported and not created."""
+    """``--resume`` without a state names a run folder that must exist; with a state, a readable one. Checked
+    before the lock is taken, so that a mistyped folder name or a damaged state creates nothing."""
+    from glrl.caffe.io import read_solverstate
     from glrl.errors import TrainingError
 
     if resume == "auto" and not run_dir.is_dir():
         raise TrainingError(f"--resume: there is no run folder {run_dir}",
                             hint="check --run-dir (or --net/--scale/--schedule/--optimizer, which name the "
                                  "default folder), or start without --resume")
+    if resume not in (None, "auto"):
+        if not Path(resume).is_file():
+            raise TrainingError(f"--resume {resume}: no such .solverstate", hint="check the path")
+        read_solverstate(resume)
 
 
 def _keep_copy_of_solver(given: Path, run_dir: Path) -> None:
@@ -307,10 +312,7 @@ def _resume_path(resume, run_dir: Path):
             raise TrainingError(f"no complete snapshot in {run_dir} to resume from",
                                 hint="start without --resume, or pass the .solverstate to resume")
         return found
-    path = Path(resume).resolve()
-    if not path.is_file():
-        raise TrainingError(f"--resume {resume}: no such .solverstate", hint="check the path")
-    return path
+    return Path(resume).resolve()  # checked by _refuse_to_resume_nothing
 
 
 def _prepare_run(args: argparse.Namespace, scales, run_dir: Path) -> Path:
