@@ -49,7 +49,7 @@ def test_every_released_model_scores_its_recorded_set5_psnr(data_root):
 def test_each_scale_takes_its_nets_single_scale_model_where_there_is_one():
     chosen = {(net, scale): model_zoo.model_for_scale(scale, net=net).name
               for net in ("glrl", "glrl-2lrb", "srcnn") for scale in (2, 3, 4)}
-    assert chosen == {("glrl", 2): "glrl_x234", ("glrl", 3): "glrl_x3", ("glrl", 4): "glrl_x234",
+    assert chosen == {("glrl", 2): "glrl_x2", ("glrl", 3): "glrl_x3", ("glrl", 4): "glrl_x4",
                       ("glrl-2lrb", 2): "glrl-2lrb_x234", ("glrl-2lrb", 3): "glrl-2lrb_x3",
                       ("glrl-2lrb", 4): "glrl-2lrb_x234",
                       ("srcnn", 2): "srcnn_x2", ("srcnn", 3): "srcnn_x3", ("srcnn", 4): "srcnn_x4"}
