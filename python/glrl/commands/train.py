@@ -279,12 +279,19 @@ def _changed_fields(before, after) -> List[str]:
 
 
 def _field_text(message, name: str) -> str:
+    """One solver field's value as a reader would write it: 0.05, "multistep", [4000, 8000], or a message."""
     value = getattr(message, name)
     if hasattr(value, "ListFields"):
         return str(value).replace("\n", " ").strip()
-    if not isinstance(value, (str, bytes, int, float, bool)):
-        return "[" + ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) + "]"
-    return f"{value:g}" if isinstance(value, float) else repr(value) if isinstance(value, str) else str(value)
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, (bytes, int, float, bool)):
+        return _scalar_text(value)
+    return "[" + ", ".join(_scalar_text(item) for item in value) + "]"
+
+
+def _scalar_text(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _refuse_to_overwrite(resume, run_dir: Path) -> None:
