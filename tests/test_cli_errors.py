@@ -103,6 +103,25 @@ def test_a_copy_of_the_models_folder_elsewhere_verifies_against_this_checkouts_p
     assert ", 0 problem(s)" in capsys.readouterr().out
 
 
+def test_a_models_deploy_prototxt_is_looked_for_beside_the_folder_first_then_in_this_checkout(tmp_path):
+    from glrl import model_zoo
+    from glrl.errors import ModelError
+
+    models = shutil.copytree(settings.MODELS_DIR, tmp_path / "models")
+    deploy = json.loads((models / "srcnn_x2.json").read_text())["deploy"]
+    assert model_zoo.get_model("srcnn_x2", models).deploy == settings.REPO_ROOT / deploy  # none beside: ours
+    beside = tmp_path / deploy
+    beside.parent.mkdir(parents=True)
+    shutil.copy(settings.REPO_ROOT / deploy, beside)
+    assert model_zoo.get_model("srcnn_x2", models).deploy == beside  # the folder's own checkout wins
+    meta = json.loads((models / "srcnn_x2.json").read_text())
+    (models / "srcnn_x2.json").write_text(json.dumps(dict(meta, deploy="prototxt/nowhere/deploy.prototxt")))
+    lost = model_zoo.get_model("srcnn_x2", models)
+    assert lost.deploy == tmp_path / "prototxt" / "nowhere" / "deploy.prototxt"  # named where it was looked for
+    with pytest.raises(ModelError, match="missing file .*nowhere/deploy.prototxt"):
+        lost.verify()
+
+
 def test_an_eval_that_evaluates_nothing_fails_and_keeps_the_results_already_there(tmp_path, data_root, capsys):
     out = tmp_path / "eval"
     out.mkdir()

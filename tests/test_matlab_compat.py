@@ -113,6 +113,16 @@ def test_output_shape_uses_per_axis_scales_and_shrinks_the_smaller_scale_first()
     assert np.array_equal(ours, expected.astype(np.uint8))
 
 
+def test_scale_gives_the_ceiling_of_the_decimal_product_as_the_output_size():
+    img = np.zeros((50, 31))
+    assert imresize(img, 1.1).shape == (55, 35)  # 1.1 * 50 is 55.000000000000007 in binary: still 55 rows
+    assert imresize(img, 1 / 3).shape == (17, 11)  # ceil(16.67), ceil(10.33)
+    assert imresize(img, (0.5, 2)).shape == (25, 62)
+    assert imresize(np.zeros((510, 255)), 1 / 3).shape == (170, 85)  # exact thirds stay exact
+    with pytest.raises(DataError, match="no pixels"):
+        imresize(np.zeros((2, 2)), 1e-12)
+
+
 def test_uint8_rounds_half_away_from_zero_and_saturates():
     # a single bright pixel upscaled: the cubic's negative lobes would go below 0 and overshoot 255
     img = np.zeros((4, 4), np.uint8)

@@ -107,7 +107,8 @@ def _scales_and_shape(
     pair = (float(scale), float(scale)) if np.isscalar(scale) else tuple(float(v) for v in scale)
     if len(pair) != 2 or min(pair) <= 0 or not all(math.isfinite(v) for v in pair):
         raise ValueError(f"scale must be a positive number or a pair of them, not {scale!r}")
-    # MATLAB takes ceil(scale * size); tolerate the rounding error of scales like 1/3 in floating point.
+    # MATLAB takes ceil(scale * size). The product is rounded to 9 decimals first, so that a scale written in
+    # decimal gives the size its decimal product names: 1.1 x 50 is 55.000000000000007 in binary, 55 rows here.
     out = tuple(int(math.ceil(round(s * n, 9))) for s, n in zip(pair, in_shape))
     if min(out) < 1:
         raise DataError(f"resizing a {in_shape[0]}x{in_shape[1]} image by {scale} leaves no pixels")
