@@ -555,3 +555,170 @@ def test_down_scaled_copies_need_the_colour_images_not_a_luma_pack(packed_root, 
     config = BuildConfig(train_sets=("T91",), val_set="", downscales=(0.7,))
     with pytest.raises(DataError, match="luma pack holds no colour"):
         build(config, packed_root, tmp_path / "ds", workers=1, progress=False, check_sources=False)
+
+
+# --- bad input, continued ----------------------------------------------------------------------------------
+
+def write_h5(path: Path, rows: int, width: int = 2) -> Path:
+    with h5py.File(str(path), "w") as h5:
+        h5["data"] = np.arange(rows * width, dtype=np.float32).reshape(rows, 1, width)
+        h5["label"] = np.zeros((rows, 1, width), np.float32)
+    return path
+
+
+@pytest.mark.parametrize("settings, problem", [
+    (dict(scales=(3, 3)), "scales repeat: (3, 3)"),
+    (dict(layout="espcn"), "layout must be one of ('vdsr', 'srcnn'), not 'espcn'"),
+    (dict(patch_size=33, label_size=20), "patch size minus label size must be even"),
+    (dict(stride=0), "stride must be positive, not 0"),
+    (dict(downscales=(0.9, 1.2)), "down-scale factors must lie in (0, 1), not (0.9, 1.2)"),
+    (dict(patches_per_file=0), "patches per file must be positive, not 0"),
+    (dict(train_sets=()), "no training sets named"),
+], ids=["repeated_scales", "layout", "odd_margin", "stride", "downscales", "patches_per_file",
+        "train_sets"])
+def test_each_bad_setting_is_refused_naming_the_setting(settings, problem):
+    with pytest.raises(DataError) as refused:
+        BuildConfig(**settings)
+    assert problem in refused.value.message and "glrl data build --help" in refused.value.hint
+
+
+def test_every_bad_setting_is_named_at_once_and_an_unknown_scale_says_which_exist():
+    from glrl.data_prep.config import parse_scales
+
+    with pytest.raises(DataError, match="stride must be positive, not -1; no training sets named"):
+        BuildConfig(stride=-1, train_sets=())
+    assert parse_scales("2,3,4") == (2, 3, 4)
+    with pytest.raises(DataError, match="unknown scale '5'") as unknown:
+        parse_scales("5")
+    assert "234" in unknown.value.hint
+
+
+def test_images_too_small_for_one_patch_are_refused_and_nothing_is_written(tiny_root, tmp_path):
+    with pytest.raises(DataError, match="the train images yield no 301x301 patches") as refused:
+        build(BuildConfig(train_sets=("T91",), patch_size=301, label_size=301), tiny_root, tmp_path / "x3",
+              workers=1, progress=False, check_sources=False)
+    assert "smaller --patch-size" in refused.value.hint
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_folder_that_cannot_be_made_is_named(tiny_root, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(DataError, match=f"cannot create the output folder {tmp_path / 'a-file' / 'x3'}") as refused:
+        build(BuildConfig(train_sets=("T91",)), tiny_root, tmp_path / "a-file" / "x3", workers=1, progress=False,
+              check_sources=False)
+    assert "--out" in refused.value.hint
+
+
+def test_a_build_removes_what_dead_builds_left_and_keeps_what_a_running_one_writes(tiny_root, tmp_path):
+    dead = tmp_path / ".x3.partial-999999999"  # above any pid_max: no such process
+    running = tmp_path / ".x3.partial-1"  # init: alive
+    for folder in (dead, running):
+        folder.mkdir()
+        (folder / "train_000.h5").write_bytes(b"half written")
+    build(BuildConfig(train_sets=("T91",), val_set=""), tiny_root, tmp_path / "x3", workers=1, progress=False,
+          check_sources=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".x3.partial-1", "x3"]
+
+
+def test_an_image_that_changes_size_during_the_build_is_named_and_nothing_is_written(tiny_root, tmp_path,
+                                                                                     monkeypatch):
+    from PIL import Image
+
+    root = tmp_path / "root"
+    shutil.copytree(tiny_root, root)
+    real_list_sources = build_module.list_sources
+
+    def list_then_crop(data_root, names, check):
+        sources = real_list_sources(data_root, names, check)
+        image = root / "train/T91/t20.bmp"  # replaced by a smaller picture once its size was taken
+        with Image.open(image) as picture:
+            cropped = picture.crop((0, 0, picture.width - 3, picture.height))
+        cropped.save(image)
+        return sources
+
+    monkeypatch.setattr(build_module, "list_sources", list_then_crop)
+    with pytest.raises(DataError, match="t20.bmp changed size while the patch set was being built"):
+        build(BuildConfig(train_sets=("T91",), val_set=""), root, tmp_path / "x3", workers=1, progress=False,
+              check_sources=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["root"]
+
+
+def test_a_write_error_h5py_reports_as_runtimeerror_fails_the_build_like_a_full_disk(tiny_root, tmp_path,
+                                                                                    monkeypatch):
+    def failing_write(self, name, **kwargs):
+        raise RuntimeError("Can't write data (file write failed)")
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", failing_write)
+    with pytest.raises(DataError, match=r"failed: train_000.h5: Can't write data") as refused:
+        build(BuildConfig(train_sets=("T91",), val_set=""), tiny_root, tmp_path / "x3", workers=1,
+              progress=False, check_sources=False)
+    assert "free disk space" in refused.value.hint
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_patch_file_that_cannot_be_written_leaves_no_temporary_file(tmp_path):
+    with pytest.raises(TypeError):
+        write_patch_file(tmp_path / "a.h5", np.array([object()]), np.zeros(1), np.zeros(1))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "names no files"),
+    (b"\x89HDF\r\n\x1a\n\x00\x00", "is not text: an HDF5Data source names a list file"),
+], ids=["empty", "hdf5_file"])
+def test_a_list_file_that_is_empty_or_not_text_is_refused_naming_it(tmp_path, content, message):
+    (tmp_path / "train.txt").write_bytes(content)
+    with pytest.raises(DataError, match=message) as refused:
+        read_list_file(tmp_path / "train.txt")
+    assert str(tmp_path / "train.txt") in refused.value.message
+
+
+def test_reader_names_a_damaged_or_non_numeric_patch_file(tmp_path):
+    write_h5(tmp_path / "a.h5", 4)
+    (tmp_path / "junk.h5").write_bytes(b"not an HDF5 file")
+    with h5py.File(str(tmp_path / "words.h5"), "w") as h5:
+        h5["data"], h5["label"] = np.array([b"x", b"y"]), np.zeros((2, 1), np.float32)
+    with pytest.raises(DataError, match=f"cannot read the HDF5 patch file {tmp_path / 'junk.h5'}") as damaged:
+        CaffeHDF5Reader([tmp_path / "a.h5", tmp_path / "junk.h5"], 2)
+    assert "glrl data build --force" in damaged.value.hint
+    with pytest.raises(DataError, match="dataset 'data' of .*words.h5 must be a numeric array"):
+        CaffeHDF5Reader([tmp_path / "words.h5"], 2)
+
+
+def test_a_patch_file_damaged_after_the_reader_started_is_named_when_its_rows_are_needed(tmp_path):
+    torch = pytest.importorskip("torch")
+    from glrl.data_prep.reader import torch_batches
+
+    files = [write_h5(tmp_path / "a.h5", 4), write_h5(tmp_path / "b.h5", 4)]
+    reader, behind_a_thread = CaffeHDF5Reader(files, 4), CaffeHDF5Reader(files, 4)
+    files[1].write_bytes(b"overwritten")
+    assert next(reader)[0].shape == (4, 1, 2)
+    with pytest.raises(DataError, match=f"cannot read the HDF5 patch file {files[1]}") as damaged:
+        next(reader)
+    assert "changed or damaged since the reader started" in damaged.value.hint
+    tensors = torch_batches(behind_a_thread)
+    assert isinstance(next(tensors)[0], torch.Tensor)
+    with pytest.raises(DataError, match="b.h5"):  # raised in the consumer, not lost in the thread
+        next(tensors)
+    tensors.close()
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(batch_size=0), "batch size must be positive, not 0"),
+    (dict(batch_size=32, world_size=3, split="slice"), "the batch of 32 rows does not split evenly over 3"),
+    (dict(batch_size=2, rank=2, world_size=2), "rank 2 is not in 0..1"),
+    (dict(batch_size=2, split="random"), "unknown split 'random'"),
+], ids=["batch_size", "uneven_slices", "rank", "split"])
+def test_reader_settings_that_cannot_be_served_are_refused(tmp_path, settings, message):
+    with pytest.raises(DataError, match=message):
+        CaffeHDF5Reader([write_h5(tmp_path / "a.h5", 4)], **settings)
+
+
+def test_reader_refuses_no_files_and_a_position_saved_on_other_data(tmp_path):
+    with pytest.raises(DataError, match="no HDF5 files given"):
+        CaffeHDF5Reader([], 2)
+    before = CaffeHDF5Reader([write_h5(tmp_path / "a.h5", 4)], 2)
+    saved = before.state()
+    rebuilt = CaffeHDF5Reader([write_h5(tmp_path / "a.h5", 6)], 2)
+    with pytest.raises(DataError, match=r"changed since the reading position was saved \(4 rows then, 6 now\)"):
+        rebuilt.set_state(saved)

@@ -99,6 +99,10 @@ def read_list_file(path: PathLike) -> List[Path]:
     except OSError as exc:
         raise DataError(f"cannot read the HDF5 list file {path}: {exc.strerror or exc}",
                         hint=BUILD_HINT) from exc
+    except UnicodeDecodeError as exc:  # e.g. an .h5 file named where its list file belongs
+        raise DataError(f"the HDF5 list file {path} is not text: an HDF5Data source names a list file "
+                        "(one .h5 path per line), not an HDF5 file itself",
+                        hint="write the .h5 paths into a .txt file and name that as the source") from exc
     if not names:
         raise DataError(f"the HDF5 list file {path} names no files", hint="rebuild it with `glrl data build`")
     return [Path(name) for name in names]
