@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -946,3 +947,334 @@ def test_the_newest_complete_snapshot_is_the_one_resumed(tmp_path):
         for suffix in parts:
             (snap / f"tiny_iter_{iteration}{suffix}").write_text("")
     assert latest_snapshot(tmp_path) == snap / "tiny_iter_6.solverstate"
+
+
+# --- resuming from a damaged or incomplete snapshot, and options that cannot run ------------------------------
+
+def train_argv(solver: Path, run_dir: Path, *extra: str) -> list:
+    return ["train", "--solver", str(solver), "--run-dir", str(run_dir), "--device", "cpu", "--no-set5",
+            "--no-progress", "--threads", "1", *extra]
+
+
+@pytest.fixture(scope="module")
+def stopped_at_2(tmp_path_factory):
+    """A run of the tiny net stopped with its snapshot at iteration 2 (copy it before changing it)."""
+    from glrl.cli import main
+
+    folder = tmp_path_factory.mktemp("stopped_at_2")
+    solver = make_run(folder / "spec", max_iter=4, snapshot=2)
+    assert main(train_argv(solver, folder / "run", "--stop-at", "2")) == 0
+    return folder
+
+
+def copy_of_run(stopped_at_2: Path, tmp_path: Path):
+    """The spec's solver, a copy of the stopped run folder and the files of its snapshot at iteration 2."""
+    shutil.copytree(stopped_at_2 / "run", tmp_path / "run")
+    files = {suffix: tmp_path / "run" / "snap" / f"tiny_iter_2{suffix}"
+             for suffix in (".caffemodel", ".solverstate", ".glrl.json")}
+    return stopped_at_2 / "spec" / "solver.prototxt", tmp_path / "run", files
+
+
+def contents(paths) -> dict:
+    return {path: path.read_bytes() for path in paths}
+
+
+@pytest.mark.parametrize("damage, named, message, hint", [
+    (lambda text: text[:40], ".glrl.json", "cannot read the snapshot sidecar",
+     "delete it to resume as from a Caffe state"),
+    (lambda text: json.dumps({**json.loads(text), "version": 2}), ".glrl.json", "is not a glrl sidecar of version 1",
+     "the glrl version that wrote it"),
+    (lambda text: json.dumps({**json.loads(text), "iter": 4}), ".solverstate", "is for iteration 4, the state for 2",
+     "a snapshot written in one piece"),
+], ids=["unreadable", "other_version", "other_iteration"])
+def test_a_damaged_or_foreign_sidecar_is_refused_naming_it_and_the_snapshot_and_metrics_are_kept(
+        stopped_at_2, tmp_path, capsys, damage, named, message, hint):
+    from glrl.cli import main
+
+    solver, run_dir, files = copy_of_run(stopped_at_2, tmp_path)
+    sidecar = files[".glrl.json"]
+    sidecar.write_text(damage(sidecar.read_text()))
+    before = contents([*files.values(), run_dir / "metrics.csv", run_dir / "train.log"])
+    capsys.readouterr()
+    assert main(train_argv(solver, run_dir, "--resume")) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(files[named]) in err and hint in err
+    assert contents(before) == before and latest_snapshot(run_dir) == files[".solverstate"]
+
+
+@pytest.mark.parametrize("loss, message", [
+    ("unnamed", "names no learned_net (weights file)"),
+    ("moved", "'snap/tiny_iter_2.caffemodel' named by"),
+], ids=["unnamed", "moved"])
+def test_a_solverstate_whose_weights_are_unnamed_or_missing_is_refused_saying_what_to_do(
+        stopped_at_2, tmp_path, capsys, loss, message):
+    from glrl.cli import main
+
+    solver, run_dir, files = copy_of_run(stopped_at_2, tmp_path)
+    state = files[".solverstate"]
+    if loss == "unnamed":
+        proto = read_solverstate(state)
+        proto.learned_net = ""
+        state.write_bytes(proto.SerializeToString())
+    else:  # the .solverstate carried to another folder without its .caffemodel
+        shutil.move(str(files[".caffemodel"]), str(tmp_path / "elsewhere.caffemodel"))
+    kept = contents(path for path in files.values() if path.exists())
+    capsys.readouterr()
+    assert main(train_argv(solver, run_dir, "--resume", str(state))) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(state) in err
+    if loss == "moved":
+        assert f"looked in {Path.cwd() / 'snap' / 'tiny_iter_2.caffemodel'}" in err
+    assert "hint: " in err and ".caffemodel" in err.split("hint: ")[1]
+    assert contents(kept) == kept
+
+
+def test_resume_of_a_run_folder_without_a_complete_snapshot_says_so_and_keeps_what_is_there(
+        stopped_at_2, tmp_path, capsys):
+    """A run cut while writing its first snapshot left no sidecar: there is nothing to resume."""
+    from glrl.cli import main
+
+    solver, run_dir, files = copy_of_run(stopped_at_2, tmp_path)
+    files[".glrl.json"].unlink()
+    kept = contents([files[".caffemodel"], files[".solverstate"]])
+    capsys.readouterr()
+    assert main(train_argv(solver, run_dir, "--resume")) == 2
+    err = capsys.readouterr().err
+    assert f"no complete snapshot in {run_dir} to resume from" in err
+    assert "pass the .solverstate to resume" in err
+    assert contents(kept) == kept
+
+
+@pytest.mark.parametrize("option", [["--time-limit", "60"], ["--stop-at", "2"], ["--cuda-graph"]],
+                         ids=["time_limit", "stop_at", "cuda_graph"])
+def test_options_real_caffe_cannot_honour_are_refused_before_it_starts(tmp_path, capsys, option):
+    from glrl.cli import main
+
+    solver = make_run(tmp_path / "spec")
+    assert main(["train", "--solver", str(solver), "--run-dir", str(tmp_path / "run"), "--backend", "caffe",
+                 "--no-set5", *option]) == 2
+    err = capsys.readouterr().err
+    assert f"{option[0]} " in err and "need" in err and "--backend torch" in err
+    assert latest_snapshot(tmp_path / "run") is None
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--solver", "missing.prototxt", "solver missing.prototxt not found"),
+    ("--scale", "5", "--scale '5' is not one of 2, 3, 4, 234"),
+    ("--device", "gpu", "unknown device 'gpu'"),
+], ids=["solver", "scale", "device"])
+def test_a_mistyped_solver_scale_or_device_is_refused_naming_it(tmp_path, capsys, monkeypatch, option, value,
+                                                                message):
+    from glrl.cli import main
+
+    solver = make_run(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    given = {"--solver": str(solver), "--scale": "3", "--device": "cpu", option: value}
+    assert main(["train", "--run-dir", str(tmp_path / "run"), "--no-set5", "--no-progress", "--threads", "1",
+                 *(item for pair in given.items() for item in pair)]) == 2
+    assert message in capsys.readouterr().err
+    assert latest_snapshot(tmp_path / "run") is None
+    if option in ("--solver", "--scale"):  # refused before the run folder is made
+        assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda net: net.replace('layer { name: "conv1"', 'layer { name: "more_data" type: "HDF5Data" top: "more" '
+                             'top: "labels" include { phase: TRAIN } hdf5_data_param { source: "train.txt" '
+                             'batch_size: 8 } }\nlayer { name: "conv1"'), "has 2 HDF5Data layers in phase TRAIN"),
+    (lambda net: net.split('layer { name: "loss"')[0], "the net has no loss layer in phase TRAIN"),
+], ids=["two_data_layers", "no_loss"])
+def test_a_train_net_the_trainer_cannot_feed_is_refused_saying_why(tmp_path, change, message):
+    solver = make_run(tmp_path)
+    net = tmp_path / "net.prototxt"
+    net.write_text(change(net.read_text()))
+    with pytest.raises(TrainingError, match=message) as refused:
+        train(RunOptions(solver=solver, run_dir=tmp_path / "run", device="cpu", progress=False, tensorboard=False,
+                         echo=False))
+    assert "generated train/test prototxt" in refused.value.hint
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_unknown_precision_is_refused_naming_the_known_ones(tmp_path):
+    with pytest.raises(TrainingError, match="unknown precision 'fp16'") as refused:
+        train(RunOptions(solver=make_run(tmp_path), run_dir=tmp_path / "run", device="cpu", precision="fp16",
+                         progress=False, tensorboard=False, echo=False))
+    assert refused.value.hint == "use one of fp32, tf32, bf16"
+
+
+def test_an_hdf5_file_named_as_the_data_source_is_refused_saying_that_a_list_file_belongs_there(tmp_path, capsys):
+    """Caffe's HDF5Data source is a list of .h5 files; naming the .h5 itself is a common slip."""
+    from glrl.cli import main
+
+    solver = make_run(tmp_path / "spec")
+    net = tmp_path / "spec" / "net.prototxt"
+    net.write_text(net.read_text().replace('source: "train.txt"', 'source: "a.h5"'))
+    assert main(train_argv(solver, tmp_path / "run")) == 2
+    err = capsys.readouterr().err
+    assert f"the HDF5 list file {tmp_path / 'spec' / 'a.h5'} is not text" in err
+    assert "hint: write the .h5 paths into a .txt file" in err
+
+
+def test_a_run_can_be_trained_outside_the_main_thread(tmp_path):
+    """Signal handlers can only be set in the main thread: a run started from another one (a notebook's
+    worker, a GUI) trains without them."""
+    import threading
+
+    results, errors = [], []
+
+    def run():
+        try:
+            results.append(train(RunOptions(solver=make_run(tmp_path, max_iter=2, snapshot=2), run_dir=tmp_path / "run",
+                                            device="cpu", progress=False, tensorboard=False, echo=False)))
+        except BaseException as exc:  # handed to the test's thread
+            errors.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join(timeout=120)
+    assert not errors and results[0].iterations == 2 and not results[0].stopped_early
+    assert results[0].solverstate == tmp_path / "run" / "snap" / "tiny_iter_2.solverstate"
+
+
+def test_a_run_resumed_from_a_caffe_state_records_its_first_piece_as_unknown(tmp_path):
+    solver = make_run(tmp_path, max_iter=8, snapshot=4)
+    run_dir = tmp_path / "run"
+    options = dict(solver=solver, run_dir=run_dir, device="cpu", progress=False, tensorboard=False, echo=False)
+    train(RunOptions(stop_at=4, **options))
+    state = run_dir / "snap" / "tiny_iter_4.solverstate"
+    sidecar_path(state).unlink()  # as real Caffe leaves it
+    train(RunOptions(resume=state, **options))
+    final = json.loads(sidecar_path(run_dir / "snap" / "tiny_iter_8.solverstate").read_text())
+    first, second = final["segments"]
+    assert first == {"from_iter": 0, "to_iter": 4, "seconds": None, "precision": None, "hardware": None}
+    assert (second["from_iter"], second["to_iter"], second["precision"]) == (4, 8, "fp32")
+    assert final["elapsed_seconds"] == second["seconds"]  # only this piece's time is known
+    assert "no glrl sidecar: a Caffe state; the data reader skips 64 rows" in (run_dir / "train.log").read_text()
+
+
+def test_a_resume_under_an_edited_net_names_the_net_and_an_unchanged_resume_rewrites_nothing(tmp_path, capsys):
+    from glrl.cli import main
+
+    solver = make_run(tmp_path / "spec", max_iter=2, snapshot=2)
+    run_dir = tmp_path / "run"
+    assert main(train_argv(solver, run_dir)) == 0
+    net = tmp_path / "spec" / "net.prototxt"
+    net.write_text(net.read_text().replace("batch_size: 4", "batch_size: 2"))  # the TEST layer's
+    solver.write_text(solver.read_text().replace("max_iter: 2", "max_iter: 4"))
+    capsys.readouterr()
+    assert main(train_argv(solver, run_dir, "--resume")) == 0
+    out = capsys.readouterr().out
+    assert f"max_iter 2 → 4; the train/test net ({net})" in out
+    copies = {path: path.stat().st_mtime_ns for path in (run_dir / "solver.prototxt", run_dir / "train_test.prototxt")}
+    assert main(train_argv(solver, run_dir, "--resume")) == 0
+    assert "differs from the solver" not in capsys.readouterr().out
+    assert {path: path.stat().st_mtime_ns for path in copies} == copies
+
+
+def test_a_multi_scale_run_measures_set5_at_x3_and_prints_the_last_figure(tmp_path, data_root, capsys):
+    from glrl.cli import main
+
+    solver = make_run(tmp_path / "spec", max_iter=2, snapshot=2)
+    assert main(["train", "--solver", str(solver), "--run-dir", str(tmp_path / "run"), "--device", "cpu",
+                 "--no-progress", "--threads", "1", "--scale", "234", "--data-root", str(data_root)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^Set5 x3 PSNR at iteration 0: \d+\.\d\d dB \(bicubic 30\.39 dB\)$", out, re.M), out
+    psnr = [row.split(",")[5] for row in (tmp_path / "run" / "metrics.csv").read_text().splitlines()[1:]]
+    assert [cell for cell in psnr if cell] and all(float(cell) > 20 for cell in psnr if cell)
+
+
+def test_bf16_asked_for_on_auto_without_a_gpu_or_native_bf16_comes_with_a_note(tmp_path, capsys, monkeypatch):
+    from glrl import machine
+    from glrl.cli import main
+
+    monkeypatch.setattr(machine, "cpu_flags", lambda: frozenset({"avx2"}))
+    with monkeypatch.context() as gpu_machine:
+        gpu_machine.setattr(torch.cuda, "is_available", lambda: True)
+        assert machine.bf16_emulation_note("bf16", "auto") is None  # auto means the GPU there
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    solver = make_run(tmp_path / "spec", max_iter=1, snapshot=1)
+    assert main(["train", "--solver", str(solver), "--run-dir", str(tmp_path / "run"), "--device", "auto",
+                 "--precision", "bf16", "--no-set5", "--no-progress", "--threads", "1"]) == 0
+    assert "bf16 is emulated" in capsys.readouterr().err
+
+
+def test_the_progress_bar_stays_out_of_output_that_is_not_a_terminal_and_the_log_lines_still_come(tmp_path, capsys):
+    result = train(RunOptions(solver=make_run(tmp_path, max_iter=2, snapshot=2), run_dir=tmp_path / "run",
+                              device="cpu", progress=True, tensorboard=False, echo=True))
+    assert result.iterations == 2
+    err = capsys.readouterr().err
+    assert "Optimization Done." in err and "it/s" not in err and "train:" not in err
+
+
+def test_packing_a_run_folder_without_a_complete_snapshot_says_so_and_writes_no_tar(tmp_path):
+    from glrl.train.snapshot import pack_run
+
+    (tmp_path / "run" / "snap").mkdir(parents=True)
+    (tmp_path / "run" / "snap" / "tiny_iter_6.solverstate").write_text("")  # cut before its sidecar
+    with pytest.raises(TrainingError, match="holds no complete snapshot to pack"):
+        pack_run(tmp_path / "run", tmp_path / "run.tar")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_patches_trains_on_a_set_built_elsewhere_and_a_resume_keeps_that_set(tmp_path, data_root, monkeypatch,
+                                                                            capsys):
+    from glrl.caffe.io import read_net
+    from glrl.cli import main
+    from glrl.data_prep import manifest as manifest_io
+    from glrl.data_prep.build import build
+    from glrl.data_prep.config import BuildConfig
+
+    work, patch_set = tmp_path / "work", tmp_path / "sets" / "x3-p15"
+    build(BuildConfig(train_sets=("Set5",), augment=False, patch_size=15, label_size=15, stride=15), data_root,
+          patch_set, workers=1, progress=False)
+    monkeypatch.setenv("GLRL_WORK", str(work))
+    options = ["train", "--net", "glrl", "--scale", "3", "--schedule", "smoke", "--optimizer", "adam",
+               "--device", "cpu", "--threads", "1", "--no-set5", "--no-progress", "--data-root", str(data_root)]
+    assert main([*options, "--patches", str(patch_set), "--stop-at", "1"]) == 0
+    run_dir = work / "runs" / "glrl-x3-smoke-adam-x3-p15"  # the set's folder name tells the runs apart
+    sources = [layer.hdf5_data_param.source for layer in read_net(run_dir / "train_test.prototxt").layer
+               if layer.type == "HDF5Data"]
+    assert sources == [str(patch_set / "train.txt"), str(patch_set / "val.txt")]
+    assert manifest_io.load(run_dir, manifest_io.RUN_COPY_NAME) == manifest_io.load(patch_set)
+    capsys.readouterr()
+
+    # a resume goes on with the run's own set, given or not, and never builds the default one
+    assert main([*options, "--resume", "--run-dir", str(run_dir), "--stop-at", "2"]) == 0
+    assert main([*options, "--patches", str(patch_set), "--resume", "--stop-at", "3"]) == 0
+    assert latest_snapshot(run_dir).name == "glrl_x3_iter_3.solverstate"
+    assert not (work / "data").exists()
+    other = tmp_path / "sets" / "other"
+    assert main([*options, "--patches", str(other), "--resume", "--run-dir", str(run_dir)]) == 2
+    assert f"the run in {run_dir} trains on the patch set {patch_set}, not --patches {other}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("net, scale, settings, message", [
+    ("glrl", "3", None, "no patch set in {set} (no manifest.json)"),
+    ("glrl", "2", dict(patch_size=15, label_size=15, stride=15), "the patch set {set} is for x3, not --scale 2"),
+    ("srcnn", "3", dict(patch_size=15, label_size=15, stride=15),
+     "the patch set {set} has 15x15 inputs and 15x15 labels; srcnn maps an input to a label 12 pixels smaller"),
+])
+def test_a_patch_set_that_does_not_fit_the_run_is_refused_by_name(tmp_path, data_root, monkeypatch, capsys,
+                                                                   net, scale, settings, message):
+    from glrl.cli import main
+    from glrl.data_prep.build import build
+    from glrl.data_prep.config import BuildConfig
+
+    patch_set = tmp_path / "set"
+    if settings:
+        build(BuildConfig(train_sets=("Set5",), augment=False, **settings), data_root, patch_set, workers=1,
+              progress=False)
+    monkeypatch.setenv("GLRL_WORK", str(tmp_path / "work"))
+    assert main(["train", "--net", net, "--scale", scale, "--schedule", "smoke", "--device", "cpu", "--no-set5",
+                 "--no-progress", "--data-root", str(data_root), "--patches", str(patch_set)]) == 2
+    assert message.format(set=patch_set) in capsys.readouterr().err
+    assert not list((tmp_path / "work" / "runs").glob("*/snapshots/*"))
+
+
+def test_patches_and_solver_are_refused_together(tmp_path, capsys):
+    from glrl.cli import main
+
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text('net: "train_test.prototxt"\n')
+    assert main(["train", "--solver", str(solver), "--patches", str(tmp_path), "--no-set5"]) == 2
+    assert "--solver" in capsys.readouterr().err

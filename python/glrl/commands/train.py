@@ -2,8 +2,9 @@
 ``solver.prototxt`` (``--solver``), on the PyTorch backend or in real Caffe (``--backend caffe``).
 
 Without ``--solver`` it builds what is missing first: the HDF5 patch set ``<work>/data/x<scale>`` (as
-``glrl data build``), then ``train_test.prototxt`` and ``solver.prototxt`` in the run folder, with the
-epoch measured on the real patch set. See docs/training.md.
+``glrl data build``; ``--patches DIR`` trains on a set built elsewhere, e.g. with larger patches), then
+``train_test.prototxt`` and ``solver.prototxt`` in the run folder, with the epoch measured on the real patch
+set. See docs/training.md.
 """
 from __future__ import annotations
 
@@ -33,6 +34,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", default=None,
                         help="run folder (default: <work>/runs/<net>-x<scale>-<schedule>[-<optimizer>])")
     parser.add_argument("--solver", default=None, help="train this solver.prototxt instead of generating one")
+    parser.add_argument("--patches", default=None, metavar="DIR",
+                        help="train on the patch set in DIR (glrl data build --out DIR, e.g. with --patch-size) "
+                             "instead of <work>/data/x<scale>; its scales must be --scale's")
     parser.add_argument("--resume", nargs="?", const="auto", default=None,
                         help="continue from a .solverstate (glrl's or Caffe's); without a path, the run "
                              "folder's newest snapshot")
@@ -77,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     scales = _parse_scales(args.scale)
     _check_options(args)
     run_name = (f"{args.net}-x{args.scale}-{args.schedule}" + (f"-{args.optimizer}" if args.optimizer else "")
-                + (f"-b{args.batch_size}" if args.batch_size not in (None, PAPER_BATCH) else ""))
+                + (f"-b{args.batch_size}" if args.batch_size not in (None, PAPER_BATCH) else "")
+                + (f"-{Path(args.patches).resolve().name}" if args.patches else ""))
     run_dir = Path(args.run_dir) if args.run_dir else settings.work_dir() / "runs" / run_name
     run_dir = run_dir.resolve()
     _refuse_to_resume_nothing(args.resume, run_dir)
@@ -96,6 +101,8 @@ def _check_options(args: argparse.Namespace) -> None:
                             hint="give one of them (as caffe train takes --weights or --snapshot)")
     if args.weights and not Path(args.weights).is_file():
         raise TrainingError(f"--weights {args.weights}: no such file", hint="give an existing .caffemodel")
+    if args.solver and not Path(args.solver).is_file():
+        raise TrainingError(f"solver {args.solver} not found", hint="check the path")
     if args.optimizer is not None:
         from glrl.nets.solver import get_optimizer
 
@@ -108,6 +115,10 @@ def _check_options(args: argparse.Namespace) -> None:
         raise TrainingError("--batch-size sets the batch of a generated net; with --solver the batch is the "
                             "batch_size of the net's HDF5Data layer",
                             hint="edit that layer's batch_size, or drop --solver")
+    if args.patches is not None and args.solver:
+        raise TrainingError(f"--patches {args.patches} sets the patch set of a generated net; --solver "
+                            f"{args.solver} brings a net that names its own HDF5 lists",
+                            hint="edit that net's HDF5Data sources, or drop --solver")
 
 
 def _run_batch_size(net_path: Path) -> int:
@@ -152,8 +163,6 @@ def _train(args: argparse.Namespace, scales, run_dir: Path) -> int:
                             hint="drop --winograd, or use --backend torch")
     if args.solver:
         solver_path = Path(args.solver).resolve()
-        if not solver_path.is_file():
-            raise TrainingError(f"solver {args.solver} not found", hint="check the path")
         _keep_copy_of_solver(solver_path, run_dir)
     else:
         solver_path = _prepare_run(args, scales, run_dir)
@@ -336,18 +345,25 @@ def _prepare_run(args: argparse.Namespace, scales, run_dir: Path) -> Path:
     recipe = get_net(args.net)
     get_schedule(args.schedule)
     layout = "srcnn" if recipe.patch_sizes[0] != recipe.patch_sizes[1] else "vdsr"
-    data_dir = settings.work_dir() / "data" / scale_name(scales, layout)
+    solver_path, net_path = run_dir / "solver.prototxt", run_dir / "train_test.prototxt"
+    resuming = args.resume is not None and solver_path.is_file()
+    given = Path(args.patches).resolve() if args.patches else None
+    default_dir = settings.work_dir() / "data" / scale_name(scales, layout)
+    data_dir = (_run_patch_set(net_path, given) if resuming else given) or default_dir
     manifest = manifest_io.load(data_dir)
+    if manifest is None and data_dir != default_dir:  # only the default set is built on demand
+        raise DataError(f"no patch set in {data_dir} (no manifest.json)",
+                        hint=f"build it: glrl data build --scale {args.scale} --out {data_dir} (for a resumed run, "
+                             "with the options it was built with)")
     if manifest is None:
         print(f"building the x{args.scale} {layout}-layout patch set in {data_dir} (first run only)")
         manifest = build(BuildConfig.for_layout(layout, scales=scales), settings.data_root(args.data_root),
                          data_dir, progress=not args.no_progress).manifest
+    _check_patch_set(manifest, data_dir, scales, recipe)
     train_list, val_list = data_dir / "train.txt", data_dir / "val.txt"
     if not train_list.is_file():
         raise DataError(f"{train_list} is missing",
-                        hint=f"rebuild: glrl data build --scale {args.scale} --force")
-    solver_path, net_path = run_dir / "solver.prototxt", run_dir / "train_test.prototxt"
-    resuming = args.resume is not None and solver_path.is_file()
+                        hint=f"rebuild: glrl data build --scale {args.scale} --out {data_dir} --force")
     if resuming and args.batch_size is not None and net_path.is_file():
         kept = _run_batch_size(net_path)
         if kept != args.batch_size:
@@ -376,3 +392,40 @@ def _prepare_run(args: argparse.Namespace, scales, run_dir: Path) -> Path:
     print(f"run folder {run_dir}: {epoch} iterations per epoch ({manifest['train']['patches']} patches / "
           f"batch {batch_size}), max_iter {solver.max_iter}")
     return solver_path
+
+
+def _run_patch_set(net_path: Path, given):
+    """The patch set a run folder's net trains on (the folder of its TRAIN list), which a resume keeps;
+    ``--patches`` naming another one is refused. None where the folder has no net yet."""
+    from glrl.caffe.io import read_net
+    from glrl.errors import TrainingError
+    from glrl.train.batches import hdf5_inputs
+
+    inputs = hdf5_inputs(read_net(net_path), "TRAIN") if net_path.is_file() else []
+    if not inputs:
+        return given
+    kept = Path(inputs[0].source).parent
+    if given is not None and given != kept:
+        raise TrainingError(f"the run in {net_path.parent} trains on the patch set {kept}, not --patches {given}",
+                            hint="resume without --patches, or start a new run from its weights with --weights "
+                                 "and another --run-dir")
+    return kept
+
+
+def _check_patch_set(manifest: dict, data_dir: Path, scales, recipe) -> None:
+    """A patch set fits the run when it holds the run's scales and its input and label sides differ as the
+    net's do (equal for the size-keeping GLRL/VDSR nets, by the border SRCNN's 'valid' convolutions eat)."""
+    from glrl.errors import DataError
+
+    built = manifest.get("settings", {})
+    if tuple(built.get("scales", scales)) != tuple(scales):
+        raise DataError(f"the patch set {data_dir} is for x{''.join(map(str, built['scales']))}, not "
+                        f"--scale {''.join(map(str, scales))}",
+                        hint="give the --scale it was built for, or build one for this scale")
+    sides = built.get("patch_size"), built.get("label_size")
+    shrink = recipe.patch_sizes[0] - recipe.patch_sizes[1]
+    if None not in sides and sides[0] - sides[1] != shrink:
+        raise DataError(f"the patch set {data_dir} has {sides[0]}x{sides[0]} inputs and {sides[1]}x{sides[1]} "
+                        f"labels; {recipe.name} maps an input to a label {shrink} pixels smaller",
+                        hint=f"build it with --label-size = --patch-size - {shrink}" if shrink else
+                             "build it with --label-size equal to --patch-size")
