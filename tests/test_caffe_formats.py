@@ -671,3 +671,134 @@ def test_weights_cover_a_layer_through_the_blobs_it_shares_and_no_further():
     for name in counts:
         named_but_empty.layer.add(name=name, type="Convolution")
     assert layers_left_unset(net, counts, named_but_empty) == ["a", "again", "half"]
+
+
+# --------------------------------------------------------------------- more of glrl caffe info / upgrade
+
+
+def test_a_solverstate_given_as_weights_is_refused_as_binary_not_taken_for_a_prototxt(tmp_path):
+    """A snapshot's small integers decode as UTF-8, but its control bytes make it binary, not a text file."""
+    state = tmp_path / "x_iter_20.solverstate"
+    io.write_solverstate(pb.SolverState(iter=20, learned_net="x_iter_20.caffemodel", current_step=1), state)
+    with pytest.raises(FormatError) as info:
+        io.read_caffemodel(state)
+    assert "x_iter_20.solverstate: not a caffemodel (it has no named layers)" in info.value.message
+    assert "text file" not in info.value.message and "binary .caffemodel" in info.value.hint
+
+
+def test_caffe_info_tells_a_snapshot_by_its_content_and_upgrade_leaves_it_alone(tmp_path, capsys):
+    from glrl.cli import main
+
+    state = pb.SolverState(iter=20, learned_net="x_iter_20.caffemodel", current_step=1)
+    state.history.extend([io.array_to_blob(np.zeros((2, 3))), io.array_to_blob(np.zeros(2))])
+    snapshot = tmp_path / "x_iter_20.solverstate"
+    io.write_solverstate(state, snapshot)
+    renamed = tmp_path / "snapshot.bin"  # no .solverstate suffix: told apart from a caffemodel by content
+    renamed.write_bytes(snapshot.read_bytes())
+    for path in (snapshot, renamed):
+        assert main(["caffe", "info", str(path)]) == 0
+        out = capsys.readouterr().out
+        assert f"{path}: solverstate" in out and "iter: 20" in out and "learned_net: x_iter_20.caffemodel" in out
+        assert "history: 2 blobs (2x3, 2)" in out
+    assert main(["caffe", "upgrade", str(snapshot), str(tmp_path / "new.solverstate")]) == 0
+    assert "has no legacy format; nothing written" in capsys.readouterr().out
+    assert not (tmp_path / "new.solverstate").exists()
+
+
+def test_caffe_info_of_an_image_says_what_the_file_is(tmp_path, capsys):
+    from PIL import Image
+
+    from glrl.cli import main
+
+    Image.new("L", (4, 4)).save(tmp_path / "photo.png")
+    assert main(["caffe", "info", str(tmp_path / "photo.png")]) == 2
+    err = capsys.readouterr().err
+    assert "photo.png: not a caffemodel: this is a PNG image" in err and "hint: pass the binary" in err
+
+
+def test_caffe_info_of_a_net_without_layers_shows_a_net_not_a_solver_syntax_error(tmp_path, capsys):
+    from glrl.cli import main
+
+    inputs_only = tmp_path / "inputs.prototxt"
+    inputs_only.write_text('name: "skeleton"\ninput: "data" input_dim: 1 input_dim: 1 input_dim: 8 input_dim: 8\n')
+    assert main(["caffe", "info", str(inputs_only)]) == 0
+    out = capsys.readouterr().out
+    assert f"{inputs_only}: net" in out and "name: skeleton, 1 layers" in out and "shape 1x1x8x8" in out
+    solver = tmp_path / "solver.prototxt"  # a solver whose fields NetParameter also has is still a solver
+    solver.write_text("debug_info: true\n")
+    assert main(["caffe", "info", str(solver)]) == 0
+    assert f"{solver}: solver" in capsys.readouterr().out
+
+
+def test_caffe_info_shows_each_layers_settings_that_matter(tmp_path, capsys):
+    from glrl.cli import main
+
+    path = tmp_path / "net.prototxt"
+    path.write_text("""name: "settings"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 4 dim: 9 dim: 9 } } }
+layer { name: "wide" type: "Convolution" bottom: "data" top: "wide"
+  convolution_param { num_output: 8 kernel_size: 3 pad: 2 stride: 2 dilation: 2 group: 2 bias_term: false } }
+layer { name: "hw" type: "Convolution" bottom: "data" top: "hw"
+  convolution_param { num_output: 4 kernel_h: 3 kernel_w: 1 pad_h: 1 pad_w: 0 } }
+layer { name: "diff" type: "Eltwise" bottom: "hw" bottom: "data" top: "diff"
+  eltwise_param { operation: SUM coeff: 1 coeff: -0.5 } include { min_level: 1 max_level: 3 stage: "a" } }
+layer { name: "most" type: "Eltwise" bottom: "hw" bottom: "data" top: "most" eltwise_param { operation: MAX }
+  exclude { not_stage: "b" } }
+""")
+    assert main(["caffe", "info", str(path)]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:]}
+    assert lines["data"].endswith("shape 1x4x9x9")
+    assert lines["wide"].endswith("8 out, kernel 3; pad 2; stride 2; dilation 2; group 2; no bias")
+    assert lines["hw"].endswith("4 out, kernel 3x1; pad 1x0")
+    assert lines["diff"].endswith("[include stage=a+level>=1+level<=3]  SUM coeff 1, -0.5")
+    assert lines["most"].endswith("[exclude not_stage=b]  MAX")
+
+
+def test_a_file_that_cannot_be_read_is_an_error_naming_it(tmp_path, monkeypatch):
+    """(chmod cannot make a file unreadable for root, so the refusal comes from the file system stand-in.)"""
+    from glrl.errors import GlrlError
+
+    path = tmp_path / "locked.caffemodel"
+    path.write_bytes(b"\x0a\x01x")
+
+    def refuse(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    with pytest.raises(GlrlError) as info:
+        io.read_caffemodel(path)
+    assert info.value.message == f"{path}: cannot read the caffemodel file (Permission denied)"
+    assert info.value.hint == "check its permissions"
+
+
+# ------------------------------------------------------------------- measuring a net (glrl.nets.stats)
+
+STATS_INPUT = 'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 dim: 8 dim: 8 } } }\n'
+
+
+def _conv(name: str, settings: str, bottom: str = "data", extra: str = "") -> str:
+    return (f'layer {{ name: "{name}" type: "Convolution" bottom: "{bottom}" top: "{name}" {extra}'
+            f"convolution_param {{ num_output: 2 {settings} }} }}\n")
+
+
+@pytest.mark.parametrize("layers, message", [
+    (_conv("c", "kernel_size: 3 kernel_size: 1"), r"per-axis convolution sizes \[3, 1\] are not supported"),
+    (_conv("c", "pad: 1"), "layer 'c': convolution without a kernel size"),
+    (_conv("c", "kernel_size: 3 pad_h: 1 pad_w: 1"), "layer 'c': pad_h/pad_w/stride_h/stride_w are not supported"),
+    (_conv("c", "kernel_size: 3", extra="include { phase: TEST } "), "layer 'c' has phase rules; measure a deploy net"),
+    ('layer { name: "p" type: "Pooling" bottom: "data" top: "p" }', "layer 'p': type 'Pooling' is not one"),
+    (_conv("c", "kernel_size: 3", bottom="nowhere"), "layer 'c' reads blob 'nowhere' that no earlier layer produces"),
+    (_conv("c", "kernel_size: 9"), "layer 'c': a 8×8 input is smaller than its kernel"),
+    (_conv("c", "kernel_size: 3") + 'layer { name: "s" type: "Eltwise" bottom: "c" bottom: "data" top: "s" }',
+     r"layer 's' adds blobs of different shapes: \[\(1, 2, 6, 6\), \(1, 2, 8, 8\)\]"),
+    (_conv("a", "kernel_size: 3", extra='param { name: "w" } ')
+     + _conv("b", "kernel_size: 1", bottom="a", extra='param { name: "w" } '), "layer 'b' shares 'w' with a blob of"),
+    (_conv("a", "kernel_size: 1") + _conv("b", "kernel_size: 1"), r"net 'x' has 2 outputs \(a, b\); expected one"),
+], ids=["per-axis kernel", "no kernel", "pad_h", "phase rule", "unknown type", "unknown bottom", "kernel too big",
+        "eltwise shapes", "shared size", "two outputs"])
+def test_a_net_that_stats_cannot_measure_is_refused_naming_the_layer(layers, message):
+    from glrl.nets.stats import measure
+
+    with pytest.raises(FormatError, match=message):
+        measure(io.parse_net(f'name: "x"\n{STATS_INPUT}{layers}'))
+

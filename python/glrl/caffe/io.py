@@ -240,11 +240,7 @@ def _describe(data: bytes, otherwise: str) -> str:
     kind = _sniff(data)
     if kind is not None:
         return f"this is {kind}"
-    try:
-        data[:4096].decode("utf-8")
-    except UnicodeDecodeError:
-        return otherwise
-    return "this is a text file, perhaps a prototxt"
+    return "this is a text file, perhaps a prototxt" if _is_text(data) else otherwise
 
 
 # -------------------------------------------------------------------------------------- any file kind
@@ -276,7 +272,10 @@ def read_any(path: PathLike) -> CaffeFile:
                 raise furthest from None
             return CaffeFile("solver", solver, upgrade_solver(solver, source))
         if not len(net.layer) and not len(net.layers):
-            solver = _parse_text(text, pb.SolverParameter(), source, "a Caffe solver")
+            try:
+                solver = _parse_text(text, pb.SolverParameter(), source, "a Caffe solver")
+            except FormatError:  # a net without layers (a name, inputs): still a net
+                return CaffeFile("net", net, upgrade_net(net, source))
             return CaffeFile("solver", solver, upgrade_solver(solver, source))
         return CaffeFile("net", net, upgrade_net(net, source))
     if Path(path).suffix == ".solverstate":
