@@ -152,3 +152,28 @@ def test_training_refuses_an_unknown_optimizer_and_one_beside_a_solver_before_wr
     err = refused(["train", "--optimizer", "nosuch", "--run-dir", str(tmp_path / "run")], capsys)
     assert "unknown optimizer 'nosuch'" in err
 
+
+
+def test_a_file_where_an_output_folder_should_be_made_is_an_error_naming_it(tmp_path, capsys):
+    blocker = tmp_path / "diagrams"
+    blocker.write_text("a file, not a folder")
+    err = refused(["nets", "show", "srcnn", "--diagram", str(blocker / "srcnn.dot")], capsys)
+    assert f"error: {blocker}: File exists" in err and "a file stands where a folder is needed" in err
+    assert blocker.read_text() == "a file, not a folder"
+
+
+@pytest.mark.parametrize("error, message, hint", [
+    (PermissionError(13, "Permission denied", "/srv/out"), "/srv/out: Permission denied",
+     "choose a location you can write to (or read, for an input)"),
+    (FileNotFoundError(2, "No such file or directory", "in.png"), "in.png: No such file or directory",
+     "check the path"),
+    (OSError(28, "No space left on device", "/srv/out/x.h5"), "/srv/out/x.h5: No space left on device",
+     "check the path, the free space and the permissions"),
+    (OSError("the device vanished"), "the device vanished", "check the path, the free space and the permissions"),
+])
+def test_each_kind_of_file_system_failure_gets_its_own_hint(error, message, hint):
+    """(Failures root cannot provoke, such as a permission denied, built as the OS would raise them.)"""
+    from glrl.errors import from_os_error
+
+    converted = from_os_error(error)
+    assert (converted.message, converted.hint) == (message, hint)

@@ -196,6 +196,58 @@ def test_misused_options_are_clear_errors(tmp_path, data_root, capsys, options, 
     assert message in capsys.readouterr().err
 
 
+def test_a_deploy_net_with_two_inputs_is_refused_naming_them(tmp_path, data_root, capsys):
+    deploy = write_deploy(tmp_path, "two-inputs")
+    deploy.write_text(deploy.read_text() + 'layer { name: "aux" type: "Input" top: "aux" '
+                                           "input_param { shape { dim: 1 dim: 1 dim: 32 dim: 32 } } }\n")
+    weights = write_weights(deploy, tmp_path / "w.caffemodel", random_blobs(6, 0.01))
+    assert main(["eval", "--datasets", "Set5", "--scales", "3", "--quiet", "--device", "cpu", "--data-root",
+                 str(data_root), "--out", str(tmp_path / "out"), "--prototxt", str(deploy),
+                 "--weights", str(weights)]) == 2
+    err = capsys.readouterr().err
+    assert f"{deploy} has inputs ['data', 'aux']" in err and "an SR deploy net has one input" in err
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_all_adds_each_released_model_the_papers_rows_do_not_use_under_its_own_name():
+    from glrl import settings
+    from glrl.eval.models import plans_for_all
+
+    plans = {plan.name: plan for plan in plans_for_all([3, 4], settings.MODELS_DIR)}
+    # glrl-2lrb_x234 already serves GLRL-2LRB at x4 (there is no x4-only model of it): not listed again
+    assert list(plans) == ["SRCNN", "GLRL-2LRB", "GLRL", "glrl_x234"]
+    assert {s: m.name for s, m in plans["GLRL-2LRB"].models.items()} == {3: "glrl-2lrb_x3", 4: "glrl-2lrb_x234"}
+    assert {s: m.name for s, m in plans["GLRL"].models.items()} == {3: "glrl_x3", 4: "glrl_x4"}
+    assert {s: m.name for s, m in plans["glrl_x234"].models.items()} == {3: "glrl_x234", 4: "glrl_x234"}
+
+
+def test_a_nets_released_models_as_one_method_load_each_model_once_for_the_scales_it_serves(tmp_path):
+    """create_method("srcnn") runs, per scale, the model model_for_scale picks: here one model for x2 and x3."""
+    from glrl import settings
+    from glrl.errors import ModelError
+    from glrl.eval.methods import create_method
+    from glrl.eval.models import ReleasedNetMethod, model_method
+    from glrl.model_zoo import get_model
+
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(settings.MODELS_DIR / "srcnn_x3.caffemodel", models / "srcnn_x23.caffemodel")
+    meta = json.loads((settings.MODELS_DIR / "srcnn_x3.json").read_text())
+    (models / "srcnn_x23.json").write_text(json.dumps(dict(meta, name="srcnn_x23", scales=[2, 3])))
+    for name, net in (("glrl", "glrl"), ("GLRL-2LRB", "glrl-2lrb"), ("srcnn", "srcnn")):
+        method = create_method(name, models_dir=models, device="cpu")
+        assert isinstance(method, ReleasedNetMethod) and method.net == net
+    y_up = np.random.default_rng(0).random((20, 17))
+    out2 = method(y_up, 2)
+    loaded = method._loaded["srcnn_x23"]
+    out3 = method(y_up, 3)
+    assert method._loaded == {"srcnn_x23": loaded}  # loaded once, for both scales
+    expected = model_method(get_model("srcnn_x23", models), device="cpu")(y_up, 3)
+    assert out2.shape == y_up.shape and np.array_equal(out2, out3) and np.array_equal(out3, expected)
+    with pytest.raises(ModelError, match="no released srcnn model for scale x4"):
+        method(y_up, 4)
+
+
 # ----------------------------------------------------------------------------------------- releases
 def write_patch_set(folder: Path) -> Path:
     """A tiny patch set with a manifest (its hash is what a release records)."""

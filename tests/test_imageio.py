@@ -104,3 +104,60 @@ def test_write_refuses_bad_pixels_and_unknown_formats_and_keeps_the_old_file(tmp
         write_image(target, np.zeros((4, 4, 2), np.uint8))
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.png"]  # no temporary files left
+
+
+def test_a_folder_given_as_an_image_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match=f"{tmp_path} is a folder, not an image file"):
+        read_image(tmp_path)
+
+
+def test_palette_transparency_is_read_as_an_alpha_plane(tmp_path):
+    Image.fromarray(GREY).convert("P").save(tmp_path / "holes.png", transparency=int(GREY[0, 0]))
+    pixels, alpha = read_image_with_alpha(tmp_path / "holes.png")
+    assert np.array_equal(pixels, GREY)
+    assert np.array_equal(alpha, np.where(GREY == GREY[0, 0], 0, 255))
+
+
+def test_an_image_mode_without_a_conversion_is_refused_naming_it(tmp_path):
+    Image.new("PA", (5, 6)).save(tmp_path / "palette_alpha.tif")  # palette + alpha: Pillow keeps it as PA
+    with pytest.raises(DataError, match="palette_alpha.tif: unsupported image mode PA") as info:
+        read_image(tmp_path / "palette_alpha.tif")
+    assert "8-bit RGB or grey PNG" in info.value.hint
+
+
+def test_write_refuses_alpha_that_does_not_fit_and_a_format_that_cannot_hold_the_pixels(tmp_path):
+    target = tmp_path / "keep.jpg"
+    write_image(target, RGB)
+    before = target.read_bytes()
+    with pytest.raises(DataError, match=r"alpha must be uint8 \(6, 5\), not uint8 \(5, 6\)"):
+        write_image(target, RGB, alpha=np.zeros((5, 6), np.uint8))
+    with pytest.raises(DataError, match="cannot write .*keep.jpg as JPEG") as info:
+        write_image(target, RGB, alpha=np.zeros((6, 5), np.uint8))  # JPEG has no alpha
+    assert "PNG keeps every pixel and alpha" in info.value.hint
+    assert target.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["keep.jpg"]
+
+
+# ---------------------------------------------------- the protocol's array steps (glrl.matlab_compat.crop)
+
+
+def test_im2double_scales_each_integer_depth_like_matlab_and_refuses_other_dtypes():
+    from glrl.matlab_compat import im2double
+
+    assert im2double(np.array([0, 32768, 65535], np.uint16)).tolist() == [0.0, 32768 / 65535, 1.0]
+    assert im2double(np.array([True, False])).tolist() == [1.0, 0.0]
+    halves = im2double(np.array([0.25, 1.5], np.float32))
+    assert halves.dtype == np.float64 and halves.tolist() == [0.25, 1.5]  # floats kept as they are
+    with pytest.raises(DataError, match="im2double supports uint8, uint16, bool and float images, not int32"):
+        im2double(np.zeros(3, np.int32))
+
+
+def test_modcrop_and_shave_refuse_a_scale_or_border_that_is_not_a_whole_number():
+    from glrl.matlab_compat import modcrop, shave
+
+    for scale in (0, 2.5, -3):
+        with pytest.raises(ValueError, match=f"modcrop scale must be a positive integer, not {scale!r}"):
+            modcrop(GREY, scale)
+    for border in (-1, 1.5):
+        with pytest.raises(ValueError, match=f"shave border must be a non-negative integer, not {border!r}"):
+            shave(GREY, border)
+    assert modcrop(GREY, 2.0).shape == (6, 4) and shave(GREY, 1.0).shape == (4, 3)

@@ -488,6 +488,73 @@ def test_unknown_layer_types_and_blob_wiring_errors():
               'layer { name: "p2" type: "Power" bottom: "data" top: "q" }')
 
 
+BAD_LAYER_INPUTS = (input_layer("data", 1, 2, 4, 4) + input_layer("other", 1, 2, 3, 4) + input_layer("line", 1, 2, 5)
+                    + input_layer("vec", 4) + input_layer("few", 1, 3))
+
+
+def bad_conv(settings: str, bottoms: str = 'bottom: "data"', tops: str = 'top: "c"') -> str:
+    return f'layer {{ name: "bad" type: "Convolution" {bottoms} {tops} convolution_param {{ {settings} }} }}'
+
+
+def bad_layer(kind: str, settings: str = "", bottoms: str = 'bottom: "data"', tops: str = 'top: "t"') -> str:
+    return f'layer {{ name: "bad" type: "{kind}" {bottoms} {tops} {settings} }}'
+
+
+@pytest.mark.parametrize("text, message", [
+    (bad_layer("Power", bottoms='bottom: "data" bottom: "data"'), r"takes 1 bottom\(s\), the prototxt gives 2"),
+    (bad_layer("Concat", "concat_param { axis: 4 }", 'bottom: "data" bottom: "data"'),
+     "axis 4 is out of range for a blob with 4 axes"),
+    (bad_conv("num_output: 2 kernel_size: 3 axis: 2"), r"only axis 1 \(channels\) is supported"),
+    (bad_conv("num_output: 2 kernel_size: 3", tops='top: "c" top: "d"'),
+     "needs one top per bottom, got 1 bottoms and 2"),
+    (bad_conv("num_output: 2 kernel_size: 3", 'bottom: "data" bottom: "other"', 'top: "c" top: "d"'),
+     r"all bottoms must have the same shape, got \(1, 2, 4, 4\) and \(1, 2, 3, 4\)"),
+    (bad_conv("num_output: 2 kernel_size: 1", 'bottom: "few"'), r"needs a blob with 3 to 5 axes .*got shape \(1, 3\)"),
+    (bad_conv("num_output: 2 kernel_size: 3 stride: 0"), "kernel, stride and dilation must be positive"),
+    (bad_conv("num_output: 2 kernel_h: 3 kernel_w: 3", 'bottom: "line"'), "kernel_h/kernel_w need 2 spatial axes"),
+    (bad_conv("num_output: 2 kernel_size: 3 kernel_h: 3 kernel_w: 3"),
+     "give either kernel or kernel_h/kernel_w, not both"),
+    (bad_conv("num_output: 2 kernel_h: 3"), "kernel_h and kernel_w must be given together"),
+    (bad_conv("num_output: 2"), "convolution_param.kernel_size must be given"),
+    (bad_conv("num_output: 2 kernel_size: 3 kernel_size: 3 kernel_size: 3"), "kernel has 3 values; give 1 or 2"),
+    (bad_layer("PReLU", bottoms='bottom: "vec"'), r"needs a bottom with at least 2 axes, got shape \(4,\)"),
+    (bad_layer("Concat", "concat_param { axis: 1 concat_dim: 1 }", 'bottom: "data" bottom: "data"'),
+     "give either axis or concat_dim, not both"),
+    (bad_layer("Concat", "", 'bottom: "data" bottom: "other"'),
+     r"bottom shapes \(1, 2, 4, 4\) and \(1, 2, 3, 4\) differ outside axis 1"),
+    (bad_layer("Slice", "slice_param { axis: 1 slice_dim: 1 }", tops='top: "a" top: "b"'),
+     "give either axis or slice_dim, not both"),
+    (bad_layer("Slice", "slice_param { slice_point: 1 slice_point: 2 }", tops='top: "a" top: "b"'),
+     r"2 slice_point\(s\) for 2 tops; give one fewer than tops"),
+    (bad_layer("Slice", "", 'bottom: "few"', 'top: "a" top: "b"'), "axis 1 has size 3, which does not split into 2"),
+    (bad_layer("Flatten", "flatten_param { axis: 2 end_axis: 1 }"), "end_axis 1 comes before axis 2"),
+    (bad_layer("Reshape", "reshape_param { shape { dim: -1 dim: -1 } }"), "at most one dimension .* may be -1"),
+    (bad_layer("Reshape", "reshape_param { shape { dim: -2 } }"),
+     r"reshape_param.shape \[-2\] has a dimension below -1"),
+    (bad_layer("Reshape", "reshape_param { shape { dim: 1 } num_axes: -2 }"),
+     r"reshape_param.num_axes must be -1 \(all\) or at least 0"),
+    (bad_layer("Reshape", "reshape_param { shape { dim: 1 } axis: 7 }"), "reshape_param.axis 7 is out of range"),
+    (bad_layer("Reshape", "reshape_param { shape { dim: 16 } axis: 3 num_axes: 2 }"),
+     "axis 3 with num_axes 2 runs past"),
+    (bad_layer("Reshape", "reshape_param { shape { dim: 0 dim: 0 dim: 0 dim: 0 dim: 0 } }"),
+     "dimension 4 copies axis 4, which shape .* lacks"),
+    (bad_layer("Reshape", "reshape_param { shape { dim: -1 dim: 3 } }"), r"cannot infer the -1 dimension: 32 elements"),
+    (bad_layer("Reshape", "reshape_param { shape { dim: 2 dim: 2 } }"),
+     r"shape \(2, 2\) does not hold the 32 elements"),
+    (bad_layer("Eltwise", "eltwise_param { coeff: 1 }", 'bottom: "data" bottom: "data"'),
+     "1 coeff values for 2 bottoms; give one each"),
+    (bad_layer("Eltwise", "", 'bottom: "data" bottom: "other"'), "bottoms must have equal shapes"),
+    (bad_layer("Scale", "scale_param { num_axes: -2 }"), r"num_axes must be -1 \(all remaining axes\) or at least 0"),
+    (bad_layer("Scale", "scale_param { axis: 2 num_axes: 5 }"), "axis 2 with num_axes 5 runs past bottom shape"),
+    (bad_layer("Scale", "", 'bottom: "data" bottom: "few"'), r"operand shape \(1, 3\) does not match bottom shape"),
+    (bad_layer("EuclideanLoss", "", 'bottom: "data" bottom: "few"'),
+     "bottoms must hold the same number of values per item"),
+])
+def test_bad_layer_settings_are_errors_naming_the_layer_and_the_setting(text, message):
+    with pytest.raises(ModelError, match=r"layer 'bad' \([A-Za-z]+\): " + message):
+        build(BAD_LAYER_INPUTS + text)
+
+
 def test_inputs_are_checked_by_name_and_run_reshapes_to_any_size():
     net = build(input_layer("data", 1, 1, 8, 8) + """
         layer { name: "conv" type: "Convolution" bottom: "data" top: "out"
@@ -732,6 +799,24 @@ def test_open_net_rejects_unknown_backends_and_the_package_imports_without_torch
         open_net(build_prototxt(tmp_path, DEPLOY), backend="tensorflow")
     code = "import sys, glrl.backends; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_caffe_backend_refuses_a_gpu_before_it_looks_for_caffe(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "caffe", None)  # the device is checked first, Caffe or not
+    with pytest.raises(ModelError, match="the caffe backend runs on the CPU only, not on 'cuda:1'") as caught:
+        open_net(build_prototxt(tmp_path, DEPLOY), backend="caffe", device="cuda:1")
+    assert "--device cpu" in caught.value.hint
+
+
+def test_caffe_counts_as_installed_only_when_it_imports(monkeypatch):
+    import types
+
+    from glrl import backends
+
+    monkeypatch.setitem(sys.modules, "caffe", None)  # `import caffe` raises ImportError
+    assert backends._caffe_importable() is False
+    monkeypatch.setitem(sys.modules, "caffe", types.ModuleType("caffe"))
+    assert backends._caffe_importable() is True
 
 
 def test_a_train_net_learns_through_hdf5_batches(two_files):

@@ -84,6 +84,52 @@ def test_strided_nets_are_refused_for_tiling():
         tiling.receptive_radius(net)
 
 
+def test_pooling_counts_its_kernel_in_the_receptive_radius_and_keeps_the_channels():
+    """Real Caffe runs Pooling (the caffe backend tiles by this walk): a 5×5 window reaches 2 pixels."""
+    net = parse_net(BRANCHED_NET.replace('layer { name: "a1r" type: "ReLU" bottom: "a1" top: "a1" }',
+                                         'layer { name: "a1r" type: "Pooling" bottom: "a1" top: "a1p" '
+                                         "pooling_param { pool: MAX kernel_size: 5 pad: 2 } }")
+                    .replace('bottom: "a1" top: "a2"', 'bottom: "a1p" top: "a2"'))
+    assert tiling.receptive_radius(net) == 4 + 2
+    assert tiling.floats_per_pixel(net) == 19 + 4  # the pooled blob has a1's 4 channels
+
+
+def test_a_net_tiling_cannot_follow_is_refused_naming_the_layer():
+    unwired = BRANCHED_NET.replace('bottom: "cat" top: "out"', 'bottom: "nowhere" top: "out"')
+    with pytest.raises(ModelError, match=r"layer 'out' reads blob\(s\) \['nowhere'\] that no earlier layer makes"):
+        tiling.receptive_radius(parse_net(unwired))
+    flatten = BRANCHED_NET.replace('type: "Concat"', 'type: "Flatten"')
+    with pytest.raises(ModelError, match="layer 'cat' has type Flatten, unknown to tiled inference") as caught:
+        tiling.receptive_radius(parse_net(flatten))
+    assert "tile size 0" in caught.value.hint
+
+
+STRIDED_NET = """name: "strided"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 1 dim: 16 dim: 20 } } }
+layer { name: "down" type: "Convolution" bottom: "data" top: "down"
+  convolution_param { num_output: 4 kernel_size: 3 stride: 2 pad: 1 } }
+layer { name: "up" type: "Deconvolution" bottom: "down" top: "output"
+  convolution_param { num_output: 1 kernel_size: 2 stride: 2 } }
+"""
+
+
+def test_a_net_tiling_cannot_follow_runs_on_whole_images_with_tile_0_as_the_refusal_advises(tmp_path):
+    pytest.importorskip("torch")
+    from glrl.backends.torch_net import TorchNet
+    from glrl.upscaling import Upscaler
+
+    deploy = tmp_path / "strided.prototxt"
+    deploy.write_text(STRIDED_NET)
+    TorchNet(deploy, "TEST", seed=0).save_caffemodel(tmp_path / "strided.caffemodel")
+    with pytest.raises(ModelError, match="stride") as refused:
+        Upscaler(deploy, tmp_path / "strided.caffemodel", 2, device="cpu")
+    assert "tile size 0" in refused.value.hint
+    whole = Upscaler(deploy, tmp_path / "strided.caffemodel", 2, device="cpu", tile=0)
+    assert whole.tile == 0 and whole.tile_memory_bytes is None
+    grey = np.random.default_rng(0).integers(0, 256, (8, 10), dtype=np.uint8)
+    assert whole.upscale_array(grey).shape == (16, 20)
+
+
 def _box_chain(image: np.ndarray, radii=(2, 1, 3)) -> np.ndarray:
     """A stand-in SR net: box filters with zero padding in sequence, receptive radius sum(radii)."""
     out = image.astype(np.float64)
@@ -248,6 +294,74 @@ def test_a_corrupt_or_missing_file_is_a_clear_data_error(tmp_path):
         read_picture(tmp_path / "broken.png")
     with pytest.raises(DataError, match="no image file"):
         read_picture(tmp_path / "absent.png")
+
+
+def test_one_bit_cmyk_and_32_bit_integer_images_are_read_as_grey_rgb_and_16_bit_grey(tmp_path):
+    bits = np.random.default_rng(5).random((5, 7)) > 0.5
+    Image.fromarray(bits).save(tmp_path / "bits.png")
+    picture = read_picture(tmp_path / "bits.png")
+    assert picture.pixels.shape == (5, 7, 1) and np.array_equal(picture.pixels[:, :, 0], bits.astype(float))
+    Image.new("CMYK", (7, 5), (0, 255, 0, 0)).save(tmp_path / "print.tif")  # full magenta ink
+    picture = read_picture(tmp_path / "print.tif")
+    assert picture.pixels.shape == (5, 7, 3) and (picture.pixels == [1.0, 0.0, 1.0]).all()
+    Image.fromarray(np.full((5, 7), 65535, dtype=np.int32), "I").save(tmp_path / "int.tif")
+    picture = read_picture(tmp_path / "int.tif")
+    assert picture.bit_depth == 16 and (picture.pixels == 1.0).all()
+
+
+def test_32_bit_pixels_that_do_not_fit_16_bits_are_refused(tmp_path):
+    Image.fromarray(np.full((5, 7), 70000, dtype=np.int32), "I").save(tmp_path / "int.tif")
+    Image.fromarray(np.full((5, 7), 0.5, dtype=np.float32), "F").save(tmp_path / "float.tif")
+    for name, kind in (("int.tif", "32-bit integer"), ("float.tif", "32-bit float")):
+        with pytest.raises(DataError, match=f"{name} holds {kind} pixels, which upscale does not support") as caught:
+            read_picture(tmp_path / name)
+        assert "convert it to 8- or 16-bit" in caught.value.hint
+
+
+def test_an_image_too_large_for_pillow_is_refused_with_a_way_round(tmp_path, monkeypatch):
+    Image.new("L", (40, 40)).save(tmp_path / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 40 * 40 // 3)  # more than twice the limit: a bomb to Pillow
+    with pytest.raises(DataError, match="cannot read image .*huge.png") as caught:
+        read_picture(tmp_path / "huge.png")
+    assert "cut the image into parts" in caught.value.hint
+
+
+def test_without_opencv_sixteen_bit_colour_is_refused_both_ways_saying_what_to_install(tmp_path, monkeypatch):
+    cv2 = pytest.importorskip("cv2")
+    rgb = np.random.default_rng(6).integers(0, 65536, (4, 5, 3), dtype=np.uint16)
+    cv2.imwrite(str(tmp_path / "deep.png"), rgb[:, :, ::-1])
+    monkeypatch.setitem(sys.modules, "cv2", None)  # as if OpenCV were not installed
+    with pytest.raises(DataError, match="deep.png is a 16-bit colour image; reading those needs OpenCV") as caught:
+        read_picture(tmp_path / "deep.png")
+    assert "opencv-python-headless" in caught.value.hint
+    with pytest.raises(DataError, match="writing 16-bit colour images needs OpenCV"):
+        write_picture(tmp_path / "out.png", Picture(rgb / 65535.0, 16))
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_a_truncated_sixteen_bit_colour_file_is_a_clear_data_error(tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    rgb = np.random.default_rng(7).integers(0, 65536, (40, 50, 3), dtype=np.uint16)
+    ok, png = cv2.imencode(".png", rgb)
+    assert ok
+    (tmp_path / "cut.png").write_bytes(png.tobytes()[: png.size // 2])  # a 16-bit RGB header, half its pixels
+    with pytest.raises(DataError, match="cannot read image .*cut.png: image file is truncated") as caught:
+        read_picture(tmp_path / "cut.png")
+    assert "damaged" in caught.value.hint
+
+
+def test_sixteen_bit_grey_is_written_back_as_sixteen_bit_grey(tmp_path):
+    deep = np.random.default_rng(8).integers(0, 65536, (6, 5), dtype=np.uint16)
+    write_picture(tmp_path / "deep.png", Picture(deep[:, :, None] / 65535.0, 16))
+    with Image.open(tmp_path / "deep.png") as img:
+        assert img.mode.startswith("I") and np.array_equal(np.asarray(img), deep)
+
+
+def test_a_write_that_fails_is_a_data_error_naming_the_file(tmp_path):
+    (tmp_path / "a_file").write_text("not a folder")
+    with pytest.raises(DataError, match="cannot write .*a_file/out.png") as caught:
+        write_picture(tmp_path / "a_file" / "out.png", Picture(np.zeros((2, 2, 1))))
+    assert "output folder you can write to" in caught.value.hint
 
 
 def test_outputs_that_cannot_be_written_fail_before_any_work(tmp_path):
@@ -518,6 +632,35 @@ def test_a_batch_goes_on_past_bad_files_and_lists_them(models_dir, tmp_path, cap
     assert (tmp_path / "out" / "colour.png").is_file() and not (tmp_path / "out" / "corrupt.png").exists()
 
 
+def test_a_batch_without_failures_exits_0_and_tile_0_runs_whole_images(models_dir, tmp_path, capsys):
+    source = tmp_path / "in"
+    source.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.full((6, 7), 90, dtype=np.uint8), "L").save(source / name)
+    status, out, err = _cli(capsys, str(source), str(tmp_path / "out"), "--scale", "3", "--tile", "0",
+                            "--models-dir", str(models_dir), "--device", "cpu")
+    assert status == 0, err
+    assert "2 of 2 images enlarged x3" in out and "whole images" in out and "failed" not in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png"]
+
+
+def test_inputs_that_name_nothing_to_enlarge_are_refused_before_the_model_loads(models_dir, tmp_path, monkeypatch,
+                                                                                capsys):
+    monkeypatch.setattr("glrl.upscaling.Upscaler.for_scale",
+                        lambda *args, **kwargs: pytest.fail("the model loaded for inputs that could not be enlarged"))
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "notes.txt").write_text("not an image")
+    (tmp_path / "out.png").write_bytes(b"an earlier result")
+    cases = [(source, tmp_path / "out.png", "is a folder, so the output", "give a folder"),
+             (source, tmp_path / "out", f"no images in {source}", "images end with .png"),
+             (tmp_path / "absent.png", tmp_path / "big.png", "no such file or folder", "check the input path")]
+    for given, output, message, hint in cases:
+        status, _, err = _cli(capsys, str(given), str(output), "--scale", "3", "--models-dir", str(models_dir))
+        assert status == 2 and message in err and f"hint: {hint}" in err
+    assert (tmp_path / "out.png").read_bytes() == b"an earlier result" and not (tmp_path / "out").exists()
+
+
 def test_an_unwritable_output_is_a_clear_error_before_any_work(models_dir, tmp_path, capsys):
     Image.fromarray(np.full((6, 6), 50, dtype=np.uint8), "L").save(tmp_path / "in.png")
     (tmp_path / "blocker").write_text("a file where a folder should be")
@@ -575,6 +718,14 @@ def test_api_arrays_are_checked_and_quantised_back_to_nearest():
     half = Picture(np.full((1, 1, 1), 0.5), 16)
     assert picture_to_array(half, np.uint16, True).tolist() == [[32768]]  # 32767.5 rounds up
     assert picture_to_array(half, np.uint8, True).tolist() == [[128]]
+
+
+def test_api_arrays_of_another_dtype_are_refused_naming_it():
+    from glrl.upscale_io import array_to_picture
+
+    with pytest.raises(DataError, match="images of dtype int32 are not supported") as caught:
+        array_to_picture(np.zeros((4, 4), np.int32))
+    assert "uint8, uint16 or a float array" in caught.value.hint
 
 
 def test_an_output_path_that_is_a_folder_is_refused(tmp_path):

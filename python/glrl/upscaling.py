@@ -56,13 +56,15 @@ class Upscaler:
         self.scale = int(scale)
         self.model_name: Optional[str] = None  # the released model's name, when it came from models/
         net_param = read_net(deploy)
-        if backend == "caffe":
+        if tile is not None and int(tile) <= 0:  # whole images: also for a net that tiling cannot follow
+            self.floats_per_pixel, self.tile = 0, 0
+        elif backend == "caffe":
             self.floats_per_pixel = tiling.caffe_floats_per_pixel(net_param)
-            default_tile = tiling.caffe_tile(net_param)
+            self.tile = int(tile) if tile is not None else tiling.caffe_tile(net_param)
         else:
             self.floats_per_pixel = tiling.live_floats_per_pixel(net_param)
-            default_tile = tiling.tile_for_memory(net_param, DEFAULT_MEMORY_BYTES, self.floats_per_pixel)
-        self.tile = default_tile if tile is None else int(tile)
+            self.tile = int(tile) if tile is not None else tiling.tile_for_memory(
+                net_param, DEFAULT_MEMORY_BYTES, self.floats_per_pixel)
         self.margin = tiling.receptive_radius(net_param) if self.tile > 0 else 0
         self.border = tiling.border_loss(net_param)  # a 'valid' net (SRCNN) gets its input edge-padded
         self.net_path, self.weights_path = Path(deploy), Path(weights)
