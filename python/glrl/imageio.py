@@ -73,8 +73,8 @@ def read_image_with_alpha(path: PathArg) -> Tuple[np.ndarray, Optional[np.ndarra
     image = _open(path)
     mode = image.mode
     alpha: Optional[np.ndarray] = None
-    if mode == "P":
-        has_alpha = "transparency" in image.info
+    if mode in ("P", "PA"):
+        has_alpha = mode == "PA" or "transparency" in image.info
         grey = _palette_is_grey(image)
         converted = image.convert("RGBA" if has_alpha else "RGB")
         if has_alpha:

@@ -59,11 +59,6 @@ class BuildConfig:
                             hint="see `glrl data build --help`")
 
     @property
-    def label_margin(self) -> int:
-        """Offset of the label patch inside the input patch."""
-        return (self.patch_size - self.label_size) // 2
-
-    @property
     def transforms(self) -> Tuple[int, ...]:
         """Indices of the dihedral transforms applied (see :func:`glrl.data_prep.patches.dihedral`)."""
         return tuple(range(8)) if self.augment else (0,)
