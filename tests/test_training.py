@@ -366,6 +366,22 @@ def test_a_folder_lock_left_by_a_dead_process_does_not_block(tmp_path):
         pass
 
 
+def test_a_folder_the_lock_created_goes_again_when_nothing_was_written_in_it(tmp_path):
+    from glrl.fsutil import folder_lock
+
+    with pytest.raises(TrainingError):
+        with folder_lock(tmp_path / "refused", "run folder"):
+            raise TrainingError("refused after the lock was taken")
+    assert not (tmp_path / "refused").exists()
+    with folder_lock(tmp_path / "written", "run folder"):
+        (tmp_path / "written" / "solver.prototxt").write_text("")
+    assert sorted(p.name for p in (tmp_path / "written").iterdir()) == [".lock", "solver.prototxt"]
+    (tmp_path / "existing").mkdir()
+    with folder_lock(tmp_path / "existing", "run folder"):
+        pass
+    assert (tmp_path / "existing").is_dir()
+
+
 def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_snapshot(tmp_path):
     solver = make_run(tmp_path, base_lr=1e4, clip=-1, max_iter=60, snapshot=1, iter_size=1)
     with pytest.raises(TrainingError) as info:
@@ -1278,3 +1294,39 @@ def test_patches_and_solver_are_refused_together(tmp_path, capsys):
     solver.write_text('net: "train_test.prototxt"\n')
     assert main(["train", "--solver", str(solver), "--patches", str(tmp_path), "--no-set5"]) == 2
     assert "--solver" in capsys.readouterr().err
+
+
+def test_a_resume_goes_on_with_the_runs_own_net_and_scale_and_refuses_others_by_name(tmp_path, data_root,
+                                                                                   capsys):
+    from glrl.cli import main
+    from glrl.data_prep.build import build
+    from glrl.data_prep.config import BuildConfig
+
+    patch_set, run_dir = tmp_path / "x2-p15", tmp_path / "run"
+    build(BuildConfig(train_sets=("Set5",), scales=(2,), augment=False, patch_size=15, label_size=15, stride=15),
+          data_root, patch_set, workers=1, progress=False)
+    common = ["--run-dir", str(run_dir), "--device", "cpu", "--threads", "1", "--no-progress",
+              "--data-root", str(data_root)]
+    assert main(["train", "--net", "glrl-2lrb", "--scale", "2", "--schedule", "smoke", "--optimizer", "adam",
+                 "--patches", str(patch_set), "--no-set5", "--stop-at", "1", *common]) == 0
+    capsys.readouterr()
+
+    # neither --net nor --scale: the run's 2-LRB net at x2, its Set5 probe included (smoke tests at 4)
+    assert main(["train", "--resume", "--stop-at", "4", *common]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^Set5 x2 PSNR at iteration 4: \d+\.\d\d dB \(bicubic 33\.66 dB\)$", out, re.M), out
+    assert latest_snapshot(run_dir).name == "glrl-2lrb_x2_iter_4.solverstate"
+
+    assert main(["train", "--resume", "--net", "glrl", *common]) == 2
+    assert f"the run in {run_dir} trains glrl-2lrb, not --net glrl" in capsys.readouterr().err
+    assert main(["train", "--resume", "--scale", "3", *common]) == 2
+    assert f"the run in {run_dir} trains on x2 patches, not --scale 3" in capsys.readouterr().err
+    assert latest_snapshot(run_dir).name == "glrl-2lrb_x2_iter_4.solverstate"
+
+    # a --solver run takes the scale of the patch set its net reads, and refuses another before writing
+    other = tmp_path / "other"
+    assert main(["train", "--solver", str(run_dir / "solver.prototxt"), "--scale", "3", "--no-set5",
+                 *common[2:], "--run-dir", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert f"the net of --solver {run_dir / 'solver.prototxt'} trains on x2 patches, not --scale 3" in err
+    assert not other.exists()

@@ -91,9 +91,11 @@ def folder_lock(folder: PathLike, what: str) -> Iterator[None]:
     The lock is an ``flock`` on the open file, so the kernel releases it when the holder exits in any way
     (a crash or ``kill -9`` leaves no stale lock). The file records the holder's pid, host and start time,
     which the :class:`FolderInUse` error raised to a second process quotes. ``what`` names the folder's
-    use in that message ("run folder", ...).
+    use in that message ("run folder", ...). A folder the lock had to create and that holds nothing else
+    when the block ends (a command refused after taking the lock) is removed again.
     """
     target = Path(folder)
+    created = not target.exists()
     target.mkdir(parents=True, exist_ok=True)
     if fcntl is None:
         yield
@@ -118,4 +120,8 @@ def folder_lock(folder: PathLike, what: str) -> Iterator[None]:
         finally:
             handle.seek(0)
             handle.truncate()
+            if created and [entry.name for entry in target.iterdir()] == [LOCK_NAME]:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    target.rmdir()
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
-from typing import List
+from typing import Any, List, NamedTuple, Optional
 
 PAPER_BATCH = 32  # the paper's mini-batch (section 4.1)
+DEFAULT_NET, DEFAULT_SCALE = "glrl", "3"
 HELP = "train a net (paper solver, Caffe semantics) with snapshots, resume, monitoring and several GPUs"
 
 
@@ -21,8 +22,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     from glrl.cli import add_data_root_argument, non_negative_float, positive_float, positive_int
 
     add_data_root_argument(parser)
-    parser.add_argument("--net", default="glrl", help="generated net to train (glrl nets list); default glrl")
-    parser.add_argument("--scale", default="3", help="2, 3, 4 or 234 (the patch set's scales); default 3")
+    parser.add_argument("--net", default=None,
+                        help=f"generated net to train (glrl nets list); default {DEFAULT_NET}, and for --resume "
+                             "the run's")
+    parser.add_argument("--scale", default=None,
+                        help=f"2, 3, 4 or 234 (the patch set's scales); default {DEFAULT_SCALE}, and for --resume "
+                             "or --solver the scales of the run's patch set")
     parser.add_argument("--schedule", default="paper", help="paper (76 epochs) or a shorter named schedule")
     parser.add_argument("--optimizer", default=None,
                         help="a named optimiser recipe instead of the net's own (paper, srcnn, adam; "
@@ -78,7 +83,9 @@ def run(args: argparse.Namespace) -> int:
 
     args.deadline = None if args.time_limit is None else time.monotonic() + args.time_limit
 
-    scales = _parse_scales(args.scale)
+    given = argparse.Namespace(net=args.net, scale=args.scale)
+    args.net, args.scale = args.net or DEFAULT_NET, args.scale or DEFAULT_SCALE
+    _parse_scales(args.scale)
     _check_options(args)
     run_name = (f"{args.net}-x{args.scale}-{args.schedule}" + (f"-{args.optimizer}" if args.optimizer else "")
                 + (f"-b{args.batch_size}" if args.batch_size not in (None, PAPER_BATCH) else "")
@@ -87,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     run_dir = run_dir.resolve()
     _refuse_to_resume_nothing(args.resume, run_dir)
     with _run_folder_lock(run_dir):
-        return _train(args, scales, run_dir)
+        return _train(args, given, run_dir)
 
 
 def _check_options(args: argparse.Namespace) -> None:
@@ -144,7 +151,7 @@ def _run_folder_lock(run_dir: Path):
     return folder_lock(run_dir, "run folder")
 
 
-def _train(args: argparse.Namespace, scales, run_dir: Path) -> int:
+def _train(args: argparse.Namespace, given: argparse.Namespace, run_dir: Path) -> int:
     from glrl import settings
     from glrl.backends import resolve_backend
     from glrl.errors import TrainingError
@@ -163,9 +170,16 @@ def _train(args: argparse.Namespace, scales, run_dir: Path) -> int:
                             hint="drop --winograd, or use --backend torch")
     if args.solver:
         solver_path = Path(args.solver).resolve()
-        _keep_copy_of_solver(solver_path, run_dir)
+        solver_read = _read_given_solver(solver_path)
+        _follow_run_folder(args, given, run_dir, solver_read.manifest)
+        _keep_copy_of_solver(solver_read, run_dir)
     else:
-        solver_path = _prepare_run(args, scales, run_dir)
+        if args.resume is not None:
+            from glrl.data_prep import manifest as manifest_io
+
+            _follow_run_folder(args, given, run_dir, manifest_io.load(run_dir, manifest_io.RUN_COPY_NAME))
+        solver_path = _prepare_run(args, _parse_scales(args.scale), run_dir)
+    scales = _parse_scales(args.scale)
     resume = _resume_path(args.resume, run_dir)
     if args.weights:
         from glrl.provenance import record_initial_weights
@@ -214,6 +228,38 @@ def _train(args: argparse.Namespace, scales, run_dir: Path) -> int:
     return 130 if result.stopped_early else 0
 
 
+def _follow_run_folder(args: argparse.Namespace, given: argparse.Namespace, run_dir: Path,
+                       manifest: Optional[dict]) -> None:
+    """A resumed run goes on with the net its folder trains, and a resumed or ``--solver`` run whose patch
+    set has a manifest trains and probes Set5 at that set's scales: ``--net`` and ``--scale`` may be left
+    out there, and a value that contradicts them is refused, naming both, before anything is written. So a
+    resumed ×2 run probes Set5 at ×2 and a resumed 2-LRB run through its own deploy net, whatever the
+    defaults of ``--scale`` and ``--net`` are."""
+    from glrl.caffe.io import read_net
+    from glrl.errors import TrainingError
+    from glrl.nets.registry import NETS
+
+    net_path = run_dir / "train_test.prototxt"
+    if not args.solver and net_path.is_file():
+        name = read_net(net_path).name
+        if name in NETS:
+            if given.net not in (None, name):
+                raise TrainingError(f"the run in {run_dir} trains {name}, not --net {given.net}",
+                                    hint=f"resume without --net (or with {name}), or start a new run from its "
+                                         "weights with --weights and another --run-dir")
+            args.net = name
+    scales = manifest.get("settings", {}).get("scales") if manifest else None
+    if scales:
+        kept = "".join(map(str, scales))
+        if given.scale not in (None, kept):
+            trainer = f"the net of --solver {args.solver}" if args.solver else f"the run in {run_dir}"
+            raise TrainingError(f"{trainer} trains on x{kept} patches, not --scale {given.scale}",
+                                hint=f"leave --scale out (or give {kept})" + (
+                                    "" if args.solver else ", or start a new run from its weights with "
+                                                           "--weights and another --run-dir"))
+        args.scale = kept
+
+
 def _parse_scales(text: str):
     from glrl.errors import TrainingError
 
@@ -238,22 +284,23 @@ def _refuse_to_resume_nothing(resume, run_dir: Path) -> None:
         read_solverstate(resume)
 
 
-def _keep_copy_of_solver(given: Path, run_dir: Path) -> None:
-    """A run of a given solver keeps a copy of it and of its train/test net in the run folder, as a generated
-    run keeps its own, so that the folder says what it trained (``glrl models release`` reads them there),
-    with the patch set's manifest where one lies beside the HDF5 lists. The copy's ``net`` is
-    ``train_test.prototxt`` and its HDF5 list files are absolute paths; the run itself reads ``given``, whose
-    relative paths keep their meaning (real Caffe reads them from the working directory). A run resumed under
-    an edited solver or net trains with the edit, so the copies follow it, and the note says what changed."""
-    from glrl.caffe.io import net_to_text, read_net, read_solver, write_net, write_solver
+class GivenSolver(NamedTuple):
+    """A ``--solver`` as read: its path, the solver, its train/test net with absolute HDF5 list paths, where
+    that net was read from, and the manifest of the patch set beside its lists (None where there is none)."""
+
+    path: Path
+    solver: Any
+    net: Any
+    net_path: Path
+    manifest: Optional[dict]
+
+
+def _read_given_solver(given: Path) -> GivenSolver:
+    from glrl.caffe.io import read_net, read_solver
     from glrl.data_prep import manifest as manifest_io
     from glrl.data_prep.reader import resolve_source
-    from glrl.nets.emit import SOLVER, TRAIN_TEST
     from glrl.train.settings import resolve_net
 
-    solver_copy, net_copy = run_dir / SOLVER, run_dir / TRAIN_TEST
-    if solver_copy.exists() and solver_copy.samefile(given):
-        return  # the run folder's own solver, resumed
     solver = read_solver(given)
     net_path = resolve_net(solver.net, given)
     net = read_net(net_path)
@@ -263,21 +310,40 @@ def _keep_copy_of_solver(given: Path, run_dir: Path) -> None:
             source = resolve_source(layer.hdf5_data_param.source, [net_path.parent, given.parent])
             layer.hdf5_data_param.source = str(source)
             manifests.append(manifest_io.load(source.parent))
+    found = next((manifest for manifest in manifests if manifest is not None), None)
+    return GivenSolver(given, solver, net, net_path, found)
+
+
+def _keep_copy_of_solver(given: GivenSolver, run_dir: Path) -> None:
+    """A run of a given solver keeps a copy of it and of its train/test net in the run folder, as a generated
+    run keeps its own, so that the folder says what it trained (``glrl models release`` reads them there),
+    with the patch set's manifest where one lies beside the HDF5 lists. The copy's ``net`` is
+    ``train_test.prototxt`` and its HDF5 list files are absolute paths; the run itself reads the given
+    solver, whose relative paths keep their meaning (real Caffe reads them from the working directory). A run
+    resumed under an edited solver or net trains with the edit, so the copies follow it, and the note says
+    what changed."""
+    from glrl.caffe.io import net_to_text, read_net, read_solver, write_net, write_solver
+    from glrl.data_prep import manifest as manifest_io
+    from glrl.nets.emit import SOLVER, TRAIN_TEST
+
+    solver_copy, net_copy = run_dir / SOLVER, run_dir / TRAIN_TEST
+    if solver_copy.exists() and solver_copy.samefile(given.path):
+        return  # the run folder's own solver, resumed
+    solver, net = given.solver, given.net
     solver.net = net_copy.name
     if solver_copy.exists() and net_copy.exists():
         changes = _changed_fields(read_solver(solver_copy), solver)
         if net_to_text(read_net(net_copy)) != net_to_text(net):
-            changes.append(f"the train/test net ({net_path})")
+            changes.append(f"the train/test net ({given.net_path})")
         if not changes:
             return
-        print(f"note: {given} differs from the solver the run in {run_dir} began with: {'; '.join(changes)}; "
-              f"the run folder's copies now follow it")
+        print(f"note: {given.path} differs from the solver the run in {run_dir} began with: "
+              f"{'; '.join(changes)}; the run folder's copies now follow it")
     run_dir.mkdir(parents=True, exist_ok=True)
     write_net(net, net_copy)
     write_solver(solver, solver_copy)
-    found = next((manifest for manifest in manifests if manifest is not None), None)
-    if found is not None:
-        manifest_io.save(run_dir, found, manifest_io.RUN_COPY_NAME)  # as a generated run keeps it
+    if given.manifest is not None:
+        manifest_io.save(run_dir, given.manifest, manifest_io.RUN_COPY_NAME)  # as a generated run keeps it
 
 
 def _changed_fields(before, after) -> List[str]:
