@@ -3,6 +3,7 @@ formulas, colour conversion against MATLAB's constants."""
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -113,14 +114,21 @@ def test_output_shape_uses_per_axis_scales_and_shrinks_the_smaller_scale_first()
     assert np.array_equal(ours, expected.astype(np.uint8))
 
 
-def test_scale_gives_the_ceiling_of_the_decimal_product_as_the_output_size():
+def test_scale_gives_the_ceiling_of_the_binary_product_as_the_output_size_as_matlab_does():
     img = np.zeros((50, 31))
-    assert imresize(img, 1.1).shape == (55, 35)  # 1.1 * 50 is 55.000000000000007 in binary: still 55 rows
+    assert imresize(img, 1.1).shape == (56, 35)  # 1.1 * 50 is 55.000000000000007 in binary: MATLAB's ceil is 56
+    for factor in (Fraction(1, 2), Fraction(1, 3), Fraction(1, 4), Fraction(9, 10), Fraction(4, 5),
+                   Fraction(7, 10), Fraction(3, 5)):  # the protocol's and VDSR's: whole where the exact product is
+        sides = range(factor.denominator, 3001, factor.denominator)
+        shapes = [imresize(np.zeros((side, factor.denominator)), float(factor)).shape[0] for side in sides]
+        assert shapes == [side * factor for side in sides], factor
     assert imresize(img, 1 / 3).shape == (17, 11)  # ceil(16.67), ceil(10.33)
     assert imresize(img, (0.5, 2)).shape == (25, 62)
     assert imresize(np.zeros((510, 255)), 1 / 3).shape == (170, 85)  # exact thirds stay exact
-    with pytest.raises(DataError, match="no pixels"):
-        imresize(np.zeros((2, 2)), 1e-12)
+    assert imresize(np.zeros((2, 2)), 1e-3).shape == (1, 1)  # MATLAB keeps at least one pixel
+    with pytest.raises(DataError, match="by 1e-12 would weigh 4000000000002 input pixels into each output") as info:
+        imresize(np.zeros((2, 2)), 1e-12)  # instead of asking for terabytes
+    assert "steps" in info.value.hint
 
 
 def test_uint8_rounds_half_away_from_zero_and_saturates():

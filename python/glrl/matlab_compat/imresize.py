@@ -32,6 +32,7 @@ from glrl.errors import DataError
 
 BORDERS = ("replicate", "symmetric")
 KERNEL_SUPPORT = 4.0  # width of the bicubic kernel at scale 1
+MAX_TAPS = 1 << 25  # weights in one axis's resize (256 MiB of float64) before a scale is refused as too small
 
 ScaleArg = Union[float, Sequence[float], None]
 ShapeArg = Optional[Sequence[int]]
@@ -63,6 +64,10 @@ def contributions(
     u = x / scale + 0.5 * (1.0 - 1.0 / scale)
     left = np.floor(u - support / 2.0)
     taps = int(math.ceil(support)) + 2
+    if out_length * taps > MAX_TAPS:
+        raise DataError(f"resizing {in_length} pixels to {out_length} by {scale:g} would weigh {taps} input pixels "
+                        "into each output pixel: the scale is too small for one resize",
+                        hint="resize in steps of at least 1/1000, or turn antialiasing off")
     indices = left[:, None] + np.arange(taps, dtype=np.float64)[None, :]  # 1-based, may fall outside
     distance = u[:, None] - indices
     weights = scale * cubic(scale * distance) if shrink else cubic(distance)
@@ -107,11 +112,10 @@ def _scales_and_shape(
     pair = (float(scale), float(scale)) if np.isscalar(scale) else tuple(float(v) for v in scale)
     if len(pair) != 2 or min(pair) <= 0 or not all(math.isfinite(v) for v in pair):
         raise ValueError(f"scale must be a positive number or a pair of them, not {scale!r}")
-    # MATLAB takes ceil(scale * size). The product is rounded to 9 decimals first, so that a scale written in
-    # decimal gives the size its decimal product names: 1.1 x 50 is 55.000000000000007 in binary, 55 rows here.
-    out = tuple(int(math.ceil(round(s * n, 9))) for s, n in zip(pair, in_shape))
-    if min(out) < 1:
-        raise DataError(f"resizing a {in_shape[0]}x{in_shape[1]} image by {scale} leaves no pixels")
+    # As MATLAB's deriveSizeFromScale: ceil(scale .* size) of the double product, with no tolerance. So 1.1 x 50
+    # (55.000000000000007 in binary) gives 56 rows there and here; the products of the protocol's factors (1/2,
+    # 1/3, 1/4, 2, 3, 4 and VDSR's 0.6-0.9) with sides up to 3000 all land on or below their integers.
+    out = tuple(int(math.ceil(s * n)) for s, n in zip(pair, in_shape))  # at least 1: s and n are positive
     return (pair[0], pair[1]), (out[0], out[1])
 
 
