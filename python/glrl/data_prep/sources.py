@@ -8,7 +8,6 @@ very same images (not merely the same names) would be read again.
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 from typing import Dict, Iterator, List, Sequence, Tuple
 
@@ -19,7 +18,7 @@ from glrl.data_prep.patches import dihedral
 from glrl.errors import DataError
 from glrl.fsutil import sha256_file
 from glrl.imageio import IMAGE_SUFFIXES, list_images
-from glrl.matlab_compat import imresize, rgb2ycbcr
+from glrl.matlab_compat import imresize, output_size, rgb2ycbcr
 
 SET_PARENTS = ("train", "test")  # shared/datasets layout: train/T91, train/BSD200, test/Set5, ...
 
@@ -129,11 +128,8 @@ def luminance(img: np.ndarray) -> np.ndarray:
 
 
 def downscaled_shape(height: int, width: int, factor: float) -> Tuple[int, int]:
-    """Size of MATLAB ``imresize(img, factor)``: ``ceil(factor * size)`` per axis (ignoring floating-point
-    noise below 1e-9, as :func:`glrl.matlab_compat.imresize` does)."""
-    if factor == 1.0:
-        return height, width
-    return int(math.ceil(round(factor * height, 9))), int(math.ceil(round(factor * width, 9)))
+    """Size of MATLAB ``imresize(img, factor)`` (the image itself at factor 1)."""
+    return (height, width) if factor == 1.0 else output_size((height, width), factor)
 
 
 def augmented_luminances(path: Path, transforms: Sequence[int], factor: float) -> Iterator[np.ndarray]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from glrl.matlab_compat.color import rgb2y, rgb2ycbcr, ycbcr2rgb
 from glrl.matlab_compat.crop import im2double, modcrop, shave
-from glrl.matlab_compat.imresize import contributions, cubic, imresize
+from glrl.matlab_compat.imresize import contributions, cubic, imresize, output_size
 
-__all__ = ["imresize", "contributions", "cubic", "rgb2ycbcr", "rgb2y", "ycbcr2rgb", "modcrop", "shave", "im2double"]
+__all__ = ["imresize", "output_size", "contributions", "cubic", "rgb2ycbcr", "rgb2y", "ycbcr2rgb", "modcrop",
+           "shave", "im2double"]

@@ -119,6 +119,11 @@ def _scales_and_shape(
     return (pair[0], pair[1]), (out[0], out[1])
 
 
+def output_size(in_shape: Tuple[int, int], scale: ScaleArg) -> Tuple[int, int]:
+    """The ``(rows, cols)`` MATLAB's ``imresize`` gives an image of ``in_shape`` resized by ``scale``."""
+    return _scales_and_shape(in_shape, scale, None)[1]
+
+
 def imresize(
     img: np.ndarray,
     scale: ScaleArg = None,
