@@ -173,13 +173,13 @@ def _train(args: argparse.Namespace, given: argparse.Namespace, run_dir: Path) -
         solver_read = _read_given_solver(solver_path)
         _follow_run_folder(args, given, run_dir, solver_read.manifest)
         _keep_copy_of_solver(solver_read, run_dir)
-    else:
-        if args.resume is not None:
-            from glrl.data_prep import manifest as manifest_io
+    elif args.resume is not None:
+        from glrl.data_prep import manifest as manifest_io
 
-            _follow_run_folder(args, given, run_dir, manifest_io.load(run_dir, manifest_io.RUN_COPY_NAME))
-        solver_path = _prepare_run(args, _parse_scales(args.scale), run_dir)
+        _follow_run_folder(args, given, run_dir, manifest_io.load(run_dir, manifest_io.RUN_COPY_NAME))
     scales = _parse_scales(args.scale)
+    if not args.solver:
+        solver_path = _prepare_run(args, scales, run_dir)
     resume = _resume_path(args.resume, run_dir)
     if args.weights:
         from glrl.provenance import record_initial_weights
