@@ -39,9 +39,10 @@ from glrl.data_prep import manifest as manifest_io
 from glrl.data_prep.config import BuildConfig
 from glrl.data_prep.h5file import write_patch_file
 from glrl.data_prep.patches import cut_patches, interpolated_pair, patch_count
-from glrl.data_prep.sources import SourceImage, augmented_luminances, downscaled_shape, list_sources
+from glrl.data_prep.sources import SourceImage, augmented_luminances, list_sources
 from glrl.errors import DataError
 from glrl.fsutil import atomic_write_text
+from glrl.matlab_compat import output_size
 
 ORIGIN_COLUMNS = ("image", "downscale", "transform", "scale", "row", "col")
 
@@ -107,7 +108,7 @@ def plan_jobs(sources: Sequence[SourceImage], spec: PartSpec) -> List[Job]:
     first = 0
     for image_index, source in enumerate(sources):
         for factor_index, factor in enumerate(spec.factors):
-            height, width = downscaled_shape(source.height, source.width, factor)
+            height, width = output_size((source.height, source.width), factor)  # factor 1: the image's own
             count = image_patch_count(height, width, spec)
             jobs.append(Job(image_index, source.path, factor_index, factor, height, width, first, count))
             first += count

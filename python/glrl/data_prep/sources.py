@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Dict, Iterator, List, Sequence, Tuple
+from typing import Dict, Iterator, List, Sequence
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from glrl.data_prep.patches import dihedral
 from glrl.errors import DataError
 from glrl.fsutil import sha256_file
 from glrl.imageio import IMAGE_SUFFIXES, list_images
-from glrl.matlab_compat import imresize, output_size, rgb2ycbcr
+from glrl.matlab_compat import imresize, rgb2ycbcr
 
 SET_PARENTS = ("train", "test")  # shared/datasets layout: train/T91, train/BSD200, test/Set5, ...
 
@@ -125,11 +125,6 @@ def luminance(img: np.ndarray) -> np.ndarray:
     if img.ndim == 3 and img.shape[2] == 3:
         return rgb2ycbcr(img)[:, :, 0]
     raise DataError(f"expected a grey or RGB image, got shape {img.shape}")
-
-
-def downscaled_shape(height: int, width: int, factor: float) -> Tuple[int, int]:
-    """Size of MATLAB ``imresize(img, factor)`` (the image itself at factor 1)."""
-    return (height, width) if factor == 1.0 else output_size((height, width), factor)
 
 
 def augmented_luminances(path: Path, transforms: Sequence[int], factor: float) -> Iterator[np.ndarray]:
