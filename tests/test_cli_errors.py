@@ -142,13 +142,17 @@ def test_a_train_test_prototxt_given_as_a_deploy_net_is_named_as_such(tmp_path, 
     assert "a train/test net, not a deploy net" in err and "HDF5Data" in err
 
 
-def test_training_refuses_an_unknown_optimizer_and_one_beside_a_solver_before_writing_anything(tmp_path, capsys):
+def test_training_refuses_an_unknown_optimizer_and_solver_changes_beside_a_solver_before_writing_anything(
+        tmp_path, capsys):
     solver = tmp_path / "solver.prototxt"
     solver.write_text('net: "net.prototxt" base_lr: 0.01 max_iter: 2\n')
     err = refused(["train", "--solver", str(solver), "--optimizer", "adam", "--run-dir", str(tmp_path / "run")],
                   capsys)
     assert "--optimizer adam writes the solver of a generated net" in err
     assert not (tmp_path / "run").exists()
+    err = refused(["train", "--solver", str(solver), "--solver-set", "base_lr=1e-3", "--run-dir",
+                   str(tmp_path / "run")], capsys)
+    assert "--solver-set changes the solver of a generated net" in err and not (tmp_path / "run").exists()
     err = refused(["train", "--optimizer", "nosuch", "--run-dir", str(tmp_path / "run")], capsys)
     assert "unknown optimizer 'nosuch'" in err
 

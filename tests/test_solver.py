@@ -277,3 +277,12 @@ def test_settings_read_a_solver_prototxt_and_reject_what_is_not_implemented():
         SolverSettings.from_proto(parse_solver(text.replace("Nesterov", "AdaGrad")))
     with pytest.raises(TrainingError, match="lr_policy"):
         SolverSettings.from_proto(parse_solver('net: "n.prototxt" base_lr: 0.1'))
+
+
+def test_solver_set_reads_each_value_as_solver_prototxt_would():
+    from glrl.nets.solver import set_solver_fields
+
+    solver = pb.SolverParameter(base_lr=0.1, type="SGD", stepvalue=[1, 2, 3])
+    set_solver_fields(solver, ["base_lr=1.25e-5", "type=Adam", "stepvalue=4000, 8000", "snapshot_format = HDF5"])
+    assert solver.base_lr == pytest.approx(1.25e-5) and solver.type == "Adam"
+    assert list(solver.stepvalue) == [4000, 8000] and solver.snapshot_format == pb.SolverParameter.HDF5

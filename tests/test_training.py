@@ -1330,3 +1330,56 @@ def test_a_resume_goes_on_with_the_runs_own_net_and_scale_and_refuses_others_by_
     err = capsys.readouterr().err
     assert f"the net of --solver {run_dir / 'solver.prototxt'} trains on x2 patches, not --scale 3" in err
     assert not other.exists()
+
+
+def test_solver_set_writes_a_new_runs_solver_and_changes_a_resumed_one_from_its_iteration_on(tmp_path, data_root,
+                                                                                             capsys):
+    from glrl.caffe.io import read_solver
+    from glrl.cli import main
+    from glrl.data_prep.build import build
+    from glrl.data_prep.config import BuildConfig
+
+    patch_set, run_dir = tmp_path / "x3-p15", tmp_path / "run"
+    build(BuildConfig(train_sets=("Set5",), scales=(3,), augment=False, patch_size=15, label_size=15, stride=15),
+          data_root, patch_set, workers=1, progress=False)
+    common = ["--run-dir", str(run_dir), "--device", "cpu", "--threads", "1", "--no-progress", "--no-set5",
+              "--data-root", str(data_root)]
+    assert main(["train", "--net", "glrl-2lrb", "--schedule", "smoke", "--optimizer", "adam", "--patches",
+                 str(patch_set), "--solver-set", "base_lr=2e-4", "--solver-set", "stepsize=100",
+                 "--stop-at", "2", *common]) == 0
+    solver = read_solver(run_dir / "solver.prototxt")
+    assert (solver.base_lr, solver.stepsize, solver.type) == (pytest.approx(2e-4), 100, "Adam")
+    assert "Iteration 1, lr = 0.0002" in (run_dir / "train.log").read_text()
+    capsys.readouterr()
+
+    # a bad assignment is refused before the run folder is touched
+    assert main(["train", "--resume", "--solver-set", "base_lrr=1e-5", "--stop-at", "4", *common]) == 2
+    err = capsys.readouterr().err
+    assert "the solver has no field 'base_lrr'" in err and "did you mean base_lr" in err
+    assert latest_snapshot(run_dir).name == "glrl-2lrb_x3_iter_2.solverstate"
+
+    # on a resume the new value rules from the resumed iteration on, and the change is named
+    assert main(["train", "--resume", "--solver-set", "base_lr=5e-5", "--stop-at", "4", *common]) == 0
+    assert (f"note: the solver in {run_dir} changed from here on: base_lr 0.0002 → 5e-05"
+            in capsys.readouterr().out)
+    log = (run_dir / "train.log").read_text()
+    assert "Iteration 3, lr = 5e-05" in log and "Iteration 2, lr = 0.0002" not in log
+    assert read_solver(run_dir / "solver.prototxt").base_lr == pytest.approx(5e-5)
+
+    # a value it already has is no change and prints none
+    assert main(["train", "--resume", "--solver-set", "base_lr=5e-5", "--stop-at", "5", *common]) == 0
+    assert "changed from here on" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("assignment, message", [
+    ("net=other.prototxt", "net belongs to the run folder, not to the optimiser"),
+    ("snapshot_prefix=x", "snapshot_prefix belongs to the run folder"),
+    ("stepsize=1.5", "stepsize cannot hold '1.5'"),
+    ("type", "--solver-set 'type' is not FIELD=VALUE"),
+])
+def test_solver_set_refuses_what_a_solver_field_cannot_take(tmp_path, capsys, assignment, message):
+    from glrl.cli import main
+
+    assert main(["train", "--solver-set", assignment, "--run-dir", str(tmp_path / "run")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

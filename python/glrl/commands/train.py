@@ -32,6 +32,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--optimizer", default=None,
                         help="a named optimiser recipe instead of the net's own (paper, srcnn, adam; "
                              "see glrl.nets.solver.OPTIMIZERS)")
+    parser.add_argument("--solver-set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="set one field of the run's generated solver, as solver.prototxt writes it "
+                             "(base_lr=1.25e-5, stepsize=1500, test_interval=500; repeatable); with --resume the "
+                             "run folder's solver.prototxt is changed from the resumed iteration on, and the "
+                             "change is printed")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     parser.add_argument("--backend", choices=("auto", "torch", "caffe"), default=None,
                         help="torch, caffe (real Caffe through pycaffe, where it is installed) or auto: "
@@ -118,6 +123,15 @@ def _check_options(args: argparse.Namespace) -> None:
             raise TrainingError(f"--optimizer {args.optimizer} writes the solver of a generated net; --solver "
                                 f"{args.solver} brings its own",
                                 hint="edit that solver's type and rates, or drop --solver")
+    if args.solver_set and args.solver:
+        raise TrainingError(f"--solver-set changes the solver of a generated net; --solver {args.solver} is "
+                            "a whole solver of its own",
+                            hint="edit that file, or drop --solver")
+    if args.solver_set:
+        from glrl.caffe import pb
+        from glrl.nets.solver import set_solver_fields
+
+        set_solver_fields(pb.SolverParameter(), args.solver_set)  # a bad field is refused before anything runs
     if args.batch_size is not None and args.solver:
         raise TrainingError("--batch-size sets the batch of a generated net; with --solver the batch is the "
                             "batch_size of the net's HDF5Data layer",
@@ -406,7 +420,7 @@ def _prepare_run(args: argparse.Namespace, scales, run_dir: Path) -> Path:
     from glrl.data_prep.config import BuildConfig, scale_name
     from glrl.errors import DataError, TrainingError
     from glrl.nets.registry import get_net
-    from glrl.nets.solver import get_schedule, iters_per_epoch
+    from glrl.nets.solver import get_schedule, iters_per_epoch, set_solver_fields
 
     recipe = get_net(args.net)
     get_schedule(args.schedule)
@@ -441,6 +455,7 @@ def _prepare_run(args: argparse.Namespace, scales, run_dir: Path) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     manifest_io.save(run_dir, manifest, manifest_io.RUN_COPY_NAME)  # the data's identity travels with the run
     if resuming:
+        _change_kept_solver(solver_path, args.solver_set)
         return solver_path
     batch_size, test_batch = args.batch_size or PAPER_BATCH, 2
     net = recipe.train_test(str(train_list), str(val_list), batch_size, test_batch)
@@ -453,11 +468,30 @@ def _prepare_run(args: argparse.Namespace, scales, run_dir: Path) -> Path:
     if not val_patches:
         del solver.test_iter[:]
         solver.test_interval = 0
+    set_solver_fields(solver, args.solver_set)
     write_net(net, net_path)
     write_solver(solver, solver_path)
     print(f"run folder {run_dir}: {epoch} iterations per epoch ({manifest['train']['patches']} patches / "
           f"batch {batch_size}), max_iter {solver.max_iter}")
     return solver_path
+
+
+def _change_kept_solver(solver_path: Path, assignments: List[str]) -> None:
+    """``--solver-set`` on a resume: the run folder's solver takes the new values, which rule from the
+    resumed iteration on (a rate policy is a function of the iteration, as when the file is edited by hand),
+    and the note names each field that changed."""
+    from glrl.caffe.io import read_solver, write_solver
+    from glrl.nets.solver import set_solver_fields
+
+    if not assignments:
+        return
+    before = read_solver(solver_path)
+    after = read_solver(solver_path)
+    set_solver_fields(after, assignments)
+    changes = _changed_fields(before, after)
+    if changes:
+        write_solver(after, solver_path)
+        print(f"note: the solver in {solver_path.parent} changed from here on: {'; '.join(changes)}")
 
 
 def _run_patch_set(net_path: Path, given):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 from glrl.errors import TrainingError
 
@@ -225,3 +225,47 @@ def iters_per_epoch(patches: int, batch_size: int) -> int:
         raise TrainingError(f"cannot make epochs of {patches} patches in batches of {batch_size}",
                             hint="build the patch set first (glrl data build) and use a positive batch size")
     return math.ceil(patches / batch_size)
+
+
+# Fields that tie a solver to its run folder: the net it trains and where its snapshots go.
+RUN_BOUND_FIELDS = frozenset({"net", "net_param", "train_net", "train_net_param", "test_net", "test_net_param",
+                              "snapshot_prefix"})
+
+
+def set_solver_fields(solver: Any, assignments: Sequence[str]) -> None:
+    """Apply ``FIELD=VALUE`` assignments (``glrl train --solver-set``) to a ``SolverParameter`` in place.
+
+    Each value is read as ``solver.prototxt`` would read it, so types and enum names are checked by protobuf:
+    ``base_lr=1.25e-5``, ``type=Adam``, ``stepvalue=4000,8000`` (a repeated field gets exactly the listed
+    values). The fields that name the net and the snapshots are the run folder's and are refused, as are
+    unknown names (with the nearest known ones) and values their field cannot hold."""
+    import difflib
+
+    from google.protobuf import text_format
+
+    fields = {field.name: field for field in solver.DESCRIPTOR.fields}
+    for assignment in assignments:
+        name, equals, value = (part.strip() for part in assignment.partition("="))
+        if not equals or not name or not value:
+            raise TrainingError(f"--solver-set {assignment!r} is not FIELD=VALUE",
+                                hint="e.g. --solver-set base_lr=1.25e-5 --solver-set stepsize=1500")
+        field = fields.get(name)
+        if field is None:
+            near = difflib.get_close_matches(name, fields, n=3)
+            raise TrainingError(f"--solver-set {assignment!r}: the solver has no field {name!r}",
+                                hint=f"did you mean {' or '.join(near)}?" if near
+                                else "see SolverParameter in glrl/caffe/caffe_subset.proto")
+        if name in RUN_BOUND_FIELDS or field.message_type is not None:
+            raise TrainingError(f"--solver-set {assignment!r}: {name} belongs to the run folder, not to the "
+                                "optimiser", hint="give a whole solver with --solver instead")
+        values = [item.strip() for item in value.split(",")]
+        if field.type == field.TYPE_STRING:
+            values = ['"' + item.replace("\\", "\\\\").replace('"', '\\"') + '"' for item in values]
+        scratch = type(solver)()
+        try:
+            text_format.Merge("\n".join(f"{name}: {item}" for item in values), scratch)
+        except text_format.ParseError as exc:
+            raise TrainingError(f"--solver-set {assignment!r}: {name} cannot hold {value!r} ({exc})",
+                                hint="write the value as solver.prototxt would") from None
+        solver.ClearField(name)
+        solver.MergeFrom(scratch)
