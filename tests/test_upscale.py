@@ -3,10 +3,8 @@ back as the same kind, bigger; bad inputs and outputs fail clearly and do not st
 from __future__ import annotations
 
 import json
-import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +12,7 @@ import pytest
 from glrl import tiling
 from glrl.caffe.io import parse_net, read_net
 from glrl.errors import DataError, ModelError
-from glrl.upscale_io import Picture, check_writable, read_picture, write_picture
+from glrl.upscale_io import Picture, check_writable, png_with_chunk, read_picture, write_picture
 from PIL import Image
 
 SCALE = 3
@@ -242,10 +240,7 @@ def _with_exif_orientation(png: bytes, orientation: int) -> bytes:
     """``png`` with an eXIf chunk after its header saying ``orientation`` (Pillow cannot write 16-bit colour)."""
     exif = Image.Exif()
     exif[0x0112] = orientation
-    payload = exif.tobytes().removeprefix(b"Exif\x00\x00")
-    chunk = struct.pack(">I", len(payload)) + b"eXIf" + payload + struct.pack(">I", zlib.crc32(b"eXIf" + payload))
-    header_end = 8 + 25  # the signature and the IHDR chunk
-    return png[:header_end] + chunk + png[header_end:]
+    return png_with_chunk(png, b"eXIf", exif.tobytes().removeprefix(b"Exif\x00\x00"))
 
 
 def test_sixteen_bit_rgba_keeps_its_alpha_and_its_exif_orientation(tmp_path):
@@ -601,6 +596,42 @@ def test_one_file_in_one_file_out_in_the_format_of_the_extension(models_dir, tmp
     assert status == 0, err
     with Image.open(tmp_path / "out.jpg") as result:
         assert result.format == "JPEG" and result.size == (30, 36)
+
+
+def _srgb_profile() -> bytes:
+    ImageCms = pytest.importorskip("PIL.ImageCms")
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+@pytest.mark.parametrize("out_name", ["out.png", "out.jpg", "out.tif", "out.webp"])
+def test_the_colour_profile_of_the_input_goes_with_the_result(models_dir, tmp_path, capsys, out_name):
+    profile = _srgb_profile()
+    Image.fromarray((_smooth_rgb(12, 10) * 255).astype(np.uint8)).save(tmp_path / "in.jpg", icc_profile=profile)
+    status, _, err = _cli(capsys, str(tmp_path / "in.jpg"), str(tmp_path / out_name), "--scale", "3",
+                          "--models-dir", str(models_dir), "--device", "cpu")
+    assert status == 0, err
+    with Image.open(tmp_path / out_name) as result:
+        assert result.info.get("icc_profile") == profile and result.size == (30, 36)
+
+
+def test_a_bmp_output_has_no_place_for_a_profile_and_a_converted_cmyk_keeps_none(models_dir, tmp_path, capsys):
+    profile = _srgb_profile()
+    Image.fromarray((_smooth_rgb(12, 10) * 255).astype(np.uint8)).save(tmp_path / "in.png", icc_profile=profile)
+    status, _, err = _cli(capsys, str(tmp_path / "in.png"), str(tmp_path / "out.bmp"), "--scale", "3",
+                          "--models-dir", str(models_dir), "--device", "cpu")
+    assert status == 0, err
+    Image.new("CMYK", (6, 5), (10, 200, 30, 0)).save(tmp_path / "print.jpg", icc_profile=profile)
+    assert read_picture(tmp_path / "print.jpg").icc_profile is None  # the profile was of the CMYK pixels
+
+
+def test_sixteen_bit_colour_keeps_its_profile_in_png(tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    profile = _srgb_profile()
+    rgb = np.random.default_rng(4).integers(0, 65536, (6, 5, 3), dtype=np.uint16)
+    write_picture(tmp_path / "deep.png", Picture(rgb / 65535.0, 16, profile))
+    picture = read_picture(tmp_path / "deep.png")
+    assert picture.icc_profile == profile and np.array_equal(np.round(picture.pixels * 65535), rgb)
+    assert np.array_equal(cv2.imread(str(tmp_path / "deep.png"), cv2.IMREAD_UNCHANGED)[:, :, ::-1], rgb)
 
 
 def test_exif_rotated_input_gives_an_upright_output(models_dir, tmp_path, capsys):

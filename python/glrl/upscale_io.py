@@ -1,21 +1,29 @@
 """Reading and writing the images that ``glrl upscale`` works on, as float planes in [0, 1].
 
 Why a module of its own: upscaling takes whatever people have (grey, RGB, palette, with alpha, 8- or
-16-bit, rotated by an EXIF tag) and must give back the same kind of image, bigger. Evaluation reads only
-the benchmark sets and needs none of this.
+16-bit, rotated by an EXIF tag, tagged with a colour profile) and must give back the same kind of image,
+bigger. Evaluation reads only the benchmark sets and needs none of this.
 
 A :class:`Picture` is an H×W×C float64 array in [0, 1], C = 1 (grey), 2 (grey + alpha), 3 (RGB) or
 4 (RGBA), plus its bit depth (8 or 16) so the result is written back at the same depth. Pillow reads and
 writes everything except 16-bit colour, which Pillow reduces to 8 bits; that goes through OpenCV when it is
 installed and is refused with a clear message otherwise.
+
+An embedded ICC profile (a camera's Adobe RGB, a phone's Display P3) says what the pixel values mean; the net
+changes the values, not their colour space, so the profile is written back with the result wherever the
+output format can hold one (PNG, JPEG, TIFF, WebP; 16-bit colour only as PNG). Without it a colour-managed
+viewer would take the result for sRGB and shift its colours. A profile of CMYK, Lab and the like goes: those
+pixels are converted to RGB on reading and the profile no longer describes them.
 """
 from __future__ import annotations
 
 import io
 import os
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -25,14 +33,18 @@ from glrl.fsutil import atomic_write_bytes
 SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")  # the Pillow formats that store 16-bit grey
 EXIF_ORIENTATION = 0x0112
 ANIMATION_FORMATS = ("GIF", "PNG", "WEBP")  # Pillow opens their first frame only
+PROFILE_FORMATS = ("PNG", "JPEG", "TIFF", "WEBP")  # the Pillow formats that store an ICC profile
+PNG_HEADER_BYTES = 8 + 25  # the signature and the IHDR chunk, which other chunks follow
 
 
 @dataclass
 class Picture:
-    """An image as float planes in [0, 1] (H×W×C) and the bit depth it came with (8 or 16)."""
+    """An image as float planes in [0, 1] (H×W×C), the bit depth it came with (8 or 16) and the ICC colour
+    profile it carried, if any."""
 
     pixels: np.ndarray
     bit_depth: int = 8
+    icc_profile: Optional[bytes] = None
 
     @property
     def has_alpha(self) -> bool:
@@ -106,12 +118,13 @@ def read_picture(path: Path) -> Picture:
                 raise DataError(f"{path} is an animation ({img.n_frames} frames); glrl enlarges still images",
                                 hint="extract the frames (e.g. ffmpeg -i in.gif frames/%04d.png), enlarge the "
                                      "folder and assemble them again")
+            profile = img.info.get("icc_profile") or None
             if _is_sixteen_bit_colour(img):
                 orientation = img.getexif().get(EXIF_ORIENTATION, 1)
-                return _read_sixteen_bit_colour(path, orientation)
+                return _read_sixteen_bit_colour(path, orientation, profile)
             img.load()
             img = ImageOps.exif_transpose(img)
-            return _pillow_to_picture(img, path)
+            return _pillow_to_picture(img, path, profile)
     except DataError:
         raise
     except Image.DecompressionBombError as exc:
@@ -123,14 +136,14 @@ def read_picture(path: Path) -> Picture:
                         ) from exc
 
 
-def _pillow_to_picture(img, path: Path) -> Picture:
+def _pillow_to_picture(img, path: Path, profile: Optional[bytes]) -> Picture:
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         values = np.asarray(img, dtype=np.int64)
         if values.min() < 0 or values.max() > 65535:
             raise DataError(f"{path} holds 32-bit integer pixels, which upscale does not support",
                             hint="convert it to 8- or 16-bit first")
-        return Picture(values[:, :, None].astype(np.float64) / 65535.0, 16)
+        return Picture(values[:, :, None].astype(np.float64) / 65535.0, 16, profile)
     if mode == "F":
         raise DataError(f"{path} holds 32-bit float pixels, which upscale does not support",
                         hint="convert it to 8- or 16-bit first")
@@ -145,10 +158,11 @@ def _pillow_to_picture(img, path: Path) -> Picture:
         img = img.convert("RGBA")
     elif mode not in ("L", "LA", "RGB", "RGBA"):
         img = img.convert("RGB")  # CMYK, YCbCr, LAB, HSV
+        profile = None  # it described the pixels before the conversion
     planes = np.asarray(img)
     if planes.ndim == 2:
         planes = planes[:, :, None]
-    return Picture(planes.astype(np.float64) / 255.0, 8)
+    return Picture(planes.astype(np.float64) / 255.0, 8, profile)
 
 
 def _opencv():
@@ -159,7 +173,7 @@ def _opencv():
     return cv2
 
 
-def _read_sixteen_bit_colour(path: Path, orientation: int) -> Picture:
+def _read_sixteen_bit_colour(path: Path, orientation: int, profile: Optional[bytes]) -> Picture:
     cv2 = _opencv()
     if cv2 is None:
         raise DataError(f"{path} is a 16-bit colour image; reading those needs OpenCV",
@@ -170,7 +184,7 @@ def _read_sixteen_bit_colour(path: Path, orientation: int) -> Picture:
         raise DataError(f"cannot read the 16-bit colour image {path}", hint="re-export it")
     order = [2, 1, 0, 3][: bgr.shape[2]]
     rgb = _apply_orientation(bgr[:, :, order], orientation)
-    return Picture(rgb.astype(np.float64) / 65535.0, 16)
+    return Picture(rgb.astype(np.float64) / 65535.0, 16, profile)
 
 
 def _apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
@@ -205,9 +219,12 @@ def encode_picture(picture: Picture, fmt: str, ext: str) -> bytes:
         planes = picture_to_array(picture, np.dtype(np.uint8), False)
         mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[channels]
         img = Image.fromarray(planes[:, :, 0] if channels == 1 else planes, mode)
+    options = {"quality": 95} if fmt == "JPEG" else {}
+    if picture.icc_profile and fmt in PROFILE_FORMATS:
+        options["icc_profile"] = picture.icc_profile
     buffer = io.BytesIO()
     try:
-        img.save(buffer, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+        img.save(buffer, format=fmt, **options)
     except (OSError, ValueError, KeyError) as exc:
         hint = "choose .png, .tif or .webp to keep the alpha channel" if picture.has_alpha else None
         raise DataError(f"cannot store this image as {fmt}: {exc}", hint=hint) from exc
@@ -224,13 +241,22 @@ def _encode_sixteen_bit_colour(picture: Picture, ext: str) -> bytes:
     ok, data = cv2.imencode(ext, np.ascontiguousarray(rgb[:, :, order]))
     if not ok:
         raise DataError(f"OpenCV cannot encode a 16-bit colour image as {ext}", hint="use .png or .tif")
+    if picture.icc_profile and ext == ".png":  # OpenCV writes no profile; PNG keeps it in an iCCP chunk
+        return png_with_chunk(data.tobytes(), b"iCCP", b"ICC Profile\0\0" + zlib.compress(picture.icc_profile))
     return data.tobytes()
+
+
+def png_with_chunk(png: bytes, kind: bytes, payload: bytes) -> bytes:
+    """``png`` with one more chunk of ``kind`` right after its header, where iCCP and eXIf may stand."""
+    chunk = struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+    return png[:PNG_HEADER_BYTES] + chunk + png[PNG_HEADER_BYTES:]
 
 
 def check_encodable(picture: Picture, path: Path) -> None:
     """Fail before any computing if ``path``'s format cannot store ``picture``'s kind of pixels (alpha as
     JPEG, say): a one-pixel crop of it is encoded the way the result will be."""
-    encode_picture(Picture(picture.pixels[:1, :1], picture.bit_depth), output_format(path), Path(path).suffix.lower())
+    corner = Picture(picture.pixels[:1, :1], picture.bit_depth, picture.icc_profile)
+    encode_picture(corner, output_format(path), Path(path).suffix.lower())
 
 
 def write_picture(path: Path, picture: Picture) -> None:

@@ -18,6 +18,7 @@ im2col buffer per convolution), so its tiles are sized by Caffe's own memory mod
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Union
 
@@ -115,7 +116,8 @@ class Upscaler:
         return tiling.run_deploy_net(self.net, window, self.border)
 
     def upscale_picture(self, picture: Picture) -> Picture:
-        """Enlarge a picture by the model's scale (colour via Y; alpha by bicubic)."""
+        """Enlarge a picture by the model's scale (colour via Y; alpha by bicubic; bit depth and colour profile
+        kept)."""
         pixels = picture.pixels
         if picture.is_colour:
             ycbcr = rgb2ycbcr(pixels[:, :, :3])
@@ -126,7 +128,7 @@ class Upscaler:
             planes = [np.clip(self.refine_luma(imresize(pixels[:, :, 0], self.scale)), 0.0, 1.0)[:, :, None]]
         if picture.has_alpha:
             planes.append(np.clip(imresize(pixels[:, :, -1], self.scale), 0.0, 1.0)[:, :, None])
-        return Picture(np.concatenate(planes, axis=2), picture.bit_depth)
+        return replace(picture, pixels=np.concatenate(planes, axis=2))
 
     def upscale_array(self, image: np.ndarray) -> np.ndarray:
         """Enlarge an H×W or H×W×C array (uint8, uint16 or float in [0, 1]); same dtype and layout back."""
