@@ -112,11 +112,6 @@ def autocast_active(device_type: str) -> bool:
         return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
 
 
-def _broadcast_shape(param_shape: Shape, axis: int, num_axes: int) -> Shape:
-    """Shape that lines a Scale/Bias blob up with axes ``axis..`` of a blob with ``num_axes`` axes."""
-    return tuple(param_shape) + (1,) * (num_axes - axis - len(param_shape))
-
-
 # ---- vision layers -----------------------------------------------------------------------------------
 class Convolution(Layer):
     """Caffe's Convolution (cross-correlation): weight num_output × C/group × k…, bias num_output."""
@@ -605,8 +600,6 @@ class Scale(Layer):
             self.blob_specs.append(BlobSpec(operand, filler))
         if tuple(shape[self.axis:self.axis + len(operand)]) != tuple(operand):
             raise self.error(f"operand shape {operand} does not match bottom shape {shape} from axis {self.axis}")
-        self.view_shape = _broadcast_shape(operand, self.axis, len(shape))
-        self.ndim = len(shape)
         return operand
 
     def setup(self, bottom_shapes: List[Shape]) -> List[Shape]:
