@@ -135,6 +135,14 @@ try:
     report["misfit_error"] = None
 except GlrlError as exc:
     report["misfit_error"] = str(exc)
+first = sorted(net.params)[0]
+net.set_params({{first: [np.full_like(a, 0.5) for a in net.params[first]]}})
+report["set_params_took"] = all(bool((a == 0.5).all()) for a in net.params[first])
+try:
+    net.set_params({{first: [np.zeros((1, 2, 3), np.float32)]}}, source="the test's arrays")
+    report["set_params_misfit"] = None
+except GlrlError as exc:
+    report["set_params_misfit"] = str(exc)
 
 solver = PycaffeSolver("solver.prototxt", weights="glrl_written.caffemodel")
 solver.net.set_inputs(inputs)
@@ -405,6 +413,12 @@ def test_the_pycaffe_backend_refuses_weights_that_do_not_fit_naming_the_layer_an
     message = comparison.report["misfit_error"]
     assert message is not None, "loading misfit weights must raise, not abort or pass"
     assert "conv2" in message and "[7, 3, 3, 3]" in message and "[6, 3, 3, 3]" in message
+
+
+def test_the_pycaffe_backend_sets_params_by_layer_and_refuses_a_blob_list_that_does_not_fit(comparison):
+    assert comparison.report["set_params_took"]
+    message = comparison.report["set_params_misfit"]
+    assert message is not None and message.startswith("the test's arrays: layer ")
 
 
 def test_the_core_runs_on_python_39_in_the_root_with_the_same_results(comparison):
