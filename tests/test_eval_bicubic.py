@@ -6,6 +6,8 @@ whole chain: MATLAB-exact Y conversion, bicubic down/up, rounding, shaving, PSNR
 from __future__ import annotations
 
 import json
+import re
+import shutil
 
 import numpy as np
 import pytest
@@ -169,3 +171,52 @@ def test_glrl_eval_command_prints_and_writes_the_table(data_root, tmp_path, caps
 def test_glrl_eval_refuses_a_data_root_without_the_datasets(tmp_path, capsys):
     assert main(["eval", "--method", "bicubic", "--data-root", str(tmp_path), "--out", str(tmp_path)]) == 2
     assert "Set5: 5 missing" in capsys.readouterr().err
+
+
+def test_a_folder_of_images_is_evaluated_by_the_same_protocol_under_its_own_name(data_root, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for name in ("baboon", "zebra"):
+        shutil.copy(data_root / "test" / "Set14" / f"{name}.png", mine)
+    _, folder_images = evaluate("bicubic", create_method("bicubic"), [str(mine)], [3], data_root, progress=False)
+    _, set14_images = evaluate("bicubic", create_method("bicubic"), ["Set14"], [3], data_root, progress=False)
+    set14 = {r.image: (r.psnr, r.ssim) for r in set14_images}
+    assert [(r.dataset, r.image) for r in folder_images] == [("mine", "baboon"), ("mine", "zebra")]
+    assert all((r.psnr, r.ssim) == set14[r.image] for r in folder_images)
+
+
+def test_a_folder_and_a_standard_set_go_into_one_table_the_folder_without_figures(data_root, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    shutil.copy(data_root / "test" / "Set5" / "bird.png", mine)
+    assert main(["eval", "--method", "bicubic", "--datasets", f"Set5,{mine}", "--scales", "3", "--quiet",
+                 "--out", str(tmp_path / "out"), "--data-root", str(data_root)]) == 0
+    out = capsys.readouterr().out
+    assert "| bicubic | Set5 | ×3 | 30.39 | 0.8682 | 30.39 | 0.8682 |" in out
+    assert re.search(r"^\| bicubic \| mine \| ×3 \| \d+\.\d\d \| 0\.\d{4} \| – \| – \|", out, re.M), out
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda tmp: tmp / "nowhere", "unknown dataset '{path}', and no folder of that name"),
+    (lambda tmp: tmp / "Set14", "the folder {path} has the name of the standard Set14"),
+    (lambda tmp: tmp / "empty", "no images in {path}"),
+])
+def test_a_folder_that_is_missing_empty_or_named_as_a_standard_set_is_refused(data_root, tmp_path, capsys, make,
+                                                                              message):
+    path = make(tmp_path)
+    if path.name != "nowhere":
+        path.mkdir()
+    if path.name == "Set14":
+        shutil.copy(data_root / "test" / "Set14" / "zebra.png", path)
+    assert main(["eval", "--method", "bicubic", "--datasets", str(path), "--scales", "3", "--quiet",
+                 "--out", str(tmp_path / "out"), "--data-root", str(data_root)]) == 2
+    assert message.format(path=path) in capsys.readouterr().err
+
+
+def test_one_name_for_two_sets_is_refused(data_root, tmp_path, capsys):
+    for parent in ("a", "b"):
+        (tmp_path / parent / "mine").mkdir(parents=True)
+        shutil.copy(data_root / "test" / "Set5" / "bird.png", tmp_path / parent / "mine")
+    assert main(["eval", "--method", "bicubic", "--datasets", f"{tmp_path / 'a/mine'},{tmp_path / 'b/mine'}",
+                 "--scales", "3", "--quiet", "--out", str(tmp_path / "out"), "--data-root", str(data_root)]) == 2
+    assert "two sets to evaluate are called mine" in capsys.readouterr().err

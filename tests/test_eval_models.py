@@ -678,3 +678,14 @@ def test_real_caffe_gives_the_same_set5_figures_as_the_torch_backend(tmp_path, d
         caffe = json.loads((session.path / "result.json").read_text())
     assert caffe["psnr"] == pytest.approx(ours["psnr"], abs=0.01)
     assert caffe["ssim"] == pytest.approx(ours["ssim"], abs=1e-4)
+
+
+def test_ours_only_rows_are_table_2_for_the_papers_sets_and_no_table_for_a_folder():
+    from glrl.eval.runner import Summary
+
+    measured = [table.Measured(Summary(dataset, 3, "glrl_x234", 30.0, 0.9, None, None, 5), "glrl_x234")
+                for dataset in ("Set5", "mine")]
+    cells = table.build_cells(measured, {}, ["Set5", "mine"], [3], ["glrl_x234"])
+    assert [(cell.table, cell.dataset) for cell in cells] == [(2, "Set5"), (None, "mine")]
+    rows = table.markdown_from_records([cell.record() for cell in cells]).splitlines()[2:]
+    assert rows[0].startswith("| 2 | Set5 | ×3 | glrl_x234 |") and rows[1].startswith("| – | mine | ×3 | glrl_x234 |")

@@ -14,7 +14,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--all", action="store_true",
                         help="Table 1 and 2: Bicubic and every released model, with the figures (make eval; "
                              "what 'glrl eval' alone does)")
-    parser.add_argument("--datasets", default="Set5,Set14,BSD100", help="comma-separated (default: %(default)s)")
+    parser.add_argument("--datasets", default="Set5,Set14,BSD100",
+                        help="comma-separated names, or paths of folders of HR images (default: %(default)s)")
     parser.add_argument("--scales", default="2,3,4", help="comma-separated (default: %(default)s)")
     parser.add_argument("--out", default=None, help="output folder (default: <work>/eval)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

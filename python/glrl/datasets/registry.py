@@ -41,6 +41,22 @@ class Dataset:
         return [root / path for path in self.files()]
 
 
+@dataclass(frozen=True)
+class ImageFolder:
+    """A folder of HR images named by its path (``glrl eval --datasets ~/sets/Urban100``): evaluated with the
+    same protocol as the benchmark sets, under the folder's name, with no checksums to hold it to and no
+    published figures beside it."""
+
+    name: str
+    path: Path
+
+    def image_paths(self, root: Path) -> List[Path]:
+        """The folder's images, sorted by name (``root`` is the data root, which a folder does not need)."""
+        from glrl.imageio import list_images
+
+        return list_images(self.path)
+
+
 DATASETS: Dict[str, Dataset] = {
     dataset.name: dataset
     for dataset in (

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Union
 
 from glrl.data_prep import luma_pack
-from glrl.datasets.registry import Dataset, get_dataset
+from glrl.datasets.registry import DATASETS, Dataset, ImageFolder, get_dataset
 from glrl.errors import DataError
 from glrl.fsutil import sha256_file
 
@@ -83,9 +83,40 @@ def _verify_pack(dataset: Dataset, root: Path, pack: Path) -> Verification:
     return result
 
 
-def require_datasets(names: Sequence[str], root: Path) -> List[Dataset]:
-    """The named datasets, after checking they are complete and intact under ``root`` (else DataError)."""
-    datasets = [get_dataset(name) for name in names]
+def require_datasets(names: Sequence[str], root: Path) -> List[Union[Dataset, ImageFolder]]:
+    """The named datasets, after checking they are complete and intact under ``root`` (else DataError). A
+    name that is no known set but a folder's path stands for the images in that folder."""
+    chosen = [_dataset_or_folder(name) for name in names]
+    repeated = sorted({d.name for d in chosen if sum(other.name == d.name for other in chosen) > 1})
+    if repeated:
+        raise DataError(f"two sets to evaluate are called {', '.join(repeated)}",
+                        hint="name each set once (results are filed by the set's name)")
+    datasets = [d for d in chosen if isinstance(d, Dataset)]
+    if datasets:
+        _require_verified(datasets, root)
+    return chosen
+
+
+def _dataset_or_folder(name: str) -> Union[Dataset, ImageFolder]:
+    from glrl.imageio import IMAGE_SUFFIXES, list_images
+
+    if name.strip().lower() in {known.lower() for known in DATASETS}:
+        return get_dataset(name)
+    folder = Path(name).expanduser()
+    if not folder.is_dir():
+        raise DataError(f"unknown dataset {name!r}, and no folder of that name",
+                        hint=f"known datasets: {', '.join(DATASETS)}; or give the path of a folder of HR images")
+    title = folder.resolve().name
+    if title.lower() in {known.lower() for known in DATASETS}:
+        raise DataError(f"the folder {folder} has the name of the standard {title}, whose published figures its "
+                        "results would be set beside",
+                        hint=f"evaluate the standard set as --datasets {title}, or rename the folder")
+    if not list_images(folder):
+        raise DataError(f"no images in {folder}", hint=f"images end with {', '.join(IMAGE_SUFFIXES)}")
+    return ImageFolder(title, folder)
+
+
+def _require_verified(datasets: Sequence[Dataset], root: Path) -> None:
     if not root.is_dir():
         raise DataError(
             f"the data root {root} does not exist",
@@ -101,4 +132,3 @@ def require_datasets(names: Sequence[str], root: Path) -> List[Dataset]:
             hint=f"run `glrl data verify --data-root {root}` for the full list, "
             "and `glrl data download` to fetch the datasets",
         )
-    return datasets

@@ -128,9 +128,10 @@ def write_outputs(out_dir: Path, entries: Sequence[Entry], result: SuiteResult,
         written.append(figures.psnr_bar_chart(records, out_dir / "psnr.png"))
         psnr = {(r.method, r.image): r.psnr for r in result.per_image
                 if r.dataset == "Set5" and r.scale == figures.FIGURE6_SCALE}
-        figure = figures.figure6(out_dir, root / "test" / "Set5", out_dir / "figure6.png", psnr=psnr)
-        if figure is not None:
-            written.append(figure)
+        if psnr:  # Set5 x3 ran now (SR images an earlier run left in out_dir are not this run's figure)
+            figure = figures.figure6(out_dir, root / "test" / "Set5", out_dir / "figure6.png", psnr=psnr)
+            if figure is not None:
+                written.append(figure)
     return written
 
 

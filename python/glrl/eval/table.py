@@ -41,7 +41,7 @@ RECORD_FIELDS = ["table", "dataset", "scale", "method", "model", "psnr", "ssim",
 class Cell:
     """One row of the combined table (``psnr``/``ssim`` None: not measured, ``note`` says why)."""
 
-    table: int
+    table: Optional[int]  # None: a set the paper has no figures for
     dataset: str
     scale: int
     method: str
@@ -105,7 +105,8 @@ def build_cells(
         if key not in used:
             s = found.summary
             figure = published(s.dataset, s.scale, s.method)
-            cells.append(Cell(2, s.dataset, s.scale, s.method, s.psnr, s.ssim,
+            in_paper = any(f.dataset.lower() == s.dataset.lower() for f in published_figures())
+            cells.append(Cell(2 if in_paper else None, s.dataset, s.scale, s.method, s.psnr, s.ssim,
                               figure.psnr if figure else None, figure.ssim if figure else None, found.model))
     return cells
 
@@ -123,7 +124,7 @@ def markdown_from_records(records: Sequence[Dict[str, object]]) -> str:
         if r.get("model"):
             note = f"model {r['model']}" + (f"; {note}" if note else "")
         lines.append(
-            f"| {r['table']} | {r['dataset']} | ×{r['scale']} | {r['method']} | "
+            f"| {r['table'] or '–'} | {r['dataset']} | ×{r['scale']} | {r['method']} | "
             f"{format_fixed(psnr, 2)} | {format_fixed(paper_psnr, 2)} | {format_delta(psnr, paper_psnr, 2)} | "
             f"{format_fixed(ssim, 4)} | {format_fixed(paper_ssim, 4)} | {format_delta(ssim, paper_ssim, 4)} | {note} |"
         )
