@@ -1,7 +1,8 @@
 """Checking a data root against the carried checksums: every missing or corrupt file is named.
 
-Evaluation and data preparation call :func:`require_datasets` first, so no figure is ever computed from
-images that differ from the published ones. ``glrl data verify`` also accepts a set held as a luma pack
+Evaluation and data preparation call :func:`require_datasets` first, so no figure set beside a published
+one is ever computed from images that differ from the published ones (a folder of the user's own images,
+which ``glrl eval`` also takes, has no published figures and no checksums). ``glrl data verify`` also accepts a set held as a luma pack
 (:mod:`glrl.data_prep.luma_pack`, what a patch-set build reads where the folder is missing): there the
 recorded checksum of every file must be the published one and every image's pixels must read back intact.
 """
