@@ -2,9 +2,10 @@
 
 Evaluation and data preparation call :func:`require_datasets` first, so no figure set beside a published
 one is ever computed from images that differ from the published ones (a folder of the user's own images,
-which ``glrl eval`` also takes, has no published figures and no checksums). ``glrl data verify`` also accepts a set held as a luma pack
-(:mod:`glrl.data_prep.luma_pack`, what a patch-set build reads where the folder is missing): there the
-recorded checksum of every file must be the published one and every image's pixels must read back intact.
+which ``glrl eval`` also takes, has no published figures and no checksums). ``glrl data verify`` also
+accepts a set held as a luma pack (:mod:`glrl.data_prep.luma_pack`, what a patch-set build reads where the
+folder is missing): there the recorded checksum of every file must be the published one and every image's
+pixels must read back intact.
 """
 from __future__ import annotations
 
