@@ -3,6 +3,7 @@ back as the same kind, bigger; bad inputs and outputs fail clearly and do not st
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -167,6 +168,16 @@ def test_thin_and_small_images_tile_like_the_whole_image():
     small = strip[:, :16]
     tiling.run_tiled(counted, small, tile=16, margin=6)
     assert calls == [(5, 16)]
+
+
+def test_each_tile_of_a_plane_that_needs_several_is_reported_and_a_one_piece_plane_reports_none():
+    strip = np.random.default_rng(1).random((5, 90))
+    reports = []
+    tiling.run_tiled(_box_chain, strip, tile=16, margin=6, on_tile=lambda done, total: reports.append((done, total)))
+    assert reports == [(done, 6) for done in range(1, 7)]
+    reports.clear()
+    tiling.run_tiled(_box_chain, strip[:, :16], tile=16, margin=6, on_tile=lambda *report: reports.append(report))
+    assert reports == []
 
 
 def test_the_memory_budget_gives_the_largest_tile_within_it_or_a_clear_refusal():
@@ -661,6 +672,16 @@ def test_a_batch_goes_on_past_bad_files_and_lists_them(models_dir, tmp_path, cap
     with Image.open(tmp_path / "out" / "alpha.png") as alpha:
         assert alpha.mode == "RGBA"
     assert (tmp_path / "out" / "colour.png").is_file() and not (tmp_path / "out" / "corrupt.png").exists()
+
+
+def test_an_image_of_several_tiles_shows_a_tile_progress_bar_and_one_of_a_single_tile_none(models_dir, tmp_path,
+                                                                                            capsys):
+    Image.fromarray((_smooth_rgb(12, 10) * 255).astype(np.uint8)).save(tmp_path / "in.png")
+    common = ["--scale", "3", "--models-dir", str(models_dir), "--device", "cpu"]
+    status, _, err = _cli(capsys, str(tmp_path / "in.png"), str(tmp_path / "tiled.png"), "--tile", "16", *common)
+    assert status == 0 and re.search(r"in\.png x3: .*\d/6 \[.*tile/s", err), err  # 36x30 in 16-pixel tiles
+    status, _, err = _cli(capsys, str(tmp_path / "in.png"), str(tmp_path / "whole.png"), *common)
+    assert status == 0 and "tile" not in err, err
 
 
 def test_a_batch_without_failures_exits_0_and_tile_0_runs_whole_images(models_dir, tmp_path, capsys):

@@ -261,15 +261,20 @@ def plan_tiles(height: int, width: int, tile: int, margin: int) -> List[Tile]:
 
 
 def run_tiled(
-    fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray, tile: int, margin: int
+    fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray, tile: int, margin: int,
+    on_tile: Optional[Callable[[int, int], None]] = None,
 ) -> np.ndarray:
-    """Apply a same-size 2-D map ``fn`` to ``image`` tile by tile; ``tile <= 0`` runs it once, whole."""
+    """Apply a same-size 2-D map ``fn`` to ``image`` tile by tile; ``tile <= 0`` runs it once, whole.
+    ``on_tile(done, total)`` is called after each of two or more tiles (a progress bar for a big image)."""
     if tile <= 0 or (image.shape[0] <= tile and image.shape[1] <= tile):
         return _checked(fn, image)
     out = np.empty(image.shape, dtype=np.float32)
-    for part in plan_tiles(image.shape[0], image.shape[1], tile, margin):
+    parts = plan_tiles(image.shape[0], image.shape[1], tile, margin)
+    for done, part in enumerate(parts, 1):
         result = _checked(fn, image[part.window])
         out[part.core] = result[part.core_in_window]
+        if on_tile is not None:
+            on_tile(done, len(parts))
     return out
 
 

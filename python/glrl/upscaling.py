@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 
@@ -33,6 +33,7 @@ from glrl.upscale_io import Picture, array_to_picture, picture_to_array
 
 # Tiles are sized so that the activations of one tile stay within this (GLRL: 741-pixel tiles).
 DEFAULT_MEMORY_BYTES = 1 << 30
+TileProgress = Callable[[int, int], None]  # on_tile(done, total): called after each tile of a big plane
 
 PathLike = Union[str, Path]
 
@@ -108,24 +109,26 @@ class Upscaler:
         side = self.tile + 2 * self.margin
         return 4 * self.floats_per_pixel * side * side
 
-    def refine_luma(self, luma_up: np.ndarray) -> np.ndarray:
-        """The net on a bicubic-enlarged Y plane (float in [0, 1]): the SR Y plane, not yet clipped."""
-        return tiling.run_tiled(self._run_net, luma_up, self.tile, self.margin).astype(np.float64)
+    def refine_luma(self, luma_up: np.ndarray, on_tile: Optional[TileProgress] = None) -> np.ndarray:
+        """The net on a bicubic-enlarged Y plane (float in [0, 1]): the SR Y plane, not yet clipped.
+        ``on_tile(done, total)`` follows the tiles of a plane that needs several."""
+        return tiling.run_tiled(self._run_net, luma_up, self.tile, self.margin, on_tile).astype(np.float64)
 
     def _run_net(self, window: np.ndarray) -> np.ndarray:
         return tiling.run_deploy_net(self.net, window, self.border)
 
-    def upscale_picture(self, picture: Picture) -> Picture:
+    def upscale_picture(self, picture: Picture, on_tile: Optional[TileProgress] = None) -> Picture:
         """Enlarge a picture by the model's scale (colour via Y; alpha by bicubic; bit depth and colour profile
         kept)."""
         pixels = picture.pixels
         if picture.is_colour:
             ycbcr = rgb2ycbcr(pixels[:, :, :3])
             enlarged = imresize(ycbcr, self.scale)
-            enlarged[:, :, 0] = self.refine_luma(enlarged[:, :, 0])
+            enlarged[:, :, 0] = self.refine_luma(enlarged[:, :, 0], on_tile)
             planes = [ycbcr2rgb(np.clip(enlarged, 0.0, 1.0))]
         else:
-            planes = [np.clip(self.refine_luma(imresize(pixels[:, :, 0], self.scale)), 0.0, 1.0)[:, :, None]]
+            luma = self.refine_luma(imresize(pixels[:, :, 0], self.scale), on_tile)
+            planes = [np.clip(luma, 0.0, 1.0)[:, :, None]]
         if picture.has_alpha:
             planes.append(np.clip(imresize(pixels[:, :, -1], self.scale), 0.0, 1.0)[:, :, None])
         return replace(picture, pixels=np.concatenate(planes, axis=2))

@@ -66,6 +66,29 @@ def _tiles(upscaler) -> str:
     return f"{upscaler.tile} px tiles, net activations <= {bound / 2**20:.0f} MiB"
 
 
+class TileBar:
+    """A progress bar over the tiles of one image, shown once the image turns out to need several (a small
+    image is done in one piece and shows none); gone when the image is done."""
+
+    def __init__(self, description: str) -> None:
+        self.description = description
+        self.bar = None
+
+    def __enter__(self) -> "TileBar":
+        return self
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=self.description, unit="tile", leave=False)
+        self.bar.update(1)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -86,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
     warn_if_bf16_emulated(upscaler.precision, str(upscaler.device))
     if len(jobs) == 1:
         source, out = jobs[0]
-        write_picture(out, upscaler.upscale_picture(picture))
+        with TileBar(f"{source.name} x{args.scale}") as on_tile:
+            write_picture(out, upscaler.upscale_picture(picture, on_tile))
         print(f"{source} -> {out} (x{args.scale}, {upscaler.model_name}, "
               f"{upscaler.backend} on {upscaler.device} in {upscaler.precision}, {_tiles(upscaler)})")
         return 0
@@ -96,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
             check_writable(out)
             picture = read_picture(source)
             check_encodable(picture, out)  # the output's extension names a format that can hold the picture
-            write_picture(out, upscaler.upscale_picture(picture))
+            with TileBar(source.name) as on_tile:
+                write_picture(out, upscaler.upscale_picture(picture, on_tile))
         except GlrlError as exc:
             failures.append((source, str(exc).replace("\n", "; ")))
     done = len(jobs) - len(failures)
