@@ -1375,6 +1375,7 @@ def test_solver_set_writes_a_new_runs_solver_and_changes_a_resumed_one_from_its_
     ("net=other.prototxt", "net belongs to the run folder, not to the optimiser"),
     ("snapshot_prefix=x", "snapshot_prefix belongs to the run folder"),
     ("stepsize=1.5", "stepsize cannot hold '1.5'"),
+    ("train_state=x", "train_state is a message, not one value"),
     ("type", "--solver-set 'type' is not FIELD=VALUE"),
 ])
 def test_solver_set_refuses_what_a_solver_field_cannot_take(tmp_path, capsys, assignment, message):

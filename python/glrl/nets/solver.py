@@ -255,9 +255,12 @@ def set_solver_fields(solver: Any, assignments: Sequence[str]) -> None:
             raise TrainingError(f"--solver-set {assignment!r}: the solver has no field {name!r}",
                                 hint=f"did you mean {' or '.join(near)}?" if near
                                 else "see SolverParameter in glrl/caffe/caffe_subset.proto")
-        if name in RUN_BOUND_FIELDS or field.message_type is not None:
+        if name in RUN_BOUND_FIELDS:
             raise TrainingError(f"--solver-set {assignment!r}: {name} belongs to the run folder, not to the "
                                 "optimiser", hint="give a whole solver with --solver instead")
+        if field.message_type is not None:
+            raise TrainingError(f"--solver-set {assignment!r}: {name} is a message, not one value",
+                                hint="give a whole solver with --solver instead")
         values = [item.strip() for item in value.split(",")]
         if field.type == field.TYPE_STRING:
             values = ['"' + item.replace("\\", "\\\\").replace('"', '\\"') + '"' for item in values]
