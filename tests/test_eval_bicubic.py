@@ -173,6 +173,12 @@ def test_glrl_eval_refuses_a_data_root_without_the_datasets(tmp_path, capsys):
     assert "Set5: 5 missing" in capsys.readouterr().err
 
 
+def _bicubic_x3(datasets: str, data_root, tmp_path) -> int:
+    """``glrl eval --method bicubic`` at x3 on ``datasets``; its exit status."""
+    return main(["eval", "--method", "bicubic", "--datasets", datasets, "--scales", "3", "--quiet",
+                 "--out", str(tmp_path / "out"), "--data-root", str(data_root)])
+
+
 def test_a_folder_of_images_is_evaluated_by_the_same_protocol_under_its_own_name(data_root, tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()
@@ -189,8 +195,7 @@ def test_a_folder_and_a_standard_set_go_into_one_table_the_folder_without_figure
     mine = tmp_path / "mine"
     mine.mkdir()
     shutil.copy(data_root / "test" / "Set5" / "bird.png", mine)
-    assert main(["eval", "--method", "bicubic", "--datasets", f"Set5,{mine}", "--scales", "3", "--quiet",
-                 "--out", str(tmp_path / "out"), "--data-root", str(data_root)]) == 0
+    assert _bicubic_x3(f"Set5,{mine}", data_root, tmp_path) == 0
     out = capsys.readouterr().out
     assert "| bicubic | Set5 | ×3 | 30.39 | 0.8682 | 30.39 | 0.8682 |" in out
     assert re.search(r"^\| bicubic \| mine \| ×3 \| \d+\.\d\d \| 0\.\d{4} \| – \| – \|", out, re.M), out
@@ -208,8 +213,7 @@ def test_a_folder_that_is_missing_empty_or_named_as_a_standard_set_is_refused(da
         path.mkdir()
     if path.name == "Set14":
         shutil.copy(data_root / "test" / "Set14" / "zebra.png", path)
-    assert main(["eval", "--method", "bicubic", "--datasets", str(path), "--scales", "3", "--quiet",
-                 "--out", str(tmp_path / "out"), "--data-root", str(data_root)]) == 2
+    assert _bicubic_x3(str(path), data_root, tmp_path) == 2
     assert message.format(path=path) in capsys.readouterr().err
 
 
@@ -217,6 +221,5 @@ def test_one_name_for_two_sets_is_refused(data_root, tmp_path, capsys):
     for parent in ("a", "b"):
         (tmp_path / parent / "mine").mkdir(parents=True)
         shutil.copy(data_root / "test" / "Set5" / "bird.png", tmp_path / parent / "mine")
-    assert main(["eval", "--method", "bicubic", "--datasets", f"{tmp_path / 'a/mine'},{tmp_path / 'b/mine'}",
-                 "--scales", "3", "--quiet", "--out", str(tmp_path / "out"), "--data-root", str(data_root)]) == 2
+    assert _bicubic_x3(f"{tmp_path / 'a/mine'},{tmp_path / 'b/mine'}", data_root, tmp_path) == 2
     assert "two sets to evaluate are called mine" in capsys.readouterr().err
