@@ -486,7 +486,8 @@ def _change_kept_solver(solver_path: Path, assignments: List[str]) -> None:
     if not assignments:
         return
     before = read_solver(solver_path)
-    after = read_solver(solver_path)
+    after = type(before)()
+    after.CopyFrom(before)
     set_solver_fields(after, assignments)
     changes = _changed_fields(before, after)
     if changes:

@@ -102,14 +102,15 @@ def require_datasets(names: Sequence[str], root: Path) -> List[Union[Dataset, Im
 def _dataset_or_folder(name: str) -> Union[Dataset, ImageFolder]:
     from glrl.imageio import IMAGE_SUFFIXES, list_images
 
-    if name.strip().lower() in {known.lower() for known in DATASETS}:
+    known_names = {known.lower() for known in DATASETS}
+    if name.strip().lower() in known_names:
         return get_dataset(name)
     folder = Path(name).expanduser()
     if not folder.is_dir():
         raise DataError(f"unknown dataset {name!r}, and no folder of that name",
                         hint=f"known datasets: {', '.join(DATASETS)}; or give the path of a folder of HR images")
     title = folder.resolve().name
-    if title.lower() in {known.lower() for known in DATASETS}:
+    if title.lower() in known_names:
         raise DataError(f"the folder {folder} has the name of the standard {title}, whose published figures its "
                         "results would be set beside",
                         hint=f"evaluate the standard set as --datasets {title}, or rename the folder")

@@ -84,7 +84,9 @@ def build_cells(
     }
     cells: List[Cell] = []
     used = set()
-    for figure in published_figures():
+    figures = published_figures()
+    paper_sets = {figure.dataset.lower() for figure in figures}
+    for figure in figures:
         method = TABLE1_ALIASES.get(figure.method, figure.method) if figure.table == 1 else figure.method
         if figure.dataset.lower() not in wanted_sets or figure.scale not in scales:
             continue
@@ -105,8 +107,8 @@ def build_cells(
         if key not in used:
             s = found.summary
             figure = published(s.dataset, s.scale, s.method)
-            in_paper = any(f.dataset.lower() == s.dataset.lower() for f in published_figures())
-            cells.append(Cell(2 if in_paper else None, s.dataset, s.scale, s.method, s.psnr, s.ssim,
+            table_number = 2 if s.dataset.lower() in paper_sets else None  # None: a set the paper lacks
+            cells.append(Cell(table_number, s.dataset, s.scale, s.method, s.psnr, s.ssim,
                               figure.psnr if figure else None, figure.ssim if figure else None, found.model))
     return cells
 
