@@ -802,3 +802,20 @@ def test_a_net_that_stats_cannot_measure_is_refused_naming_the_layer(layers, mes
     with pytest.raises(FormatError, match=message):
         measure(io.parse_net(f'name: "x"\n{STATS_INPUT}{layers}'))
 
+
+
+def test_the_layers_a_phase_runs_follow_caffes_include_and_exclude_rules():
+    from glrl.caffe.phase import layers_in_phase
+    from glrl.errors import ModelError
+
+    net = io.parse_net('''
+        layer { name: "train_only" type: "Input" top: "t" include { phase: TRAIN } }
+        layer { name: "not_test" type: "Input" top: "n" exclude { phase: TEST } }
+        layer { name: "not_train" type: "Input" top: "m" exclude { phase: TRAIN } }
+        layer { name: "staged" type: "Input" top: "s" include { stage: "deep" } }
+        layer { name: "always" type: "Input" top: "a" }''')
+    assert [layer.name for layer in layers_in_phase(net, "TRAIN")] == ["train_only", "not_test", "always"]
+    assert [layer.name for layer in layers_in_phase(net, "TEST")] == ["not_train", "always"]
+    net.layer[0].exclude.add(phase=pb.TEST)
+    with pytest.raises(ModelError, match="both include and exclude"):
+        layers_in_phase(net, "TRAIN")

@@ -557,10 +557,28 @@ def test_a_run_resumed_under_an_edited_solver_is_released_with_the_fields_its_lr
     assert "stepsize" not in solver
 
 
+def test_a_release_takes_the_batch_of_the_data_layer_caffe_runs_in_train(tmp_path):
+    from glrl.release import read_run
+
+    run_dir = tmp_path / "run"
+    (run_dir / "snapshots").mkdir(parents=True)
+    test_first = TRAIN.replace('include { phase: TRAIN }', 'exclude { phase: TEST }').replace(
+        'layer { name: "train_data"',
+        'layer { name: "test_data" type: "HDF5Data" top: "data" top: "label" exclude { phase: TRAIN }\n'
+        '  hdf5_data_param { source: "data/val.txt" batch_size: 2 } }\nlayer { name: "train_data"')
+    (run_dir / "train_test.prototxt").write_text(test_first)
+    (run_dir / "solver.prototxt").write_text(SOLVER)
+    weights = run_dir / "snapshots" / "tiny_x3_iter_6.caffemodel"
+    weights.write_bytes(b"")
+    assert read_run(weights).batch_size == 8  # the TRAIN layer's 4 × iter_size 2, not the TEST layer's 2
+
+
 @pytest.mark.parametrize("folder, schedule", [
     ("glrl-x234-cpu-20k-adam", "cpu-20k"), ("srcnn-x234-cpu-20k-adam-1e-3", "cpu-20k"),
     ("glrl-x3-cpu-release", "cpu-release"), ("glrl-x3-paper", "paper"), ("my-run", None),
-    ("glrl-x234-gpu-finetune-adam-b128", "gpu-finetune"), ("srcnn-x2-cpu-60k-adam-1e-3", "cpu-60k")])
+    ("glrl-x234-gpu-finetune-adam-b128", "gpu-finetune"), ("srcnn-x2-cpu-60k-adam-1e-3", "cpu-60k"),
+    ("glrl-x3-paper-x3_p63", "paper"), ("glrl-x3-cpu-short-paper", "cpu-short"),
+    ("glrl-2lrb-x3-cpu-finetune-adam-2.5e-5-b16-x3-p63", "cpu-finetune"), ("glrl-x3-cpu-shortish", None)])
 def test_a_release_reads_the_schedule_from_the_run_folder_name_glrl_train_gave_it(folder, schedule):
     from glrl.release import _schedule_from_folder
 

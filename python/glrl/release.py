@@ -68,20 +68,22 @@ def _run_folder_of(weights: Path) -> Optional[Path]:
 
 
 def _schedule_from_folder(run_dir: Path) -> Optional[str]:
-    """``<net>-x<scale>-<schedule>[-<optimizer>][-b<batch>]``, as ``glrl train`` names its run folders."""
-    from glrl.nets.solver import OPTIMIZERS, SCHEDULES
+    """``<net>-x<scale>-<schedule>[-<optimizer>][-b<batch>][-<patch set>]``, as ``glrl train`` names its run
+    folders: the longest schedule name right after the scale (None for a folder named otherwise)."""
+    from glrl.nets.solver import SCHEDULES
 
-    stem = re.sub(r"-b[0-9]+$", "", run_dir.name)
-    for optimizer in OPTIMIZERS:
-        if stem.endswith("-" + optimizer) and not any(stem.endswith("-" + name) for name in SCHEDULES):
-            stem = stem[: -len(optimizer) - 1]
-    matches = [name for name in SCHEDULES if stem.endswith("-" + name)]
+    found = re.search(r"-x[0-9]+-(.+)$", run_dir.name)
+    if found is None:
+        return None
+    rest = found.group(1)
+    matches = [name for name in SCHEDULES if rest == name or rest.startswith(name + "-")]
     return max(matches, key=len) if matches else None  # "cpu-release" rather than a shorter "release"
 
 
 def _training_data(run_dir: Path, record: RunRecord) -> None:
     """Batch size and patch-set manifest hash from the run's solver and train net."""
     from glrl.caffe.io import read_net, read_solver
+    from glrl.caffe.phase import layers_in_phase
     from glrl.data_prep import manifest as manifest_io
     from glrl.data_prep.reader import resolve_source
 
@@ -96,9 +98,8 @@ def _training_data(run_dir: Path, record: RunRecord) -> None:
     net_path = Path(net_name) if Path(net_name).is_absolute() else run_dir / net_name
     if not net_path.is_file():
         return
-    for layer in read_net(net_path).layer:
-        in_train = not len(layer.include) or any(rule.phase == 0 for rule in layer.include)
-        if layer.type == "HDF5Data" and in_train:
+    for layer in layers_in_phase(read_net(net_path), "TRAIN"):
+        if layer.type == "HDF5Data":
             record.batch_size = int(layer.hdf5_data_param.batch_size) * max(1, int(solver.iter_size))
             try:
                 source = resolve_source(layer.hdf5_data_param.source, [run_dir, net_path.parent])

@@ -24,7 +24,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from glrl.caffe import pb
+from glrl.caffe.phase import layers_in_phase
 from glrl.errors import ModelError
 
 # Layers whose output pixel depends only on the same pixel of their inputs.
@@ -60,11 +60,6 @@ def _kernel_extent(layer) -> Tuple[int, int]:
     return radius, channels
 
 
-def _active_layers(net) -> list:
-    return [layer for layer in net.layer
-            if not any(rule.HasField("phase") and rule.phase == pb.TRAIN for rule in layer.include)]
-
-
 def _input_blobs(net) -> Dict[str, int]:
     """Input blob -> channels, from ``input:``/``input_shape`` or Input layers."""
     blobs: Dict[str, int] = {}
@@ -72,7 +67,7 @@ def _input_blobs(net) -> Dict[str, int]:
         legacy = list(net.input_dim[4 * i: 4 * i + 4])
         dims = list(net.input_shape[i].dim) if i < len(net.input_shape) else legacy
         blobs[name] = int(dims[1]) if len(dims) > 1 else 1
-    for layer in _active_layers(net):
+    for layer in layers_in_phase(net, "TEST"):
         if layer.type == "Input":
             for j, top in enumerate(layer.top):
                 shapes = layer.input_param.shape
@@ -87,7 +82,7 @@ def _walk(net) -> Tuple[Dict[str, int], Dict[str, int], List[str]]:
     radius = {name: 0 for name in channels}
     consumed = set()
     tops: List[str] = []
-    for layer in _active_layers(net):
+    for layer in layers_in_phase(net, "TEST"):
         if layer.type == "Input":
             continue
         missing = [b for b in layer.bottom if b not in radius]
@@ -134,7 +129,7 @@ def border_loss(net) -> int:
     the size (a net they change is caught by :func:`run_deploy_net`'s size check)."""
     lost = {name: 0 for name in _input_blobs(net)}
     last = list(lost)[-1:]
-    for layer in _active_layers(net):
+    for layer in layers_in_phase(net, "TEST"):
         if layer.type == "Input":
             continue
         extra = 0
@@ -179,7 +174,7 @@ def live_floats_per_pixel(net) -> int:
     each blob after its last reader): at each layer, the blobs still to be read plus the layer's new tops,
     and twice the widest blob for what a layer makes on the way (a three-way sum's partial sum, oneDNN's
     buffers). GLRL: 449 (measured: 391; every blob would be 3,083), VDSR-20: 257 (135), SRCNN: 256 (128)."""
-    channels, layers = _walk(net)[1], [layer for layer in _active_layers(net) if layer.type != "Input"]
+    channels, layers = _walk(net)[1], [layer for layer in layers_in_phase(net, "TEST") if layer.type != "Input"]
     outputs = set(_walk(net)[2])
     last_reader = {name: index for index, layer in enumerate(layers) for name in layer.bottom}
     live = dict(_input_blobs(net))
@@ -199,7 +194,7 @@ def caffe_floats_per_pixel(net) -> int:
     pixel; 1×1 kernels never fill theirs). Measured for GLRL in the root: within 3 % of the process's growth."""
     _, channels, _ = _walk(net)
     total = sum(channels.values())
-    for layer in _active_layers(net):
+    for layer in layers_in_phase(net, "TEST"):
         if layer.type not in ("Convolution", "Deconvolution"):
             continue
         param = layer.convolution_param

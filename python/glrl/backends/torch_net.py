@@ -2,8 +2,8 @@
 
 What Caffe's ``Net::Init`` does, done the same way here:
 
-- NetState filtering: a layer with ``include`` rules is kept when one rule meets the state (phase, level,
-  stages); a layer with ``exclude`` rules is dropped when one meets it.
+- NetState filtering (:mod:`glrl.caffe.phase`): a layer with ``include`` rules is kept when one rule meets
+  the state (phase, level, stages); a layer with ``exclude`` rules is dropped when one meets it.
 - Blobs are named; a layer whose top has its bottom's name works in place. Here every layer computes a new
   tensor and the name is rebound, so autograd sees no in-place writes and a blob read by several layers
   receives the sum of their gradients (what Caffe's inserted Split layers do).
@@ -38,6 +38,7 @@ from glrl.backends.torch_data import HDF5Data, Input
 from glrl.backends.torch_fillers import fill
 from glrl.backends.torch_layers import LAYER_CLASSES, Convolution, Layer, PReLU, ReLU, Shape
 from glrl.caffe import io, pb
+from glrl.caffe.phase import filter_layers
 from glrl.caffe.upgrade import upgrade_net
 from glrl.errors import FormatError, ModelError
 
@@ -61,34 +62,6 @@ class LearnableParam:
     param: nn.Parameter
     lr_mult: float
     decay_mult: float
-
-
-def state_meets_rule(state: "pb.NetState", rule: "pb.NetStateRule") -> bool:
-    """Caffe's StateMeetsRule: the phase, level range, required stages and excluded stages all fit."""
-    if rule.HasField("phase") and rule.phase != state.phase:
-        return False
-    if rule.HasField("min_level") and state.level < rule.min_level:
-        return False
-    if rule.HasField("max_level") and state.level > rule.max_level:
-        return False
-    stages = set(state.stage)
-    return all(s in stages for s in rule.stage) and not any(s in stages for s in rule.not_stage)
-
-
-def filter_layers(net: "pb.NetParameter", state: "pb.NetState") -> List["pb.LayerParameter"]:
-    """Caffe's FilterNet: the layers that the include/exclude rules keep for ``state``."""
-    kept = []
-    for layer in net.layer:
-        if len(layer.include) and len(layer.exclude):
-            raise ModelError(f"layer '{layer.name}' has both include and exclude rules",
-                             hint="Caffe allows either include rules or exclude rules on a layer, not both")
-        if len(layer.include):
-            included = any(state_meets_rule(state, rule) for rule in layer.include)
-        else:
-            included = not any(state_meets_rule(state, rule) for rule in layer.exclude)
-        if included:
-            kept.append(layer)
-    return kept
 
 
 def _caffe_shape_equals(blob: "pb.BlobProto", shape: Sequence[int]) -> bool:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
 import numpy as np
+from glrl.caffe.phase import layers_in_phase
 from glrl.data_prep.reader import CaffeHDF5Reader
 from glrl.errors import TrainingError
 
@@ -28,21 +29,11 @@ class HDF5Input:
     shuffle: bool
 
 
-def _in_phase(layer: Any, phase: str) -> bool:
-    """Caffe's include/exclude rules, for the phase only (the only rule glrl's nets use)."""
-    from glrl.caffe import pb
-
-    phase_value = pb.Phase.Value(phase)
-    if len(layer.include):
-        return any(not rule.HasField("phase") or rule.phase == phase_value for rule in layer.include)
-    return not any(rule.HasField("phase") and rule.phase == phase_value for rule in layer.exclude)
-
-
 def hdf5_inputs(net_param: Any, phase: str = "TRAIN") -> List[HDF5Input]:
     """The ``HDF5Data`` layers of ``net_param`` (a ``caffe.NetParameter``) active in ``phase``."""
     found = []
-    for layer in net_param.layer:
-        if layer.type == "HDF5Data" and _in_phase(layer, phase):
+    for layer in layers_in_phase(net_param, phase):
+        if layer.type == "HDF5Data":
             param = layer.hdf5_data_param
             found.append(HDF5Input(layer.name, list(layer.top), param.source, int(param.batch_size),
                                    bool(param.shuffle)))

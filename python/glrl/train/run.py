@@ -156,9 +156,9 @@ def _single_input(inputs: List[HDF5Input], phase: str, net_path: Path) -> HDF5In
 def _final_loss_layer(net_param: Any, phase: str) -> Any:
     """The last loss layer of ``phase``: its first bottom is the net's prediction (glrl's generators put the
     final prediction's loss last, after any deep-supervision losses)."""
-    from glrl.train.batches import _in_phase
+    from glrl.caffe.phase import layers_in_phase
 
-    losses = [layer for layer in net_param.layer if layer.type.endswith("Loss") and _in_phase(layer, phase)]
+    losses = [layer for layer in layers_in_phase(net_param, phase) if layer.type.endswith("Loss")]
     if not losses:
         raise TrainingError(f"the net has no loss layer in phase {phase}",
                             hint="use glrl's generated train/test prototxt")
