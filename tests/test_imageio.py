@@ -79,6 +79,13 @@ def test_sixteen_bit_images_are_refused(tmp_path):
         assert name in str(info.value) and "8 bits" in info.value.hint
 
 
+def test_a_sixteen_bit_colour_tiff_is_refused_too(tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    cv2.imwrite(str(tmp_path / "rgb16.tif"), RGB.astype(np.uint16) * 257)  # Pillow reads this as 8-bit RGB too
+    with pytest.raises(DataError, match="rgb16.tif has 16-bit"):
+        read_image(tmp_path / "rgb16.tif")
+
+
 def test_non_image_missing_and_truncated_files_are_clear_errors(tmp_path):
     (tmp_path / "notes.png").write_text("not an image")
     with pytest.raises(DataError, match="notes.png is not an image"):

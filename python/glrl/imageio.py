@@ -35,6 +35,17 @@ IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".g
 _SIXTEEN_BIT_HINT = "convert it to 8 bits per channel first (e.g. `convert in.png -depth 8 out.png`)"
 
 
+def stored_sample_layout(image: Image.Image) -> str:
+    """How the file stores its samples (Pillow's raw mode, e.g. ``RGB;16B``), read before ``load()``: the one
+    place Pillow tells that a colour image has 16 bits per sample, which it decodes to 8-bit RGB. A TIFF's
+    decoder takes a tuple whose first item is the raw mode; "" when the decoder names none."""
+    if not image.tile:
+        return ""
+    args = image.tile[0][3]
+    args = args[0] if isinstance(args, tuple) and args else args
+    return args if isinstance(args, str) else ""
+
+
 def _open(path: Path) -> Image.Image:
     if not path.exists():
         raise DataError(f"image not found: {path}", hint="check the path (and --data-root)")
@@ -42,7 +53,7 @@ def _open(path: Path) -> Image.Image:
         raise DataError(f"{path} is a folder, not an image file")
     try:
         image = Image.open(path)
-        rawmode = image.tile[0][3] if image.tile and isinstance(image.tile[0][3], str) else ""
+        rawmode = stored_sample_layout(image)
         image.load()
     except UnidentifiedImageError:
         raise DataError(

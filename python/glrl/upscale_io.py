@@ -101,9 +101,9 @@ def _pillow():
 
 
 def _is_sixteen_bit_colour(img) -> bool:
-    rawmode = img.tile[0][3] if img.tile else ""
-    rawmode = rawmode[0] if isinstance(rawmode, tuple) else rawmode
-    return img.mode in ("RGB", "RGBA") and isinstance(rawmode, str) and ";16" in rawmode
+    from glrl.imageio import stored_sample_layout
+
+    return img.mode in ("RGB", "RGBA") and ";16" in stored_sample_layout(img)
 
 
 def read_picture(path: Path) -> Picture:
