@@ -301,6 +301,23 @@ def test_a_resumed_run_records_each_iteration_once_in_its_metrics(tmp_path):
     assert iterations_in_metrics() == uninterrupted
 
 
+def test_a_run_whose_last_metrics_row_was_cut_short_still_resumes(tmp_path, capsys):
+    solver = make_run(tmp_path, max_iter=12, snapshot=4)
+    run_dir = tmp_path / "run"
+    options = dict(solver=solver, run_dir=run_dir, device="cpu", progress=False, tensorboard=False, echo=False)
+
+    def rows_without_seconds():
+        return [line.split(",")[:3] + line.split(",")[4:] for line in (run_dir / "metrics.csv").read_text().split()]
+
+    train(RunOptions(**options))
+    uninterrupted = rows_without_seconds()
+    with (run_dir / "metrics.csv").open("a") as handle:
+        handle.write("13,0.001")  # a kill in the middle of an append
+    train(RunOptions(**options, resume=run_dir / "snap" / "tiny_iter_8.solverstate"))
+    assert rows_without_seconds() == uninterrupted
+    assert "dropped 1 unreadable row" in capsys.readouterr().err
+
+
 def test_a_caffe_state_without_our_sidecar_resumes_to_the_same_weights(tmp_path):
     solver = make_run(tmp_path, max_iter=12)
     finish(glrl_train(solver, tmp_path / "whole"))

@@ -162,12 +162,22 @@ class Monitor:
 
     # -- CSV on disk -----------------------------------------------------------------------------------------
     def _read_csv(self) -> List[MetricRow]:
+        """The rows of an earlier run's CSV; a row cut short (the process killed, or the disk full, while it
+        was appended) is dropped with a note, so that the run can still resume."""
         if not self.csv_path.is_file():
             return []
+        rows, dropped = [], 0
         with open(self.csv_path, newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            return [MetricRow(int(r["iteration"]), *(_optional_float(r[c]) for c in CSV_COLUMNS[1:]))
-                    for r in reader]
+            for cells in csv.DictReader(handle):
+                try:
+                    rows.append(MetricRow(int(cells["iteration"]),
+                                          *(_optional_float(cells[c]) for c in CSV_COLUMNS[1:])))
+                except (KeyError, TypeError, ValueError):
+                    dropped += 1
+        if dropped:
+            print(f"note: {self.csv_path}: dropped {dropped} unreadable row(s) (cut short by a kill?)",
+                  file=sys.stderr)
+        return rows
 
     def _write_csv(self) -> None:
         """Rewrite the CSV with the kept rows (a resumed run drops rows past its snapshot)."""
