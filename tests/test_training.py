@@ -1091,11 +1091,18 @@ def test_options_real_caffe_cannot_honour_are_refused_before_it_starts(tmp_path,
     assert latest_snapshot(tmp_path / "run") is None
 
 
+def test_train_reads_scale_as_data_build_does():
+    from glrl.commands.train import _scale_key
+
+    assert [_scale_key(text) for text in ("3", "234", "2,3,4")] == ["3", "234", "234"]
+
+
 @pytest.mark.parametrize("option, value, message", [
     ("--solver", "missing.prototxt", "solver missing.prototxt not found"),
     ("--scale", "5", "--scale '5' is not one of 2, 3, 4, 234"),
+    ("--scale", "32", "--scale '32' is not one of 2, 3, 4, 234"),  # no x32 patch set can be built
     ("--device", "gpu", "unknown device 'gpu'"),
-], ids=["solver", "scale", "device"])
+], ids=["solver", "scale", "scale-order", "device"])
 def test_a_mistyped_solver_scale_or_device_is_refused_naming_it(tmp_path, capsys, monkeypatch, option, value,
                                                                 message):
     from glrl.cli import main

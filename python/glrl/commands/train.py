@@ -88,9 +88,10 @@ def run(args: argparse.Namespace) -> int:
 
     args.deadline = None if args.time_limit is None else time.monotonic() + args.time_limit
 
+    if args.scale is not None:
+        args.scale = _scale_key(args.scale)
     given = argparse.Namespace(net=args.net, scale=args.scale)
     args.net, args.scale = args.net or DEFAULT_NET, args.scale or DEFAULT_SCALE
-    _parse_scales(args.scale)
     _check_options(args)
     run_name = (f"{args.net}-x{args.scale}-{args.schedule}" + (f"-{args.optimizer}" if args.optimizer else "")
                 + (f"-b{args.batch_size}" if args.batch_size not in (None, PAPER_BATCH) else "")
@@ -168,6 +169,7 @@ def _run_folder_lock(run_dir: Path):
 def _train(args: argparse.Namespace, given: argparse.Namespace, run_dir: Path) -> int:
     from glrl import settings
     from glrl.backends import resolve_backend
+    from glrl.data_prep.config import parse_scales
     from glrl.errors import TrainingError
 
     _refuse_to_overwrite(args.resume, run_dir)
@@ -191,7 +193,7 @@ def _train(args: argparse.Namespace, given: argparse.Namespace, run_dir: Path) -
         from glrl.data_prep import manifest as manifest_io
 
         _follow_run_folder(args, given, run_dir, manifest_io.load(run_dir, manifest_io.RUN_COPY_NAME))
-    scales = _parse_scales(args.scale)
+    scales = parse_scales(args.scale)
     if not args.solver:
         solver_path = _prepare_run(args, scales, run_dir)
     resume = _resume_path(args.resume, run_dir)
@@ -274,12 +276,16 @@ def _follow_run_folder(args: argparse.Namespace, given: argparse.Namespace, run_
         args.scale = kept
 
 
-def _parse_scales(text: str):
-    from glrl.errors import TrainingError
+def _scale_key(text: str) -> str:
+    """``--scale`` as ``glrl data build`` reads it (2, 3, 4, or 234 written also 2,3,4), in the form that
+    names patch sets and run folders ("234")."""
+    from glrl.data_prep.config import parse_scales
+    from glrl.errors import DataError, TrainingError
 
-    if not text.isdigit() or any(c not in "234" for c in text) or len(set(text)) != len(text):
-        raise TrainingError(f"--scale {text!r} is not one of 2, 3, 4, 234", hint="e.g. --scale 3")
-    return tuple(int(c) for c in text)
+    try:
+        return "".join(map(str, parse_scales(text)))
+    except DataError:
+        raise TrainingError(f"--scale {text!r} is not one of 2, 3, 4, 234", hint="e.g. --scale 3") from None
 
 
 def _refuse_to_resume_nothing(resume, run_dir: Path) -> None:
