@@ -905,9 +905,22 @@ def test_initial_weights_that_fit_no_layer_of_the_train_net_are_refused(tmp_path
     layer = other.layer.add(name="elsewhere", type="Convolution")
     layer.blobs.add().CopyFrom(io.array_to_blob(np.zeros((1, 1, 3, 3), np.float32)))
     io.write_caffemodel(other, tmp_path / "other.caffemodel")
-    assert main(["train", "--solver", str(solver), "--run-dir", str(tmp_path / "run"), "--device", "cpu",
-                 "--no-set5", "--no-progress", "--weights", str(tmp_path / "other.caffemodel")]) == 2
+    run = ["train", "--solver", str(solver), "--run-dir", str(tmp_path / "run"), "--device", "cpu", "--no-set5",
+           "--no-progress"]
+    assert main([*run, "--weights", str(tmp_path / "other.caffemodel")]) == 2
     assert "holds no weights for any layer of the train net 'tiny'" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "initial-weights.json").exists()  # no record of weights it never had
+
+
+def test_a_run_from_its_fillers_leaves_no_record_of_initial_weights_from_an_earlier_start(tmp_path):
+    from glrl.cli import main
+
+    solver = make_run(tmp_path / "tiny", max_iter=2, snapshot=2)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "initial-weights.json").write_text('{"file": "elsewhere.caffemodel", "sha256": "0"}')
+    assert main(["train", "--solver", str(solver), "--run-dir", str(tmp_path / "run"), "--device", "cpu",
+                 "--no-set5", "--no-progress", "--threads", "1"]) == 0
+    assert not (tmp_path / "run" / "initial-weights.json").exists()  # a release would name those weights
 
 
 def test_a_run_of_a_given_solver_keeps_a_copy_of_it_and_its_net_that_names_the_same_files(tmp_path, capsys):

@@ -69,13 +69,15 @@ def _run_record(weights: Path) -> Optional[Dict[str, Any]]:
     return run
 
 
-def record_initial_weights(run_dir: Path, weights: Path, models_dir: Optional[Path] = None) -> Dict[str, Any]:
-    """Write ``initial-weights.json`` for a new run in ``run_dir`` started from ``weights``; return it."""
-    described = describe_weights(weights, models_dir)
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / INITIAL_WEIGHTS_NAME, json.dumps(described, indent=1) + "\n")
-    return described
+def record_initial_weights(run_dir: Path, described: Optional[Dict[str, Any]]) -> None:
+    """Write ``initial-weights.json`` (``described``, from :func:`describe_weights`) for a new run in
+    ``run_dir``, once its trainer has taken the weights; None: the run starts from its fillers, and a record
+    left by an earlier start that failed is removed, so that no release names weights the run never had."""
+    path = Path(run_dir) / INITIAL_WEIGHTS_NAME
+    if described is None:
+        path.unlink(missing_ok=True)
+        return
+    atomic_write_text(path, json.dumps(described, indent=1) + "\n")
 
 
 def load_initial_weights(run_dir: Path) -> Optional[Dict[str, Any]]:

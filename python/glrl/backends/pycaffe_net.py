@@ -221,6 +221,11 @@ class PycaffeSolver:
             raise ModelError(f"cannot step {iterations} iterations", hint="pass a count >= 0")
         self._solver.step(iterations)
 
+    def solve(self) -> None:
+        """Run to ``max_iter`` as ``caffe train`` does: its tests, displays and snapshots by the solver's
+        settings, and a snapshot at the end (``snapshot_after_train``)."""
+        self._solver.solve()
+
     def snapshot(self) -> Path:
         """Write ``<snapshot_prefix>_iter_<n>.caffemodel`` and its ``.solverstate``; return the caffemodel."""
         if not self.settings.snapshot_prefix:

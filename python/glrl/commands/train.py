@@ -171,6 +171,7 @@ def _train(args: argparse.Namespace, given: argparse.Namespace, run_dir: Path) -
     from glrl.backends import resolve_backend
     from glrl.data_prep.config import parse_scales
     from glrl.errors import TrainingError
+    from glrl.provenance import describe_weights, record_initial_weights
 
     _refuse_to_overwrite(args.resume, run_dir)
     backend = resolve_backend(args.backend)
@@ -194,19 +195,23 @@ def _train(args: argparse.Namespace, given: argparse.Namespace, run_dir: Path) -
 
         _follow_run_folder(args, given, run_dir, manifest_io.load(run_dir, manifest_io.RUN_COPY_NAME))
     scales = parse_scales(args.scale)
+    origin = describe_weights(Path(args.weights)) if args.weights else None  # a missing file: nothing written
     if not args.solver:
         solver_path = _prepare_run(args, scales, run_dir)
     resume = _resume_path(args.resume, run_dir)
-    if args.weights:
-        from glrl.provenance import record_initial_weights
 
-        origin = record_initial_weights(run_dir, Path(args.weights))
-        known = origin.get("model", {}).get("name") or origin.get("run", {}).get("run_dir") or "unknown origin"
-        print(f"initial weights {args.weights} ({known}) recorded in {run_dir}/initial-weights.json")
+    def record_origin() -> None:  # once the trainer has taken the weights (a new run only)
+        if resume is None:
+            record_initial_weights(run_dir, origin)
+        if origin is not None:
+            known = origin.get("model", {}).get("name") or origin.get("run", {}).get("run_dir") or "unknown origin"
+            print(f"initial weights {args.weights} ({known}) recorded in {run_dir}/initial-weights.json")
+
     if backend == "caffe":
         from glrl.train.caffe_backend import train_in_caffe
 
-        return train_in_caffe(solver_path, run_dir, device=args.device, resume=resume, weights=args.weights)
+        return train_in_caffe(solver_path, run_dir, device=args.device, resume=resume, weights=args.weights,
+                              on_ready=record_origin)
 
     import torch
 
@@ -230,7 +235,8 @@ def _train(args: argparse.Namespace, given: argparse.Namespace, run_dir: Path) -
                          winograd=args.winograd, resume=resume, weights=Path(args.weights) if args.weights else None,
                          adjustable_clip=args.adjustable_clip, psnr_probe=probe, deploy=deploy,
                          bicubic_psnr=probe.bicubic if probe else None, progress=not args.no_progress,
-                         deadline=args.deadline, stop_at=args.stop_at, cuda_graph=args.cuda_graph)
+                         deadline=args.deadline, stop_at=args.stop_at, cuda_graph=args.cuda_graph,
+                         on_ready=record_origin)
     result = train(options)
     if result.solverstate is not None:
         print(f"snapshot: {result.solverstate}")

@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from glrl.errors import TrainingError
 
 
 def train_in_caffe(solver_path: Path, run_dir: Path, *, device: str = "auto", resume: Optional[Path] = None,
-                   weights: Optional[str] = None) -> int:
-    """Solve ``solver_path`` with pycaffe in ``run_dir``; returns the exit status (0 on success)."""
+                   weights: Optional[str] = None, on_ready: Optional[Callable[[], None]] = None) -> int:
+    """Solve ``solver_path`` with pycaffe in ``run_dir``; returns the exit status (0 on success).
+
+    The net's layer types, the ``weights``' blob shapes and the resumed state are checked first
+    (:class:`glrl.backends.pycaffe_net.PycaffeSolver`): real Caffe aborts the process on a misfit. ``on_ready``
+    runs once they are in place, before the first iteration."""
     os.environ["GLOG_minloglevel"] = "0"
-    from glrl.backends.pycaffe_net import import_caffe
+    from glrl.backends.pycaffe_net import PycaffeSolver, import_caffe
 
     caffe = import_caffe()
     if device.startswith("cuda"):
@@ -35,16 +39,16 @@ def train_in_caffe(solver_path: Path, run_dir: Path, *, device: str = "auto", re
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     solver_file = _solver_for_run(Path(solver_path).resolve(), run_dir)
-    resume_file = str(Path(resume).resolve()) if resume else None
-    weights_file = str(Path(weights).resolve()) if weights else None
+    resume_file = Path(resume).resolve() if resume else None
+    weights_file = Path(weights).resolve() if weights else None
     previous = Path.cwd()
     os.chdir(Path(solver_path).resolve().parent)
     try:
-        solver = caffe.get_solver(str(solver_file))
-        if weights_file:
-            solver.net.copy_from(weights_file)
+        solver = PycaffeSolver(solver_file, weights_file)
         if resume_file:
             solver.restore(resume_file)
+        if on_ready is not None:
+            on_ready()
         solver.solve()
     finally:
         os.chdir(previous)

@@ -72,6 +72,9 @@ class RunOptions:
     # each iteration (forward, backward, Caffe's Adam) replayed as one CUDA graph (glrl.train.graphed; Adam
     # without clipping or weight decay); on the CPU the same arithmetic runs eagerly
     cuda_graph: bool = False
+    # called (by rank 0) once the nets, the weights (--weights, or the resumed state) and the data are in
+    # place, before the first iteration: glrl train records the initial weights then, not for a refused start
+    on_ready: Optional[Callable[[], None]] = None
 
 
 @dataclass
@@ -515,6 +518,8 @@ def train(options: RunOptions) -> RunResult:
     """Build a :class:`Trainer` from ``options`` and run it."""
     trainer = Trainer(options)
     try:
+        if options.on_ready is not None and trainer.dist.is_root:
+            options.on_ready()
         return trainer.run()
     finally:
         trainer.dist.close()
