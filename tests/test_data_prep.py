@@ -475,6 +475,8 @@ def test_reader_finds_relative_paths_and_names_each_bad_file(tmp_path, monkeypat
 
 def test_inspect_reports_counts_shapes_ranges_and_draws_pairs(built, tmp_path):
     report = inspect(built.out, tmp_path / "m.png", samples=8, verify=True)
+    assert not report.problems
+    report = report.text
     patches = built.manifest["train"]["patches"]
     assert re.search(rf"label +{patches} x 1x31x31 +float32 +min +0\.\d+ +max +0\.\d+", report)
     assert "manifest: sizes and SHA-256 match" in report
@@ -722,3 +724,30 @@ def test_reader_refuses_no_files_and_a_position_saved_on_other_data(tmp_path):
     rebuilt = CaffeHDF5Reader([write_h5(tmp_path / "a.h5", 6)], 2)
     with pytest.raises(DataError, match=r"changed since the reading position was saved \(4 rows then, 6 now\)"):
         rebuilt.set_state(saved)
+
+
+def test_inspect_refuses_what_is_no_patch_file_and_fails_on_a_set_unfit_to_train_on(built, tmp_path, capsys):
+    import shutil
+
+    def h5(name: str, **datasets) -> Path:
+        with h5py.File(str(tmp_path / name), "w") as handle:
+            for key, value in datasets.items():
+                handle[key] = value
+        return tmp_path / name
+
+    other = h5("other.h5", foo=np.zeros((2, 1, 3, 3), np.float32))
+    empty = h5("empty.h5", data=np.zeros((0, 1, 3, 3), np.float32), label=np.zeros((0, 1, 3, 3), np.float32))
+    for path, message in ((other, "has no dataset 'data'"), (empty, "unequal or zero row counts")):
+        assert cli.main(["data", "inspect", str(path), "--no-mosaic"]) == 2
+        assert message in capsys.readouterr().err
+    nan = np.full((2, 1, 3, 3), 0.5, np.float32)
+    nan[1, 0, 1, 1] = np.nan
+    assert cli.main(["data", "inspect", str(h5("nan.h5", data=nan, label=nan)), "--no-mosaic"]) == 1
+    assert "1 NaN/Inf values" in capsys.readouterr().out
+    copy = tmp_path / "copy"
+    shutil.copytree(built.out, copy)  # its lists name the original's files
+    assert cli.main(["data", "inspect", str(copy), "--no-mosaic"]) == 1
+    assert f"names {built.out}" in capsys.readouterr().out
+    assert cli.main(["data", "inspect", str(built.out), "--no-mosaic", "--verify"]) == 0
+    assert cli.main(["data", "inspect", str(built.out), "--mosaic", str(tmp_path / "m.jpg")]) == 2
+    assert "the mosaic is a PNG" in capsys.readouterr().err

@@ -1324,6 +1324,25 @@ def test_a_patch_set_that_does_not_fit_the_run_is_refused_by_name(tmp_path, data
     assert not list((tmp_path / "work" / "runs").glob("*/snapshots/*"))
 
 
+def test_a_copied_patch_set_whose_lists_name_the_originals_files_is_refused(tmp_path, data_root, monkeypatch,
+                                                                             capsys):
+    import shutil
+
+    from glrl.cli import main
+    from glrl.data_prep.build import build
+    from glrl.data_prep.config import BuildConfig
+
+    build(BuildConfig(train_sets=("Set5",), augment=False, patch_size=15, label_size=15, stride=15), data_root,
+          tmp_path / "set", workers=1, progress=False)
+    shutil.copytree(tmp_path / "set", tmp_path / "copy")
+    monkeypatch.setenv("GLRL_WORK", str(tmp_path / "work"))
+    assert main(["train", "--schedule", "smoke", "--device", "cpu", "--no-set5", "--no-progress", "--data-root",
+                 str(data_root), "--patches", str(tmp_path / "copy")]) == 2
+    err = capsys.readouterr().err
+    assert f"train.txt names {tmp_path / 'set' / 'train_000.h5'}, outside {tmp_path / 'copy'}" in err
+    assert f"glrl data build --out {tmp_path / 'copy'}" in err
+
+
 def test_patches_and_solver_are_refused_together(tmp_path, capsys):
     from glrl.cli import main
 

@@ -1,4 +1,5 @@
-"""``glrl data inspect``: counts, shapes, value ranges and a sample mosaic of an HDF5 patch set."""
+"""``glrl data inspect``: counts, shapes, value ranges and a sample mosaic of an HDF5 patch set; exits 1
+when it finds the set unfit to train on (NaN/Inf values, a missing manifest, files that do not match it)."""
 from __future__ import annotations
 
 import argparse
@@ -19,6 +20,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
     from pathlib import Path
 
     from glrl.data_prep.inspect import inspect
@@ -29,5 +31,10 @@ def run(args: argparse.Namespace) -> int:
         beside = target.with_name(f"{target.stem}-mosaic.png")
         default = (target / "mosaic.png") if target.is_dir() else beside
         mosaic = Path(args.mosaic) if args.mosaic else default
-    print(inspect(target, mosaic, samples=args.samples, verify=args.verify))
+    report = inspect(target, mosaic, samples=args.samples, verify=args.verify)
+    print(report.text)
+    if report.problems:
+        print(f"{len(report.problems)} problem(s): do not train on {target} as it is "
+              "(rebuild it with `glrl data build --force`)", file=sys.stderr)
+        return 1
     return 0

@@ -526,10 +526,17 @@ def _run_patch_set(net_path: Path, given):
 
 
 def _check_patch_set(manifest: dict, data_dir: Path, scales, recipe) -> None:
-    """A patch set fits the run when it holds the run's scales and its input and label sides differ as the
-    net's do (equal for the size-keeping GLRL/VDSR nets, by the border SRCNN's 'valid' convolutions eat)."""
+    """A patch set fits the run when its files are those its manifest records (in its own folder), it holds
+    the run's scales and its input and label sides differ as the net's do (equal for the size-keeping
+    GLRL/VDSR nets, by the border SRCNN's 'valid' convolutions eat)."""
+    from glrl.data_prep import manifest as manifest_io
     from glrl.errors import DataError
 
+    issues = manifest_io.problems(data_dir, manifest)
+    if issues:
+        raise DataError(f"the patch set {data_dir} does not match its manifest: {'; '.join(issues)}",
+                        hint=f"rebuild it: glrl data build --out {data_dir} with the options it was built with "
+                             "(its manifest.json lists them)")
     built = manifest.get("settings", {})
     if tuple(built.get("scales", scales)) != tuple(scales):
         raise DataError(f"the patch set {data_dir} is for x{''.join(map(str, built['scales']))}, not "

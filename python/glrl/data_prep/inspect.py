@@ -1,8 +1,9 @@
 """``glrl data inspect``: what a patch file, list file or patch-set folder holds, and a picture of it.
 
-Reports, per dataset, the row count, shape, dtype and value range (min, max, mean; read in slices so a
-large file needs little memory), checks that ``data`` and ``label`` have the same rows, and draws a PNG
-mosaic of sample ``data``/``label`` pairs side by side so misaligned or mis-scaled patches are visible.
+Checks each file as the trainer reads it (``data`` and ``label`` with the same non-zero rows), reports per
+dataset the row count, shape, dtype and value range (min, max, mean; read in slices so a large file needs
+little memory; NaN/Inf counted apart), checks a set folder against its manifest, and draws a PNG mosaic of
+sample ``data``/``label`` pairs side by side so misaligned or mis-scaled patches are visible.
 """
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from glrl.data_prep import manifest as manifest_io
-from glrl.data_prep.reader import read_list_file
+from glrl.data_prep.reader import read_header, read_list_file
 from glrl.errors import DataError
 from glrl.fsutil import atomic_write_bytes
 
 ROWS_PER_READ = 4096
+PATCH_TOPS = ("data", "label")  # the datasets of every patch file glrl builds, and its nets' HDF5Data tops
 
 
 @dataclasses.dataclass
@@ -30,11 +32,13 @@ class DatasetStats:
     minimum: float
     maximum: float
     mean: float
+    non_finite: int = 0  # NaN and infinite values (a net trained on them diverges)
 
     def line(self) -> str:
         shape = "x".join(str(v) for v in self.item_shape)
+        bad = f"  {self.non_finite} NaN/Inf values" if self.non_finite else ""
         return (f"{self.name:<6} {self.rows:>9} x {shape:<10} {self.dtype:<8} "
-                f"min {self.minimum:9.4f}  max {self.maximum:9.4f}  mean {self.mean:9.4f}")
+                f"min {self.minimum:9.4f}  max {self.maximum:9.4f}  mean {self.mean:9.4f}{bad}")
 
 
 def patch_files(target: Path) -> Dict[str, List[Path]]:
@@ -56,31 +60,31 @@ def patch_files(target: Path) -> Dict[str, List[Path]]:
 
 
 def file_stats(path: Path) -> List[DatasetStats]:
-    """Statistics of every dataset of one HDF5 file."""
+    """Statistics of every dataset of one HDF5 file, once it is checked as the trainer checks a patch file
+    (``data`` and ``label``, numeric, with the same non-zero number of rows)."""
     import h5py
 
-    try:
-        h5 = h5py.File(str(path), "r")
-    except OSError as exc:
-        raise DataError(f"cannot open {path} as HDF5: {exc}",
-                        hint="rebuild it with `glrl data build --force`") from exc
+    read_header(path, PATCH_TOPS)
     stats = []
-    with h5:
+    with h5py.File(str(path), "r") as h5:
         for name, dataset in h5.items():
-            low, high, total = np.inf, -np.inf, 0.0
-            for start in range(0, dataset.shape[0], ROWS_PER_READ):
-                block = np.asarray(dataset[start:start + ROWS_PER_READ], dtype=np.float64)
-                if block.size:
-                    low, high, total = min(low, block.min()), max(high, block.max()), total + block.sum()
-            count = int(np.prod(dataset.shape))
-            mean = total / count if count else float("nan")
-            stats.append(DatasetStats(name, int(dataset.shape[0]), tuple(dataset.shape[1:]),
-                                      str(dataset.dtype), float(low), float(high), mean))
-    rows = {s.name: s.rows for s in stats}
-    if "data" in rows and "label" in rows and rows["data"] != rows["label"]:
-        raise DataError(f"{path}: data has {rows['data']} rows but label {rows['label']}",
-                        hint="Caffe refuses such a file; rebuild it with `glrl data build --force`")
+            if isinstance(dataset, h5py.Dataset) and dataset.ndim and dataset.dtype.kind in "fiu":
+                stats.append(_dataset_stats(name, dataset))
     return stats
+
+
+def _dataset_stats(name: str, dataset) -> DatasetStats:
+    """Range and mean over the finite values, read in slices; the others are counted."""
+    low, high, total, finite, non_finite = np.inf, -np.inf, 0.0, 0, 0
+    for start in range(0, dataset.shape[0], ROWS_PER_READ):
+        block = np.asarray(dataset[start:start + ROWS_PER_READ], dtype=np.float64)
+        good = block[np.isfinite(block)]
+        non_finite += block.size - good.size
+        if good.size:
+            low, high = min(low, good.min()), max(high, good.max())
+            total, finite = total + good.sum(), finite + good.size
+    return DatasetStats(name, int(dataset.shape[0]), tuple(dataset.shape[1:]), str(dataset.dtype), float(low),
+                        float(high), total / finite if finite else float("nan"), non_finite)
 
 
 def combine(stats: List[DatasetStats]) -> DatasetStats:
@@ -90,7 +94,7 @@ def combine(stats: List[DatasetStats]) -> DatasetStats:
     shapes = {s.item_shape for s in stats}
     shape = stats[0].item_shape if len(shapes) == 1 else ()
     return DatasetStats(stats[0].name, rows, shape, stats[0].dtype, min(s.minimum for s in stats),
-                        max(s.maximum for s in stats), mean)
+                        max(s.maximum for s in stats), mean, sum(s.non_finite for s in stats))
 
 
 def sample_pairs(path: Path, samples: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -125,21 +129,40 @@ def mosaic_png(data: np.ndarray, label: np.ndarray, zoom: int = 4, columns: int 
     return buffer.getvalue()
 
 
-def inspect(target: Path, mosaic: Optional[Path], samples: int = 16, verify: bool = False) -> str:
+@dataclasses.dataclass
+class Inspection:
+    """The report on a patch set, and what in it makes the set unfit to train on."""
+
+    lines: List[str]
+    problems: List[str]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def inspect(target: Path, mosaic: Optional[Path], samples: int = 16, verify: bool = False) -> Inspection:
     """The report on ``target``; writes the mosaic of its first file's samples to ``mosaic`` if given."""
+    if mosaic is not None and mosaic.suffix.lower() != ".png":
+        raise DataError(f"the mosaic is a PNG, not {mosaic.name}", hint="name it <something>.png")
     parts = patch_files(target)
-    lines = []
+    lines: List[str] = []
+    problems: List[str] = []
     for part, files in parts.items():
         per_dataset: Dict[str, List[DatasetStats]] = {}
         for path in files:
             for stats in file_stats(path):
                 per_dataset.setdefault(stats.name, []).append(stats)
         lines.append(f"{part}: {len(files)} HDF5 file{'s' if len(files) != 1 else ''}")
-        lines += ["  " + combine(stats).line() for stats in per_dataset.values()]
+        for stats in map(combine, per_dataset.values()):
+            lines.append("  " + stats.line())
+            if stats.non_finite:
+                problems.append(f"{part} {stats.name}: {stats.non_finite} NaN/Inf values")
     if target.is_dir():
         found = manifest_io.load(target)
         if found is None:
             lines.append("manifest: missing or unreadable (an unfinished build? do not train on it)")
+            problems.append(f"{target} has no readable manifest.json")
         else:
             issues = manifest_io.problems(target, found, rehash_all=verify)
             checked = "sizes and SHA-256" if verify else "sizes (SHA-256 of modified files)"
@@ -147,9 +170,10 @@ def inspect(target: Path, mosaic: Optional[Path], samples: int = 16, verify: boo
             lines.append(f"manifest: {checked} {verdict}")
             lines.append(f"content SHA-256 (a released model's data_manifest_sha256): "
                          f"{manifest_io.content_sha256(found)}")
+            problems += issues
     if mosaic is not None:
         first = next(iter(parts.values()))[0]
         data, label = sample_pairs(first, samples)
         atomic_write_bytes(mosaic, mosaic_png(data, label))
         lines.append(f"mosaic of {len(data)} data|label pairs from {first.name}: {mosaic}")
-    return "\n".join(lines)
+    return Inspection(lines, problems)

@@ -75,7 +75,7 @@ def content_sha256(manifest: Dict[str, Any]) -> str:
 def problems(folder: Path, manifest: Dict[str, Any], rehash_all: bool = False) -> List[str]:
     """What no longer matches the manifest in ``folder`` (empty when everything does). SHA-256 is checked
     for every file when ``rehash_all``, else for files whose modification time differs from the record."""
-    found = []
+    found = _foreign_list_entries(folder, manifest)
     for record in output_files(manifest):
         path = folder / record["name"]
         if not path.is_file():
@@ -87,6 +87,22 @@ def problems(folder: Path, manifest: Dict[str, Any], rehash_all: bool = False) -
         elif rehash_all or stat.st_mtime_ns != record.get("mtime_ns"):
             if sha256_file(path) != record["sha256"]:
                 found.append(f"{record['name']} does not match its SHA-256")
+    return found
+
+
+def _foreign_list_entries(folder: Path, manifest: Dict[str, Any]) -> List[str]:
+    """List files name their patch files by absolute path (as Caffe, which reads them from its working
+    directory, needs): a copied or moved set's lists still name the original's files, which a trainer would
+    read instead of the set's own."""
+    found = []
+    for part in PARTS:
+        listed = folder / manifest[part]["list"]["name"] if manifest.get(part) else None
+        if listed is None or not listed.is_file():
+            continue
+        for line in listed.read_text().split():
+            if Path(line).parent.resolve() != folder.resolve():
+                found.append(f"{listed.name} names {line}, outside {folder} (a copied or moved set?)")
+                break
     return found
 
 
