@@ -395,6 +395,19 @@ def test_a_release_under_a_name_that_is_no_file_name_or_at_no_scale_is_refused(t
     assert message in capsys.readouterr().err and not (tmp_path / "models").exists()
 
 
+def test_a_release_into_a_models_folder_outside_a_checkout_takes_the_checkouts_committed_net(data_root, tmp_path,
+                                                                                             capsys):
+    from glrl import model_zoo
+
+    ours = model_zoo.get_model("srcnn_x3")
+    assert main(["models", "release", str(ours.weights), "--name", "mine", "--net", "srcnn", "--scales", "3",
+                 "--models-dir", str(tmp_path / "models"), "--data-root", str(data_root)]) == 0
+    assert "released mine (srcnn, iterations unknown)" in capsys.readouterr().out
+    mine = model_zoo.get_model("mine", tmp_path / "models")
+    assert mine.metadata["deploy"] == "prototxt/srcnn/deploy.prototxt" and mine.deploy == ours.deploy
+    assert mine.set5_psnr[3] == pytest.approx(ours.set5_psnr[3], abs=0.001)
+
+
 def test_models_verify_names_metadata_that_disagrees_with_its_files(trained_run, data_root, tmp_path):
     from glrl import model_zoo, release as releasing
 

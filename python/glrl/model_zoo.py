@@ -87,7 +87,7 @@ def _load(meta_path: Path, repo_root: Path) -> ReleasedModel:
     return ReleasedModel(
         name=meta["name"],
         net=meta["net"],
-        deploy=_deploy_path(meta["deploy"], repo_root),
+        deploy=deploy_path(meta["deploy"], repo_root),
         weights=meta_path.with_suffix(".caffemodel"),
         scales=scales,
         set5_psnr=set5_psnr,
@@ -96,7 +96,7 @@ def _load(meta_path: Path, repo_root: Path) -> ReleasedModel:
     )
 
 
-def _deploy_path(relative: str, repo_root: Path) -> Path:
+def deploy_path(relative: str, repo_root: Path) -> Path:
     """The deploy prototxt, relative to the models folder's parent (a checkout) or, for a models folder copied
     elsewhere, to this checkout, whose prototxt/ holds the nets' committed deploy files."""
     beside = repo_root / relative

@@ -228,16 +228,17 @@ def release(
         raise ModelError(f"scales {list(scales)} are not scale factors",
                          hint="e.g. --scales 3 or --scales 2,3,4")
     folder = Path(models_dir) if models_dir else settings.MODELS_DIR
-    repo_root = folder.resolve().parent
-    deploy = repo_root / "prototxt" / net / "deploy.prototxt"
-    if not deploy.is_file():
-        raise ModelError(f"{deploy} does not exist (is {net!r} a net of `glrl nets list`?)",
-                         hint="generate the committed nets with `make prototxt`")
     weights_out, meta_out = folder / f"{name}.caffemodel", folder / f"{name}.json"
     if (weights_out.exists() or meta_out.exists()) and not force:
         raise ModelError(f"a model named {name} is already in {folder}",
                          hint="choose another name, or --force")
     record = read_run(Path(source))
+    deploy_name = f"prototxt/{net}/deploy.prototxt"
+    deploy = model_zoo.deploy_path(deploy_name, folder.resolve().parent)
+    if not deploy.is_file():
+        raise ModelError(f"{deploy_name} is in neither {folder.resolve().parent} nor {settings.REPO_ROOT} "
+                         f"(is {net!r} a net of `glrl nets list`?)",
+                         hint="generate the committed nets with `make prototxt`")
     if schedule is not None:
         from glrl.nets.solver import get_schedule
 
@@ -252,7 +253,7 @@ def release(
     metadata = {
         "name": name,
         "net": net,
-        "deploy": deploy.relative_to(repo_root).as_posix(),
+        "deploy": deploy_name,
         "scales": sorted(int(s) for s in scales),
         "schedule": record.schedule or "unknown",
         "iterations": record.iterations,

@@ -98,7 +98,9 @@ def _release(args: argparse.Namespace, models_dir) -> int:
                             models_dir=models_dir, schedule=args.schedule, hardware=args.hardware,
                             device=args.device, force=args.force, progress=True)
     psnr = ", ".join(f"x{s} {model.set5_psnr[s]:.4f} dB" for s in model.scales)
-    print(f"released {model.name} ({model.net}, {model.metadata['iterations']} iterations): {model.weights}, "
+    iterations = model.metadata["iterations"]
+    trained = f"{iterations} iterations" if iterations is not None else "iterations unknown"
+    print(f"released {model.name} ({model.net}, {trained}): {model.weights}, "
           f"{model.weights.with_suffix('.json')}; Set5 PSNR {psnr}")
     if model.metadata.get("data_manifest_sha256") is None:
         print(f"note: no patch-set manifest was found for {args.source} (the run folder's data-manifest.json, or "
