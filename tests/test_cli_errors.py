@@ -181,3 +181,16 @@ def test_each_kind_of_file_system_failure_gets_its_own_hint(error, message, hint
 
     converted = from_os_error(error)
     assert (converted.message, converted.hint) == (message, hint)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "srcnn_x3", "--prototxt", "prototxt/srcnn/deploy.prototxt", "--weights", "w/srcnn_x3.caffemodel"],
+     "two methods would be named srcnn_x3"),
+    (["--method", "bicubic,Bicubic"], "--method names Bicubic, bicubic more than once"),
+    (["--model", "srcnn_x3", "--name", "mine"], "--name, --residual-outside and --transposed apply to"),
+])
+def test_eval_refuses_two_methods_of_one_name_and_a_name_for_no_external_model(tmp_path, data_root, argv, message,
+                                                                               capsys):
+    err = refused(["eval", *argv, "--datasets", "Set5", "--scales", "3", "--data-root", str(data_root), "--out",
+                   str(tmp_path / "eval")], capsys)
+    assert message in err and not (tmp_path / "eval").exists()

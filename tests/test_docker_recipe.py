@@ -194,7 +194,7 @@ def test_tiled_real_caffe_evaluation_equals_the_torch_backend_on_set5_x3(root_re
 def test_the_installed_glrl_evaluates_bicubic_and_upscales_with_real_caffe_without_torch(root_required,
                                                                                           data_root, tmp_path):
     from glrl.eval.methods import create_method
-    from glrl.eval.runner import evaluate
+    from glrl.eval.suite import evaluate
     from glrl.upscaling import upscale
     from PIL import Image
 

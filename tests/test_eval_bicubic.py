@@ -217,6 +217,12 @@ def test_a_folder_that_is_missing_empty_or_named_as_a_standard_set_is_refused(da
     assert message.format(path=path) in capsys.readouterr().err
 
 
+def test_the_matlab_reference_outputs_are_no_set_to_evaluate_on(data_root, tmp_path, capsys):
+    assert _bicubic_x3("matlab_lr", data_root, tmp_path) == 2
+    err = capsys.readouterr().err
+    assert "matlab_lr holds reference outputs" in err and "evaluate on Set5, Set14, BSD100, T91, BSD200" in err
+
+
 def test_one_name_for_two_sets_is_refused(data_root, tmp_path, capsys):
     for parent in ("a", "b"):
         (tmp_path / parent / "mine").mkdir(parents=True)

@@ -712,7 +712,7 @@ def test_real_caffe_gives_the_same_set5_figures_as_the_torch_backend(tmp_path, d
 
 
 def test_ours_only_rows_are_table_2_for_the_papers_sets_and_no_table_for_a_folder():
-    from glrl.eval.runner import Summary
+    from glrl.eval.results import Summary
 
     measured = [table.Measured(Summary(dataset, 3, "glrl_x234", 30.0, 0.9, None, None, 5), "glrl_x234")
                 for dataset in ("Set5", "mine")]

@@ -10,11 +10,13 @@ HELP = "evaluate SR methods (PSNR/SSIM on Y) against the published Table 1/2 fig
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from glrl.datasets import TEST_DATASETS
+
     parser.add_argument("--method", default=None, help="method name(s), comma-separated (e.g. bicubic)")
     parser.add_argument("--all", action="store_true",
                         help="Table 1 and 2: Bicubic and every released model, with the figures (make eval; "
                              "what 'glrl eval' alone does)")
-    parser.add_argument("--datasets", default="Set5,Set14,BSD100",
+    parser.add_argument("--datasets", default=",".join(TEST_DATASETS),
                         help="comma-separated names, or paths of folders of HR images (default: %(default)s)")
     parser.add_argument("--scales", default="2,3,4", help="comma-separated (default: %(default)s)")
     parser.add_argument("--out", default=None, help="output folder (default: <work>/eval)")
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from glrl.errors import GlrlError
     from glrl.eval.methods import create_method
     from glrl.eval.report import markdown_table, write_reports
-    from glrl.eval.runner import evaluate
+    from glrl.eval.suite import evaluate
 
     try:
         scales = [int(value) for value in split_list(args.scales)]
@@ -67,6 +69,10 @@ def run(args: argparse.Namespace) -> int:
 
         return run_command(args, scales, datasets)
     methods = split_list(args.method)
+    twice = sorted({name for name in methods if [m.lower() for m in methods].count(name.lower()) > 1})
+    if twice:
+        raise GlrlError(f"--method names {', '.join(twice)} more than once",
+                        hint="list each method once (names are not case-sensitive)")
     root = settings.data_root(args.data_root)
     out_dir = settings.work_dir(args.out) if args.out else settings.work_dir() / "eval"
     for name in methods:

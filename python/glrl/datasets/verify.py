@@ -103,12 +103,17 @@ def _dataset_or_folder(name: str) -> Union[Dataset, ImageFolder]:
     from glrl.imageio import IMAGE_SUFFIXES, list_images
 
     known_names = {known.lower() for known in DATASETS}
+    image_sets = [known.name for known in DATASETS.values() if known.role != "reference"]
     if name.strip().lower() in known_names:
-        return get_dataset(name)
+        dataset = get_dataset(name)
+        if dataset.role == "reference":
+            raise DataError(f"{dataset.name} holds reference outputs ({dataset.description}), not HR images "
+                            "to evaluate on", hint=f"evaluate on {', '.join(image_sets)}, or a folder of HR images")
+        return dataset
     folder = Path(name).expanduser()
     if not folder.is_dir():
         raise DataError(f"unknown dataset {name!r}, and no folder of that name",
-                        hint=f"known datasets: {', '.join(DATASETS)}; or give the path of a folder of HR images")
+                        hint=f"known datasets: {', '.join(image_sets)}; or give the path of a folder of HR images")
     title = folder.resolve().name
     if title.lower() in known_names:
         raise DataError(f"the folder {folder} has the name of the standard {title}, whose published figures its "

@@ -97,11 +97,17 @@ def build_entries(args: argparse.Namespace, scales: List[int], models_dir: Optio
         build = _once(lambda: NetMethod(spec, backend=backend, device=device))
         name = args.name or Path(args.weights).stem
         entries.append(Entry(name, {scale: build for scale in scales}, runs_nets=True))
-    elif args.residual_outside or args.transposed:
-        raise GlrlError("--residual-outside and --transposed apply to --prototxt/--weights models only")
+    elif args.residual_outside or args.transposed or args.name:
+        raise GlrlError("--name, --residual-outside and --transposed apply to --prototxt/--weights models only",
+                        hint="drop them, or give the model they describe with --prototxt P --weights W")
     if not entries:
         raise GlrlError("nothing to evaluate",
                         hint="give --all, --method NAME, --model NAME or --prototxt P --weights W")
+    names = [entry.name for entry in entries]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise GlrlError(f"two methods would be named {', '.join(twice)} (rows and files are by name)",
+                        hint="name the --prototxt/--weights model with --name, and list each method once")
     return entries
 
 

@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from glrl.eval.runner import ImageResult, Summary
+from glrl.eval.results import ImageResult, Summary
 from glrl.fsutil import atomic_write_text
 
 SUMMARY_FIELDS = ["dataset", "scale", "method", "psnr", "ssim", "published_psnr", "published_ssim"]

@@ -20,7 +20,7 @@ import numpy as np
 from glrl.datasets.verify import require_datasets
 from glrl.eval import protocol
 from glrl.eval.protocol import SRMethod
-from glrl.eval.runner import ImageResult, Summary
+from glrl.eval.results import ImageResult, Summary
 from glrl.imageio import read_image, write_image
 from glrl.published import published
 
@@ -105,3 +105,12 @@ def run_suite(
                 result.models[(entry.name, dataset.name, scale)] = entry.models.get(scale)
     result.total_seconds = time.perf_counter() - started
     return result
+
+
+def evaluate(method_name: str, sr: SRMethod, datasets: Sequence[str], scales: Sequence[int], root: Path,
+             progress: bool = True) -> Tuple[List[Summary], List[ImageResult]]:
+    """Run one method ``sr`` on every image of ``datasets`` at every scale; ``(summaries, per-image results)``
+    (the images are checked against the carried checksums first, so the figures compare with the paper's)."""
+    result = run_suite([Entry(method_name, {scale: (lambda: sr) for scale in scales})], datasets, scales, root,
+                       progress=progress)
+    return result.summaries, result.per_image

@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from glrl.errors import GlrlError
 from glrl.eval.report import format_delta, format_fixed
-from glrl.eval.runner import Summary
+from glrl.eval.results import Summary
 from glrl.published import published, published_figures
 
 PUBLISHED_ONLY = ("SelfEx", "MFTV")
