@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from glrl import model_zoo, release, settings
 from glrl.eval import table
+from glrl.errors import ModelError
 
 RESULTS = settings.REPO_ROOT / "docs" / "results"
 README = settings.REPO_ROOT / "README.md"
@@ -53,6 +54,15 @@ def test_each_scale_takes_its_nets_single_scale_model_where_there_is_one():
                       ("glrl-2lrb", 2): "glrl-2lrb_x234", ("glrl-2lrb", 3): "glrl-2lrb_x3",
                       ("glrl-2lrb", 4): "glrl-2lrb_x234",
                       ("srcnn", 2): "srcnn_x2", ("srcnn", 3): "srcnn_x3", ("srcnn", 4): "srcnn_x4"}
+
+
+def test_a_net_without_released_models_or_a_scale_without_one_is_an_error_naming_what_there_is():
+    with pytest.raises(ModelError, match="no released model of a net called 'glrl-3lrb'") as raised:
+        model_zoo.model_for_scale(3, net="glrl-3lrb")
+    assert raised.value.hint == "nets with released models: glrl, glrl-2lrb, srcnn (glrl models list)"
+    with pytest.raises(ModelError, match="no released srcnn model for scale x8") as raised:
+        model_zoo.model_for_scale(8, net="srcnn")
+    assert raised.value.hint == "scales with a srcnn model: x2, x3, x4"
 
 
 def test_the_readme_shows_the_table_make_eval_published():

@@ -705,12 +705,14 @@ def test_inputs_that_name_nothing_to_enlarge_are_refused_before_the_model_loads(
     (source / "notes.txt").write_text("not an image")
     (tmp_path / "out.png").write_bytes(b"an earlier result")
     cases = [(source, tmp_path / "out.png", "is a folder, so the output", "give a folder"),
+             (source, tmp_path / "new.png", "is a folder, so the output", "give a folder"),  # not made a folder
              (source, tmp_path / "out", f"no images in {source}", "images end with .png"),
              (tmp_path / "absent.png", tmp_path / "big.png", "no such file or folder", "check the input path")]
     for given, output, message, hint in cases:
         status, _, err = _cli(capsys, str(given), str(output), "--scale", "3", "--models-dir", str(models_dir))
         assert status == 2 and message in err and f"hint: {hint}" in err
     assert (tmp_path / "out.png").read_bytes() == b"an earlier result" and not (tmp_path / "out").exists()
+    assert not (tmp_path / "new.png").exists()
 
 
 def test_an_unwritable_output_is_a_clear_error_before_any_work(models_dir, tmp_path, capsys):

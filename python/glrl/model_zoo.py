@@ -131,10 +131,15 @@ def get_model(name: str, models_dir: Optional[Path] = None) -> ReleasedModel:
 
 def model_for_scale(scale: int, net: str = "glrl", models_dir: Optional[Path] = None) -> ReleasedModel:
     """The released ``net`` model for ``scale``; prefer a single-scale model over a multi-scale one."""
-    models = [m for m in released_models(models_dir) if m.net == net]
+    released = released_models(models_dir)
+    models = [m for m in released if m.net == net]
     candidates = sorted((m for m in models if scale in m.scales), key=lambda m: len(m.scales))
     if candidates:
         return candidates[0]
+    if not models:
+        nets = sorted({m.net for m in released})
+        raise ModelError(f"no released model of a net called {net!r}",
+                         hint=f"nets with released models: {', '.join(nets) or 'none'} (glrl models list)")
     have = sorted({s for m in models for s in m.scales})
     raise ModelError(
         f"no released {net} model for scale x{scale}",

@@ -41,7 +41,8 @@ def _jobs(source: Path, target: Path) -> List[Tuple[Path, Path]]:
     from glrl.imageio import IMAGE_SUFFIXES, list_images
 
     if source.is_dir():
-        if target.exists() and not target.is_dir():
+        named_as_image = not target.exists() and target.suffix.lower() in IMAGE_SUFFIXES  # not made a folder
+        if (target.exists() and not target.is_dir()) or named_as_image:
             raise DataError(f"the input {source} is a folder, so the output {target} must be a folder too",
                             hint="give a folder (made if missing) for the enlarged images, which keep their names")
         files = list_images(source)
