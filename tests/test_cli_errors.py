@@ -29,6 +29,7 @@ def refused(argv, capsys) -> str:
     (["upscale", "a.png", "b.png", "--scale", "3", "--tile", "1"], "at least 16 pixels, not 1"),
     (["upscale", "a.png", "b.png", "--scale", "3", "--tile", "100000000"], "at most 65536 pixels"),
     (["data", "inspect", "x.h5", "--samples", "-3"], "argument --samples: must be a positive integer, not -3"),
+    (["nets", "show", "srcnn", "--diagram", "x.jpg"], "argument --diagram: cannot draw a diagram as 'x.jpg'"),
 ])
 def test_option_values_out_of_range_are_refused_by_the_parser(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_:

@@ -17,7 +17,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     show.add_argument("name", help="net name (see glrl nets list)")
     show.add_argument("--file", choices=FILES, default="summary",
                       help="what to print: the summary (default) or the prototxt of train_test, deploy or solver")
-    show.add_argument("--diagram", metavar="PATH", type=Path,
+    show.add_argument("--diagram", metavar="PATH", type=_diagram_path,
                       help="also draw the deploy net to PATH (.png or .svg with Graphviz's dot, or .dot)")
     emit = actions.add_parser("emit", help="write <out>/<net>/{train_test,deploy,solver}.prototxt")
     emit.add_argument("names", nargs="*", metavar="NAME", help="nets to emit")
@@ -73,6 +73,16 @@ def _show(args: argparse.Namespace) -> int:
         write_diagram(deploy, args.diagram)
         print(f"diagram written to {args.diagram}", file=sys.stderr)
     return 0
+
+
+def _diagram_path(text: str) -> Path:
+    """``--diagram``'s file, whose name says the format: refused before the summary is printed."""
+    from glrl.nets.diagram import DIAGRAM_SUFFIXES
+
+    path = Path(text)
+    if path.suffix.lower() not in DIAGRAM_SUFFIXES:
+        raise argparse.ArgumentTypeError(f"cannot draw a diagram as {path.name!r}: name a .png, .svg or .dot file")
+    return path
 
 
 def _emit(args: argparse.Namespace) -> int:

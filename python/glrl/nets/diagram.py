@@ -95,6 +95,9 @@ def to_dot(net: Any, rankdir: str = "TB") -> str:
     return "\n".join(lines) + "\n"
 
 
+DIAGRAM_SUFFIXES = (".dot", ".png", ".svg")
+
+
 def write_diagram(net: Any, path: Path) -> None:
     """Write ``net``'s diagram to ``path``: ``.dot`` source, or ``.png``/``.svg`` rendered by Graphviz."""
     path = Path(path)
@@ -103,7 +106,7 @@ def write_diagram(net: Any, path: Path) -> None:
     if suffix == ".dot":
         atomic_write_text(path, source)
         return
-    if suffix not in (".png", ".svg"):
+    if suffix not in DIAGRAM_SUFFIXES:
         raise GlrlError(f"cannot draw a diagram as {path.name!r}", hint="use a .png, .svg or .dot file name")
     dot = shutil.which("dot")
     if dot is None:
