@@ -1127,8 +1127,7 @@ def test_a_mistyped_solver_scale_or_device_is_refused_naming_it(tmp_path, capsys
                  *(item for pair in given.items() for item in pair)]) == 2
     assert message in capsys.readouterr().err
     assert latest_snapshot(tmp_path / "run") is None
-    if option in ("--solver", "--scale"):  # refused before the run folder is made
-        assert not (tmp_path / "run").exists()
+    assert not (tmp_path / "run").exists()  # refused before the run folder is made
 
 
 @pytest.mark.parametrize("change, message", [

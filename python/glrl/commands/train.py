@@ -99,8 +99,41 @@ def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir) if args.run_dir else settings.work_dir() / "runs" / run_name
     run_dir = run_dir.resolve()
     _refuse_to_resume_nothing(args.resume, run_dir)
+    backend = _usable_backend(args)
     with _run_folder_lock(run_dir):
-        return _train(args, given, run_dir)
+        return _train(args, given, run_dir, backend)
+
+
+def _usable_backend(args: argparse.Namespace) -> str:
+    """The backend to train on, once it can honour the options and it and the device are there: an option
+    real Caffe cannot honour, a mistyped or absent device, or a missing Caffe is refused before the run
+    folder is made."""
+    import importlib.util
+
+    from glrl.backends import resolve_backend
+    from glrl.errors import TrainingError
+    from glrl.machine import resolve_device
+
+    backend = resolve_backend(args.backend)
+    if backend == "caffe":
+        if args.time_limit is not None or args.stop_at is not None:
+            raise TrainingError("--time-limit and --stop-at need the torch backend (pycaffe's solve() runs to "
+                                "max_iter)",
+                                hint="use --backend torch, which snapshots and resumes bit-identically")
+        if args.cuda_graph:
+            raise TrainingError("--cuda-graph needs the torch backend (real Caffe runs its own solver)",
+                                hint="drop --cuda-graph, or use --backend torch")
+        if args.winograd:
+            raise TrainingError("--winograd needs the torch backend (real Caffe has only its own convolutions)",
+                                hint="drop --winograd, or use --backend torch")
+    resolve_device(args.device, backend)
+    if backend == "caffe" and importlib.util.find_spec("caffe") is None:
+        # import_caffe's error says how to get Caffe. Caffe itself is imported only where it trains: glog
+        # reads its log level once, at the import.
+        from glrl.backends.pycaffe_net import import_caffe
+
+        import_caffe()
+    return backend
 
 
 def _check_options(args: argparse.Namespace) -> None:
@@ -166,25 +199,12 @@ def _run_folder_lock(run_dir: Path):
     return folder_lock(run_dir, "run folder")
 
 
-def _train(args: argparse.Namespace, given: argparse.Namespace, run_dir: Path) -> int:
+def _train(args: argparse.Namespace, given: argparse.Namespace, run_dir: Path, backend: str) -> int:
     from glrl import settings
-    from glrl.backends import resolve_backend
     from glrl.data_prep.config import parse_scales
-    from glrl.errors import TrainingError
     from glrl.provenance import describe_weights, record_initial_weights
 
     _refuse_to_overwrite(args.resume, run_dir)
-    backend = resolve_backend(args.backend)
-    if (args.time_limit is not None or args.stop_at is not None) and backend == "caffe":
-        raise TrainingError("--time-limit and --stop-at need the torch backend (pycaffe's solve() runs to "
-                            "max_iter)",
-                            hint="use --backend torch, which snapshots and resumes bit-identically")
-    if args.cuda_graph and backend == "caffe":
-        raise TrainingError("--cuda-graph needs the torch backend (real Caffe runs its own solver)",
-                            hint="drop --cuda-graph, or use --backend torch")
-    if args.winograd and backend == "caffe":
-        raise TrainingError("--winograd needs the torch backend (real Caffe has only its own convolutions)",
-                            hint="drop --winograd, or use --backend torch")
     if args.solver:
         solver_path = Path(args.solver).resolve()
         solver_read = _read_given_solver(solver_path)
