@@ -99,7 +99,7 @@ def test_augmentation_is_exactly_the_eight_symmetries_of_the_square():
     produced = [dihedral(a, k) for k in range(8)]
     for want in expected:
         assert sum(np.array_equal(want, got) for got in produced if got.shape == want.shape) == 1
-    # index k < 4: k quarter turns counter-clockwise; k >= 4: a left-right flip first (DIHEDRAL_NAMES)
+    # index k < 4: k quarter turns counter-clockwise; k >= 4: a left-right flip first
     for k in range(8):
         assert np.array_equal(dihedral(a, k), np.rot90(a[:, ::-1] if k >= 4 else a, k % 4))
 

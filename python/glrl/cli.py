@@ -29,22 +29,10 @@ COMMANDS: Dict[str, str] = {
     "train": "train",
     "upscale": "upscale",
     "caffe": "caffe",
-    "bench": "bench",
     "models": "models",
 }
 
 GROUP_HELP = {"data": "datasets (verify, download, pack) and HDF5 patch sets (build, inspect)"}
-
-
-def _available_modules() -> Dict[str, object]:
-    modules = {}
-    for words, name in COMMANDS.items():
-        try:
-            modules[words] = importlib.import_module(f"glrl.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"glrl.commands.{name}":
-                raise
-    return modules
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     top = parser.add_subparsers(dest="command", metavar="COMMAND")
     top.required = True
     groups: Dict[str, argparse._SubParsersAction] = {}
-    for words, module in _available_modules().items():
+    for words, name in COMMANDS.items():
+        module = importlib.import_module(f"glrl.commands.{name}")
         parts = words.split()
         if len(parts) == 1:
             sub = top.add_parser(parts[0], help=module.HELP, description=module.HELP)

@@ -412,22 +412,21 @@ class TorchNet(nn.Module):
                     copied.append(stored.name)
         return copied
 
-    def to_net_parameter(self, with_blobs: bool = True) -> "pb.NetParameter":
+    def to_net_parameter(self) -> "pb.NetParameter":
         """The built net as a NetParameter (Caffe's Net::ToProto): its layers, with their blobs."""
         out = pb.NetParameter(name=self.name)
         for layer in self.layers:
             stored = out.layer.add()
             stored.CopyFrom(layer.param)
             del stored.blobs[:]
-            if with_blobs:
-                for index in range(len(layer.blob_specs)):
-                    array = layer.blob_for_io(index).detach().to("cpu", torch.float32).numpy()
-                    stored.blobs.add().CopyFrom(io.array_to_blob(array))
+            for index in range(len(layer.blob_specs)):
+                array = layer.blob_for_io(index).detach().to("cpu", torch.float32).numpy()
+                stored.blobs.add().CopyFrom(io.array_to_blob(array))
         return out
 
     def save_caffemodel(self, path: Union[str, "os.PathLike[str]"]) -> None:
         """Write the weights as a binary ``.caffemodel`` (atomically)."""
-        io.write_caffemodel(self.to_net_parameter(with_blobs=True), path)
+        io.write_caffemodel(self.to_net_parameter(), path)
 
     def use_winograd(self, enabled: bool = True, gradients: bool = False) -> "TorchNet":
         """Let the eligible 3×3 convolutions run on the Winograd F(4×4, 3×3) kernel for CPU float32 inputs

@@ -13,9 +13,6 @@ import numpy as np
 
 from glrl.matlab_compat import im2double, imresize, modcrop
 
-DIHEDRAL_NAMES = ("identity", "rot90", "rot180", "rot270", "flip", "flip+rot90", "flip+rot180", "flip+rot270")
-
-
 def dihedral(img: np.ndarray, index: int) -> np.ndarray:
     """The ``index``-th (0..7) symmetry of the square: a left-right flip when ``index >= 4``, then
     ``index % 4`` counter-clockwise quarter turns (MATLAB ``imrotate(img, 90 * k)``)."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -162,24 +161,26 @@ def load_records(path: Path) -> List[Dict[str, object]]:
     return records
 
 
+def _block_span(readme_text: str, where: object) -> Tuple[int, int]:
+    """Where the text between the README's results markers begins and ends (the line after the first)."""
+    start, end = readme_text.find(README_BEGIN), readme_text.find(README_END)
+    if start < 0 or end < start:
+        raise GlrlError(f"{where} has no {README_BEGIN} ... {README_END} block",
+                        hint="add the two marker lines where the results table belongs")
+    return min(start + len(README_BEGIN) + 1, end), end
+
+
 def readme_block(path: Path) -> str:
     """The text between the README's results markers (without the markers)."""
     text = Path(path).read_text(encoding="utf-8")
-    match = re.search(re.escape(README_BEGIN) + r"\n(.*?)" + re.escape(README_END), text, re.S)
-    if match is None:
-        raise GlrlError(f"{path} has no {README_BEGIN} ... {README_END} block",
-                        hint="add the two marker lines where the results table belongs")
-    return match.group(1)
+    start, end = _block_span(text, path)
+    return text[start:end]
 
 
 def replace_readme_block(readme_text: str, block: str) -> str:
     """``readme_text`` with the text between the markers replaced by ``block``."""
-    start, end = readme_text.find(README_BEGIN), readme_text.find(README_END)
-    if start < 0 or end < start:
-        raise GlrlError(f"the README has no {README_BEGIN} ... {README_END} block",
-                        hint="add the two marker lines where the results table belongs")
-    head = readme_text[: start + len(README_BEGIN)]
-    return head + "\n" + block + readme_text[end:]
+    start, end = _block_span(readme_text, "the README")
+    return readme_text[:start] + block + readme_text[end:]
 
 
 def readme_block_text(records: Sequence[Dict[str, object]], figures: Sequence[Tuple[str, str]]) -> str:

@@ -46,7 +46,7 @@ def _groups(name: str) -> List[str]:
     return ["_".join(tokens[: i + 1]) for i in range(len(tokens) - 1)]
 
 
-def to_dot(net: Any, rankdir: str = "TB") -> str:
+def to_dot(net: Any) -> str:
     """The DOT source for ``net`` (a deploy or train/test ``NetParameter``)."""
     layers = list(net.layer)
     members: Dict[str, List[str]] = {}
@@ -55,7 +55,7 @@ def to_dot(net: Any, rankdir: str = "TB") -> str:
             members.setdefault(group, []).append(layer.name)
     boxes = {group for group, names in members.items() if len(names) > 1}
     colours: Dict[str, str] = {}
-    lines = [f"digraph {_quote(net.name or 'net')} {{", f"  rankdir={rankdir};", "  nodesep=0.25; ranksep=0.3;",
+    lines = [f"digraph {_quote(net.name or 'net')} {{", "  rankdir=TB;", "  nodesep=0.25; ranksep=0.3;",
              '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10];',
              '  edge [arrowsize=0.6, color="#555555"];']
     tree: Dict[str, List[str]] = {}  # box (or "" for the top level) -> node lines

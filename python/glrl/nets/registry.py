@@ -11,8 +11,6 @@ from glrl.errors import ModelError
 from glrl.nets import glrl, srcnn, vdsr
 from glrl.nets.recipe import NetRecipe
 
-DEFAULT_NET = "glrl"
-
 NETS: Dict[str, NetRecipe] = {recipe.name: recipe for recipe in (*glrl.PRESETS, srcnn.RECIPE, vdsr.RECIPE)}
 
 

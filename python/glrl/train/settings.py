@@ -13,10 +13,8 @@ from typing import List
 from glrl.errors import TrainingError
 from glrl.train.lr_policy import LrPolicy
 
-# Caffe 1.0's SolverParameter.type values that this trainer implements, and the deprecated enum
-# ``solver_type`` (SGD = 0, NESTEROV = 1, ADAGRAD = 2, RMSPROP = 3, ADADELTA = 4, ADAM = 5) mapped to them.
+# Caffe 1.0's SolverParameter.type values that this trainer implements.
 SUPPORTED_TYPES = ("SGD", "Nesterov", "Adam")
-_LEGACY_SOLVER_TYPES = {0: "SGD", 1: "Nesterov", 2: "AdaGrad", 3: "RMSProp", 4: "AdaDelta", 5: "Adam"}
 
 
 @dataclass
@@ -70,10 +68,8 @@ class SolverSettings:
 
     @classmethod
     def from_proto(cls, param) -> "SolverSettings":
-        """Read a ``caffe.SolverParameter`` message (``glrl.caffe.pb.SolverParameter``)."""
-        solver_type = param.type
-        if param.HasField("solver_type") and not param.HasField("type"):
-            solver_type = _LEGACY_SOLVER_TYPES.get(param.solver_type, str(param.solver_type))
+        """Read a ``caffe.SolverParameter`` message (``glrl.caffe.pb.SolverParameter``) as
+        :func:`glrl.caffe.io.read_solver` gives it: a legacy ``solver_type`` already upgraded to ``type``."""
         if not param.HasField("lr_policy"):
             raise TrainingError("the solver has no lr_policy",
                                 hint="add e.g. lr_policy: \"step\" to solver.prototxt")
@@ -83,7 +79,7 @@ class SolverSettings:
                 hint="name the train/test net file in the `net:` field, as glrl's generators do")
         return cls(
             net=param.net,
-            type=solver_type,
+            type=param.type,
             base_lr=param.base_lr,
             lr_policy=param.lr_policy,
             gamma=param.gamma,
