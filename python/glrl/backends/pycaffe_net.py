@@ -9,7 +9,6 @@ caffemodel blob shapes fit the net (read with :mod:`glrl.caffe.io`, which names 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
@@ -17,6 +16,7 @@ import numpy as np
 
 from glrl.caffe import io as caffe_io
 from glrl.errors import FormatError, ModelError
+from glrl.fsutil import atomic_path
 
 PathLike = Union[str, "os.PathLike[str]"]
 PHASES = ("TRAIN", "TEST")
@@ -179,16 +179,8 @@ class PycaffeNet:
 
     def save_weights(self, path: PathLike) -> None:
         """Write the net and its weights as a ``.caffemodel`` with Caffe's own writer (atomically)."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        os.close(handle)
-        try:
-            self._net.save(temporary)
-            os.replace(temporary, target)
-        finally:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
+        with atomic_path(path) as temporary:
+            self._net.save(str(temporary))
 
 
 class PycaffeSolver:

@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from glrl.data_prep import luma_pack
     from glrl.data_prep.sources import list_sources, luminance, read_source, set_location
     from glrl.errors import DataError
+    from glrl.fsutil import replace_folder
 
     root = settings.data_root(args.data_root).resolve()
     out = Path(args.out).resolve()
@@ -54,8 +55,7 @@ def run(args: argparse.Namespace) -> int:
             partial.mkdir(parents=True)
             for source in sources:
                 shutil.copy2(source.path, partial / source.path.name)
-            shutil.rmtree(target, ignore_errors=True)
-            os.replace(partial, target)
+            replace_folder(partial, target)
         except OSError as exc:
             shutil.rmtree(partial, ignore_errors=True)
             raise DataError(f"cannot copy {name} into {target}: {exc}", hint="choose a writable --out") from exc

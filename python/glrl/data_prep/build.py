@@ -41,7 +41,7 @@ from glrl.data_prep.h5file import write_patch_file
 from glrl.data_prep.patches import cut_patches, interpolated_pair, patch_count
 from glrl.data_prep.sources import SourceImage, augmented_luminances, list_sources
 from glrl.errors import DataError
-from glrl.fsutil import atomic_write_text
+from glrl.fsutil import atomic_write_text, replace_folder
 from glrl.matlab_compat import output_size
 
 ORIGIN_COLUMNS = ("image", "downscale", "transform", "scale", "row", "col")
@@ -258,16 +258,6 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def _swap_into_place(partial: Path, out: Path) -> None:
-    """Replace ``out`` by the finished ``partial`` folder: at every moment ``out`` is absent, the old
-    complete set, or the new complete set."""
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    if out.exists():
-        os.replace(out, old)
-    os.replace(partial, out)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 HDF5_FILE_OVERHEAD = 2048  # bytes of an h5py file with our three contiguous datasets, besides their data
 
 
@@ -333,7 +323,7 @@ def build(
                              "peak_rss_mib": _peak_rss_mib(workers),
                              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         manifest_io.save(partial, manifest)
-        _swap_into_place(partial, out)
+        replace_folder(partial, out)
     except OSError as exc:
         shutil.rmtree(partial, ignore_errors=True)
         raise DataError(f"writing the patch set into {partial} failed: {exc.strerror or exc}",

@@ -8,26 +8,20 @@ named by the layer's tops and ignores it. Timestamps are off so equal content gi
 """
 from __future__ import annotations
 
-import contextlib
-import os
 from pathlib import Path
 
 import numpy as np
+
+from glrl.fsutil import atomic_path
 
 
 def write_patch_file(path: Path, data: np.ndarray, label: np.ndarray, origin: np.ndarray) -> None:
     """Write one patch file under a temporary name and rename it when complete."""
     import h5py
 
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with h5py.File(str(tmp), "w") as h5:
+        with atomic_path(path) as tmp, h5py.File(str(tmp), "w") as h5:
             for name, array in (("data", data), ("label", label), ("origin", origin)):
                 h5.create_dataset(name, data=np.ascontiguousarray(array), track_times=False)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        if isinstance(exc, RuntimeError):  # h5py reports some I/O failures so
-            raise OSError(f"{path.name}: {exc}") from exc
-        raise
+    except RuntimeError as exc:  # h5py reports some I/O failures so
+        raise OSError(f"{path.name}: {exc}") from exc

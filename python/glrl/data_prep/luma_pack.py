@@ -14,15 +14,14 @@ read instead of yielding other pixels), attribute ``source_sha256``.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 from pathlib import Path
 from typing import List, Tuple
 
 import numpy as np
 
 from glrl.errors import DataError
+from glrl.fsutil import atomic_path
 
 SUFFIX = ".luma.h5"
 FORMAT = "glrl-luma-pack-1"
@@ -43,10 +42,8 @@ def write_pack(target: Path, set_name: str, images: List[Tuple[str, str, np.ndar
     atomically: a failed write leaves no pack and keeps an older one."""
     import h5py
 
-    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with h5py.File(partial, "w") as handle:
+        with atomic_path(target) as partial, h5py.File(partial, "w") as handle:
             handle.attrs["format"] = FORMAT
             handle.attrs["set"] = set_name
             handle.attrs["names"] = json.dumps([name for name, _, _ in images])
@@ -56,19 +53,9 @@ def write_pack(target: Path, set_name: str, images: List[Tuple[str, str, np.ndar
                 dataset = handle.create_dataset(name, data=luma, chunks=luma.shape, compression="gzip",
                                                 compression_opts=9, fletcher32=True)
                 dataset.attrs["source_sha256"] = sha256
-        os.replace(partial, target)
     except OSError as exc:
-        _discard(partial)
         raise DataError(f"cannot write the luma pack {target}: {exc}",
                         hint="choose a writable --out with room for it; an older pack there is kept") from exc
-    except BaseException:
-        _discard(partial)
-        raise
-
-
-def _discard(partial: Path) -> None:
-    with contextlib.suppress(OSError):
-        partial.unlink()
 
 
 def list_pack(pack: Path) -> List[Tuple[str, str, int, int]]:

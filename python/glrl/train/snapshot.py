@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from glrl.errors import TrainingError
-from glrl.fsutil import atomic_write_bytes, atomic_write_text
+from glrl.fsutil import atomic_path, atomic_write_bytes, atomic_write_text
 
 SIDECAR_FORMAT = "glrl-solver-sidecar"
 SIDECAR_VERSION = 1
@@ -138,7 +138,6 @@ def pack_run(run_dir: Path, target: Path) -> Path:
     """Write the run folder, with its newest complete snapshot only (older snapshots stay behind) and without
     its lock, as the tar file ``target``, atomically: how a run moves to the next machine of a run cut into
     slices (``scripts/gpu_slice.sh``). Returns the packed ``.solverstate``."""
-    import os
     import tarfile
 
     run_dir = Path(run_dir)
@@ -146,13 +145,11 @@ def pack_run(run_dir: Path, target: Path) -> Path:
     if state is None:
         raise TrainingError(f"{run_dir} holds no complete snapshot to pack", hint="train it first")
     keep = {state, state.with_suffix(".caffemodel"), sidecar_path(state)}
-    partial = Path(f"{target}.partial")
-    with tarfile.open(partial, "w") as tar:
+    with atomic_path(target) as partial, tarfile.open(partial, "w") as tar:
         for path in sorted(run_dir.rglob("*")):
             snapshot_file = path.name.endswith((".solverstate", ".caffemodel", ".glrl.json"))
             if path.is_file() and path.name != ".lock" and (not snapshot_file or path in keep):
                 tar.add(str(path), arcname=str(path.relative_to(run_dir)))
-    os.replace(partial, target)
     return state
 
 
