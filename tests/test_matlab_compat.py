@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from glrl.errors import DataError
-from glrl.matlab_compat import im2double, imresize, modcrop, output_size, rgb2y, rgb2ycbcr, shave, ycbcr2rgb
+from glrl.matlab_compat import (im2double, im2uint8, imresize, modcrop, output_size, rgb2y, rgb2ycbcr,
+                                round_to_uint8, shave, ycbcr2rgb)
 
 MATLAB_REFERENCE_COUNT = 57  # Set5 (5) + Set14 (14), at x2, x3, x4
 
@@ -140,6 +141,11 @@ def test_uint8_rounds_half_away_from_zero_and_saturates():
     assert exact.min() < 0 and exact.max() > 255
     assert out.min() == 0 and out.max() == 255
     assert imresize(np.full((3, 3), 200, np.uint8), 2).tolist() == np.full((6, 6), 200).tolist()
+
+
+def test_matlabs_uint8_rounds_half_away_from_zero_and_im2uint8_scales_by_255_first():
+    assert round_to_uint8(np.array([-3.0, 0.5, 1.49, 2.5, 254.5, 300.0])).tolist() == [0, 1, 1, 3, 255, 255]
+    assert im2uint8(np.array([0.0, 0.5 / 255, 1.5 / 255, 1.0, 1.2])).tolist() == [0, 1, 2, 255, 255]
 
 
 def test_imresize_rejects_bad_arguments():

@@ -28,6 +28,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from glrl.errors import DataError
+from glrl.matlab_compat import im2uint8
 from glrl.fsutil import atomic_write_bytes
 
 SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")  # the Pillow formats that store 16-bit grey
@@ -87,7 +88,7 @@ def picture_to_array(picture: Picture, dtype: np.dtype, two_d: bool) -> np.ndarr
     """Quantise a picture to ``dtype`` (round to nearest; floats are clipped to [0, 1])."""
     pixels = np.clip(picture.pixels, 0.0, 1.0)
     if dtype == np.uint8:
-        out = np.floor(pixels * 255.0 + 0.5).astype(np.uint8)
+        out = im2uint8(pixels)
     elif dtype == np.uint16:
         out = np.floor(pixels * 65535.0 + 0.5).astype(np.uint16)
     else:

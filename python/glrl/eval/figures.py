@@ -17,7 +17,7 @@ import numpy as np
 from glrl.eval.suite import image_folder
 from glrl.fsutil import atomic_write_bytes
 from glrl.imageio import read_image
-from glrl.matlab_compat import im2double, imresize, modcrop, rgb2ycbcr, ycbcr2rgb
+from glrl.matlab_compat import im2double, im2uint8, imresize, modcrop, rgb2ycbcr, ycbcr2rgb
 
 FIGURE6_IMAGES = ("baby", "butterfly")
 FIGURE6_METHODS = ("Bicubic", "SRCNN", "GLRL")
@@ -89,7 +89,7 @@ def _colour(y: np.ndarray, hr: np.ndarray, scale: int) -> np.ndarray:
     chroma = imresize(imresize(ycbcr[..., 1:], 1.0 / scale), float(scale))
     planes = np.concatenate([im2double(y)[..., None], chroma], axis=2)
     rgb = ycbcr2rgb(np.clip(planes, 0.0, 1.0))
-    return np.clip(np.floor(rgb * 255.0 + 0.5), 0, 255).astype(np.uint8)
+    return im2uint8(rgb)
 
 
 def figure6(out_dir: Path, set5_dir: Path, path: Path, methods: Sequence[str] = FIGURE6_METHODS,

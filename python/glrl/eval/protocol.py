@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from glrl.errors import DataError, ModelError
-from glrl.matlab_compat import im2double, imresize, modcrop, rgb2y, shave
+from glrl.matlab_compat import im2double, im2uint8, imresize, modcrop, rgb2y, shave
 from glrl.metrics import SSIM_WINDOW, psnr, ssim
 
 # sr(y_up, scale) -> SR estimate of Y; y_up and the result are float64 H×W in [0, 1].
@@ -74,7 +74,7 @@ def prepare(hr: np.ndarray, scale: int) -> ProtocolImage:
 
 def to_uint8(y: np.ndarray) -> np.ndarray:
     """Step 4: MATLAB ``uint8(255 * y)`` (round half away from zero, saturate)."""
-    return np.clip(np.floor(np.asarray(y, dtype=np.float64) * 255.0 + 0.5), 0, 255).astype(np.uint8)
+    return im2uint8(y)
 
 
 def score(y_true: np.ndarray, y_sr: np.ndarray, scale: int):

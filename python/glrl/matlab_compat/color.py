@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from glrl.errors import DataError
+from glrl.matlab_compat.crop import round_to_uint8
 
 # Rows: Y, Cb, Cr; columns: R, G, B (R, G, B in [0, 1], result in 0..255 units).
 YCBCR_MATRIX = np.array(
@@ -49,16 +50,12 @@ def _linear_combination(img: np.ndarray, matrix: np.ndarray, offset: np.ndarray)
     return out
 
 
-def _to_uint8(values: np.ndarray) -> np.ndarray:
-    return np.clip(np.floor(values + 0.5), 0, 255).astype(np.uint8)
-
-
 def rgb2ycbcr(img: np.ndarray) -> np.ndarray:
     """MATLAB ``rgb2ycbcr``: H×W×3 RGB -> H×W×3 YCbCr (uint8 -> uint8, float in [0, 1] -> float64)."""
     img = np.asarray(img)
     _check_three_channels(img, "rgb2ycbcr")
     if img.dtype == np.uint8:
-        return _to_uint8(_linear_combination(img, YCBCR_MATRIX / 255.0, YCBCR_OFFSET))
+        return round_to_uint8(_linear_combination(img, YCBCR_MATRIX / 255.0, YCBCR_OFFSET))
     return _linear_combination(img, YCBCR_MATRIX / 255.0, YCBCR_OFFSET / 255.0)
 
 
@@ -70,7 +67,7 @@ def rgb2y(img: np.ndarray) -> np.ndarray:
     planes = [img[..., c].astype(np.float64) for c in range(3)]
     y = weights[0] * planes[0] + weights[1] * planes[1] + weights[2] * planes[2]
     if img.dtype == np.uint8:
-        return _to_uint8(y + YCBCR_OFFSET[0])
+        return round_to_uint8(y + YCBCR_OFFSET[0])
     return y + YCBCR_OFFSET[0] / 255.0
 
 
@@ -81,6 +78,6 @@ def ycbcr2rgb(img: np.ndarray) -> np.ndarray:
     inverse = np.linalg.inv(YCBCR_MATRIX)
     # rgb01 = inverse @ (ycbcr255 - offset); ycbcr255 = 255 * ycbcr for float input.
     if img.dtype == np.uint8:
-        return _to_uint8(_linear_combination(img, inverse * 255.0, -255.0 * inverse @ YCBCR_OFFSET))
+        return round_to_uint8(_linear_combination(img, inverse * 255.0, -255.0 * inverse @ YCBCR_OFFSET))
     rgb = _linear_combination(img, inverse * 255.0, -(inverse @ YCBCR_OFFSET))
     return np.clip(rgb, 0.0, 1.0)

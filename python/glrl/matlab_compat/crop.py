@@ -1,8 +1,9 @@
-"""``modcrop``, ``shave`` and ``im2double``: the small array steps of the SR evaluation protocol.
+"""``modcrop``, ``shave``, ``im2double`` and ``im2uint8``: the small array steps of the SR evaluation protocol.
 
 ``modcrop(img, s)`` keeps the top-left part whose height and width are multiples of ``s`` (so an image
 shrunk by ``s`` and grown back has the original size); ``shave(img, b)`` drops ``b`` pixels on each side
-(the border that SR methods cannot reconstruct); ``im2double`` is MATLAB's: uint8 / 255, uint16 / 65535.
+(the border that SR methods cannot reconstruct); ``im2double`` is MATLAB's: uint8 / 255, uint16 / 65535, and
+``im2uint8`` its way back, with the rounding of MATLAB's ``uint8()`` (:func:`round_to_uint8`).
 """
 from __future__ import annotations
 
@@ -51,3 +52,13 @@ def im2double(img: np.ndarray) -> np.ndarray:
     if img.dtype == np.bool_ or np.issubdtype(img.dtype, np.floating):
         return img.astype(np.float64)
     raise DataError(f"im2double supports uint8, uint16, bool and float images, not {img.dtype}")
+
+
+def round_to_uint8(values: np.ndarray) -> np.ndarray:
+    """MATLAB's ``uint8()`` of doubles on the 0..255 scale: round half away from zero, saturate at 0 and 255."""
+    return np.clip(np.floor(np.asarray(values, dtype=np.float64) + 0.5), 0, 255).astype(np.uint8)
+
+
+def im2uint8(img: np.ndarray) -> np.ndarray:
+    """MATLAB ``im2uint8`` of a double image in [0, 1]: ``uint8(255 * img)``."""
+    return round_to_uint8(np.asarray(img, dtype=np.float64) * 255.0)

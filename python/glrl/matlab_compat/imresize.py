@@ -29,6 +29,7 @@ from typing import Optional, Sequence, Tuple, Union
 import numpy as np
 
 from glrl.errors import DataError
+from glrl.matlab_compat.crop import round_to_uint8
 
 BORDERS = ("replicate", "symmetric")
 KERNEL_SUPPORT = 4.0  # width of the bicubic kernel at scale 1
@@ -81,11 +82,6 @@ def contributions(
         indices = np.where(folded < in_length, folded, period - 1 - folded)
     used = np.any(weights != 0, axis=0)
     return indices[:, used], weights[:, used]
-
-
-def _round_to_uint8(values: np.ndarray) -> np.ndarray:
-    """MATLAB's double -> uint8: round half away from zero, saturate at 0 and 255."""
-    return np.clip(np.floor(values + 0.5), 0, 255).astype(np.uint8)
 
 
 def _resize_axis(img: np.ndarray, axis: int, indices: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -155,5 +151,5 @@ def imresize(
         indices, weights = contributions(img.shape[axis], out_shape[axis], scales[axis], antialiasing, border)
         out = _resize_axis(out, axis, indices, weights)
         if is_uint8:
-            out = _round_to_uint8(out).astype(np.float64)
+            out = round_to_uint8(out).astype(np.float64)
     return out.astype(np.uint8) if is_uint8 else out
