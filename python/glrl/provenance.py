@@ -56,13 +56,7 @@ def _run_record(weights: Path) -> Optional[Dict[str, Any]]:
         return None
     if record.run_dir is None:
         return None
-    run: Dict[str, Any] = {
-        "run_dir": str(record.run_dir), "schedule": record.schedule, "iterations": record.iterations,
-        "batch_size": record.batch_size, "solver": record.solver,
-        "data_manifest_sha256": record.data_manifest_sha256, "precision": record.precision,
-        "hardware": record.hardware, "wall_time_s": record.wall_time_s,
-        **({"training_segments": record.segments} if record.segments else {}),
-    }
+    run: Dict[str, Any] = {"run_dir": str(record.run_dir), **record.training()}
     earlier = load_initial_weights(record.run_dir)
     if earlier is not None:
         run["initialized_from"] = earlier

@@ -58,6 +58,14 @@ class RunRecord:
     segments: Optional[List[Dict[str, object]]] = None  # the run's pieces (training_segments)
     run_dir: Optional[Path] = None
 
+    def training(self) -> Dict[str, object]:
+        """How the weights were trained, under the metadata's field names: in a release's metadata, and in
+        a later stage's record of the run it started from (``initial-weights.json``)."""
+        return {"schedule": self.schedule, "iterations": self.iterations, "batch_size": self.batch_size,
+                "solver": self.solver, "data_manifest_sha256": self.data_manifest_sha256,
+                "precision": self.precision, "hardware": self.hardware, "wall_time_s": self.wall_time_s,
+                **({"training_segments": self.segments} if self.segments else {})}
+
 
 def _run_folder_of(weights: Path) -> Optional[Path]:
     """The run folder of a snapshot: the first of its folder and that folder's parent with a solver."""
@@ -255,15 +263,10 @@ def release(
         "net": net,
         "deploy": deploy_name,
         "scales": sorted(int(s) for s in scales),
+        **record.training(),  # the fields below replace three of them in place
         "schedule": record.schedule or "unknown",
-        "iterations": record.iterations,
-        "batch_size": record.batch_size,
-        "solver": record.solver,
-        "data_manifest_sha256": record.data_manifest_sha256,
         "precision": record.precision or "unknown",
         "hardware": hardware or record.hardware or describe_hardware(),
-        "wall_time_s": record.wall_time_s,
-        **({"training_segments": record.segments} if record.segments else {}),
         "set5_psnr": {str(s): round(v["psnr"], 4) for s, v in sorted(figures.items())},
         "set5_ssim": {str(s): round(v["ssim"], 6) for s, v in sorted(figures.items())},
         "set5_measured_with": "benchmark protocol, PyTorch backend, fp32, whole images",
