@@ -782,9 +782,8 @@ def _conv(name: str, settings: str, bottom: str = "data", extra: str = "") -> st
 
 
 @pytest.mark.parametrize("layers, message", [
-    (_conv("c", "kernel_size: 3 kernel_size: 1"), r"per-axis convolution sizes \[3, 1\] are not supported"),
+    (_conv("c", "kernel_size: 3 stride_h: 2 stride_w: 1"), r"per-axis strides \(2, 1\) are not supported"),
     (_conv("c", "pad: 1"), "layer 'c': convolution without a kernel size"),
-    (_conv("c", "kernel_size: 3 pad_h: 1 pad_w: 1"), "layer 'c': pad_h/pad_w/stride_h/stride_w are not supported"),
     (_conv("c", "kernel_size: 3", extra="include { phase: TEST } "), "layer 'c' has phase rules; measure a deploy net"),
     ('layer { name: "p" type: "Pooling" bottom: "data" top: "p" }', "layer 'p': type 'Pooling' is not one"),
     (_conv("c", "kernel_size: 3", bottom="nowhere"), "layer 'c' reads blob 'nowhere' that no earlier layer produces"),
@@ -794,13 +793,20 @@ def _conv(name: str, settings: str, bottom: str = "data", extra: str = "") -> st
     (_conv("a", "kernel_size: 3", extra='param { name: "w" } ')
      + _conv("b", "kernel_size: 1", bottom="a", extra='param { name: "w" } '), "layer 'b' shares 'w' with a blob of"),
     (_conv("a", "kernel_size: 1") + _conv("b", "kernel_size: 1"), r"net 'x' has 2 outputs \(a, b\); expected one"),
-], ids=["per-axis kernel", "no kernel", "pad_h", "phase rule", "unknown type", "unknown bottom", "kernel too big",
+], ids=["per-axis stride", "no kernel", "phase rule", "unknown type", "unknown bottom", "kernel too big",
         "eltwise shapes", "shared size", "two outputs"])
 def test_a_net_that_stats_cannot_measure_is_refused_naming_the_layer(layers, message):
     from glrl.nets.stats import measure
 
     with pytest.raises(FormatError, match=message):
         measure(io.parse_net(f'name: "x"\n{STATS_INPUT}{layers}'))
+
+
+def test_stats_measure_a_kernel_and_pad_given_per_axis():
+    from glrl.nets.stats import measure
+
+    stats = measure(io.parse_net(f'name: "x"\n{STATS_INPUT}' + _conv("c", "kernel_h: 3 kernel_w: 1 pad_h: 1")))
+    assert stats.params == 2 * 2 * 3 * 1 + 2 and stats.macs_per_pixel == 2 * 2 * 3
 
 
 
@@ -819,3 +825,25 @@ def test_the_layers_a_phase_runs_follow_caffes_include_and_exclude_rules():
     net.layer[0].exclude.add(phase=pb.TEST)
     with pytest.raises(ModelError, match="both include and exclude"):
         layers_in_phase(net, "TRAIN")
+
+
+def test_a_convolutions_geometry_is_read_as_caffe_reads_it():
+    from glrl.caffe.geometry import ConvGeometry, conv_geometry
+    from glrl.errors import FormatError
+
+    def geometry(fields: str) -> ConvGeometry:
+        return conv_geometry(io.parse_net(f'layer {{ name: "c" type: "Convolution" convolution_param {{ {fields} }} }}')
+                             .layer[0])
+
+    assert geometry("kernel_size: 3") == ConvGeometry((3, 3), (0, 0), (1, 1), (1, 1))
+    assert geometry("kernel_size: 3 kernel_size: 5 pad: 2 stride: 2 dilation: 3") == ConvGeometry(
+        (3, 5), (2, 2), (2, 2), (3, 3))
+    hw = geometry("kernel_h: 3 kernel_w: 1 pad_h: 1 pad_w: 0 stride_h: 2 stride_w: 1")
+    assert hw == ConvGeometry((3, 1), (1, 0), (2, 1), (1, 1))
+    assert hw.radius == 1 and geometry("kernel_size: 3 dilation: 2").radius == 2
+    assert geometry("kernel_size: 9").output_size(33, 20) == (25, 12)
+    for fields, message in (("num_output: 1", "without a kernel size"),
+                            ("kernel_size: 3 kernel_h: 3 kernel_w: 3", "give kernel_size or kernel_h/kernel_w"),
+                            ("kernel_size: 3 pad: 1 pad: 1 pad: 1", "pad has 3 values")):
+        with pytest.raises(FormatError, match=message):
+            geometry(fields)

@@ -24,6 +24,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
+from glrl.caffe.geometry import conv_geometry
 from glrl.caffe.phase import layers_in_phase
 from glrl.errors import ModelError
 
@@ -44,19 +45,15 @@ def _kernel_extent(layer) -> Tuple[int, int]:
     if layer.type == "Pooling":
         param = layer.pooling_param
         kernel = [param.kernel_h, param.kernel_w] if param.HasField("kernel_h") else [param.kernel_size]
+        radius = max(math.ceil((k - 1) / 2) for k in kernel)
         strides = [param.stride_h, param.stride_w] if param.HasField("stride_h") else [param.stride]
-        dilations = [1]
         channels = -1
     else:
-        param = layer.convolution_param
-        kernel = list(param.kernel_size) or [param.kernel_h, param.kernel_w]
-        strides = list(param.stride) or [param.stride_h or 1, param.stride_w or 1]
-        dilations = list(param.dilation) or [1]
-        channels = int(param.num_output)
+        geometry = conv_geometry(layer)
+        strides, radius, channels = list(geometry.stride), geometry.radius, int(layer.convolution_param.num_output)
     if any(s not in (0, 1) for s in strides):
         raise ModelError(f"layer {layer.name!r} ({layer.type}) has stride {strides}: tiles need stride 1",
                          hint="run this net on whole images (tile size 0)")
-    radius = max(math.ceil(d * (k - 1) / 2) for k in kernel for d in dilations)
     return radius, channels
 
 
@@ -134,11 +131,8 @@ def border_loss(net) -> int:
             continue
         extra = 0
         if layer.type == "Convolution":
-            param = layer.convolution_param
-            kernels = list(param.kernel_size) or [param.kernel_h, param.kernel_w]
-            pads = list(param.pad) or [param.pad_h, param.pad_w]
-            extra = max(math.ceil(d * (k - 1) / 2) for k in kernels for d in (list(param.dilation) or [1]))
-            extra -= max(pads)
+            geometry = conv_geometry(layer)
+            extra = geometry.radius - max(geometry.pad)
         before = max((lost.get(b, 0) for b in layer.bottom), default=0)
         for top in layer.top:
             lost[top] = before + extra
@@ -197,11 +191,11 @@ def caffe_floats_per_pixel(net) -> int:
     for layer in layers_in_phase(net, "TEST"):
         if layer.type not in ("Convolution", "Deconvolution"):
             continue
-        param = layer.convolution_param
-        kernel = list(param.kernel_size) or [param.kernel_h, param.kernel_w]
-        area = kernel[0] * kernel[-1]
+        kernel = conv_geometry(layer).kernel
+        area = kernel[0] * kernel[1]
         if area > 1:
-            unfolded = channels[layer.bottom[0]] if layer.type == "Convolution" else int(param.num_output)
+            unfolded = (channels[layer.bottom[0]] if layer.type == "Convolution"
+                        else int(layer.convolution_param.num_output))
             total += unfolded * area
     return int(total)
 

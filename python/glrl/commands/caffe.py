@@ -88,20 +88,22 @@ def summarise_net(net: Any) -> List[str]:
 def _details(layer: Any) -> str:
     """The settings that matter most for reading a net at a glance."""
     from glrl.caffe import pb
+    from glrl.caffe.geometry import conv_geometry
 
     parts = []
     if layer.type == "Input":
         parts.append("shape " + ", ".join("x".join(str(d) for d in s.dim) for s in layer.input_param.shape))
     if layer.type in ("Convolution", "Deconvolution"):
-        conv = layer.convolution_param
-        kernel = f"{conv.kernel_h}x{conv.kernel_w}" if conv.HasField("kernel_h") else "x".join(
-            str(k) for k in conv.kernel_size)
-        parts.append(f"{conv.num_output} out, kernel {kernel}")
-        for name, values in (("pad", conv.pad), ("stride", conv.stride), ("dilation", conv.dilation)):
-            if any(v != (0 if name == "pad" else 1) for v in values):
-                parts.append(f"{name} {'x'.join(str(v) for v in values)}")
-        if conv.HasField("pad_h") or conv.HasField("pad_w"):
-            parts.append(f"pad {conv.pad_h}x{conv.pad_w}")
+        conv, geometry = layer.convolution_param, conv_geometry(layer)
+
+        def size(pair) -> str:  # "3" for 3x3, "3x1" otherwise
+            return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}x{pair[1]}"
+
+        parts.append(f"{conv.num_output} out, kernel {size(geometry.kernel)}")
+        for name, values, default in (("pad", geometry.pad, 0), ("stride", geometry.stride, 1),
+                                      ("dilation", geometry.dilation, 1)):
+            if values != (default, default):
+                parts.append(f"{name} {size(values)}")
         if conv.group != 1:
             parts.append(f"group {conv.group}")
         if not conv.bias_term:

@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Dict, List, Set
 
+from glrl.caffe.geometry import conv_geometry
 from glrl.errors import GlrlError
 from glrl.fsutil import atomic_write_bytes, atomic_write_text
 
@@ -26,8 +27,8 @@ def _quote(text: str) -> str:
 def _label(layer: Any) -> str:
     if layer.type == "Convolution":
         p = layer.convolution_param
-        kernel = p.kernel_size[0] if len(p.kernel_size) else p.kernel_h
-        text = f"{layer.name}\\n{kernel}x{kernel} conv, {p.num_output}"
+        kernel_h, kernel_w = conv_geometry(layer).kernel
+        text = f"{layer.name}\\n{kernel_h}x{kernel_w} conv, {p.num_output}"
         if not p.bias_term:
             text += ", no bias"
     elif layer.type == "Eltwise":

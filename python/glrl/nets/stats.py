@@ -12,8 +12,9 @@ a layer of its own.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Tuple
 
+from glrl.caffe.geometry import ConvGeometry, conv_geometry
 from glrl.errors import FormatError
 
 Shape = Tuple[int, ...]
@@ -35,32 +36,20 @@ class NetStats:
     output_shape: Shape
 
 
-def _repeated(value: Sequence[int], default: int) -> int:
-    if len(value) > 1 and any(v != value[0] for v in value):
-        raise FormatError(f"per-axis convolution sizes {list(value)} are not supported by glrl.nets.stats")
-    return int(value[0]) if len(value) else default
-
-
-def _conv_geometry(layer: Any) -> Tuple[int, int, int, int, int]:
-    """(kernel_h, kernel_w, pad, stride, dilation) of a 2-D convolution."""
-    p = layer.convolution_param
-    kernel = _repeated(p.kernel_size, 0)
-    kernel_h = p.kernel_h if p.HasField("kernel_h") else kernel
-    kernel_w = p.kernel_w if p.HasField("kernel_w") else kernel
-    if kernel_h < 1 or kernel_w < 1:
-        raise FormatError(f"layer {layer.name!r}: convolution without a kernel size")
-    if p.HasField("pad_h") or p.HasField("pad_w") or p.HasField("stride_h") or p.HasField("stride_w"):
-        raise FormatError(f"layer {layer.name!r}: pad_h/pad_w/stride_h/stride_w are not supported by stats")
-    return kernel_h, kernel_w, _repeated(p.pad, 0), _repeated(p.stride, 1), _repeated(p.dilation, 1)
+def _conv_geometry(layer: Any) -> ConvGeometry:
+    """The layer's geometry, whose stride the density of output pixels follows: the same on both axes."""
+    geometry = conv_geometry(layer)
+    if geometry.stride[0] != geometry.stride[1]:
+        raise FormatError(f"layer {layer.name!r}: per-axis strides {geometry.stride} are not supported by stats")
+    return geometry
 
 
 def _is_averaging(layer: Any) -> bool:
     """A bias-free 1×1 convolution to one channel: a learned per-pixel weighted sum of its inputs."""
     if layer.type != "Convolution":
         return False
-    kernel_h, kernel_w, _, _, _ = _conv_geometry(layer)
     p = layer.convolution_param
-    return kernel_h == kernel_w == 1 and not p.bias_term and p.num_output == 1
+    return conv_geometry(layer).kernel == (1, 1) and not p.bias_term and p.num_output == 1
 
 
 def measure(net: Any) -> NetStats:
@@ -94,17 +83,16 @@ def measure(net: Any) -> NetStats:
         if layer.type == "Input":
             top_shapes = [tuple(int(d) for d in shape.dim) for shape in layer.input_param.shape]
         elif layer.type == "Convolution":
-            kernel_h, kernel_w, pad, stride, dilation = _conv_geometry(layer)
+            geometry = _conv_geometry(layer)
             n, channels, height, width = bottoms[0]
             p = layer.convolution_param
             group = p.group
-            out_h = (height + 2 * pad - dilation * (kernel_h - 1) - 1) // stride + 1
-            out_w = (width + 2 * pad - dilation * (kernel_w - 1) - 1) // stride + 1
+            out_h, out_w = geometry.output_size(height, width)
             if out_h < 1 or out_w < 1:
                 raise FormatError(f"layer {layer.name!r}: a {height}×{width} input is smaller than its kernel")
-            weights = p.num_output * (channels // group) * kernel_h * kernel_w
+            weights = p.num_output * (channels // group) * geometry.kernel[0] * geometry.kernel[1]
             blobs = [weights] + ([p.num_output] if p.bias_term else [])
-            top_density /= stride * stride
+            top_density /= geometry.stride[0] * geometry.stride[1]
             macs += weights * top_density
             conv_layers += 1
             top_shapes = [(n, p.num_output, out_h, out_w)]
