@@ -14,6 +14,7 @@ from pathlib import Path
 import h5py
 import pytest
 
+from glrl import settings
 from glrl.cli import main
 from glrl.datasets import DATASETS, STANDARD_DATASETS, checksums, get_dataset, require_datasets, verify_dataset
 from glrl.datasets.download import ArchiveSource, default_source, download_datasets
@@ -38,6 +39,15 @@ def test_the_shared_datasets_verify(data_root):
 def _copy(data_root: Path, root: Path, name: str) -> None:
     folder = get_dataset(name).folder
     shutil.copytree(data_root / folder, root / folder)
+
+
+def test_a_data_root_that_is_a_file_is_an_error_naming_where_it_came_from(tmp_path, monkeypatch, capsys):
+    (tmp_path / "bird.png").write_bytes(b"")
+    assert main(["data", "verify", "--data-root", str(tmp_path / "bird.png")]) == 2
+    assert f"the data root {tmp_path / 'bird.png'} (--data-root) is a file, not a folder" in capsys.readouterr().err
+    monkeypatch.setenv("GLRL_DATA", str(tmp_path / "bird.png"))
+    with pytest.raises(DataError, match=r"\(GLRL_DATA\) is a file"):
+        settings.data_root()
 
 
 def test_verify_names_every_missing_and_corrupt_file(data_root, tmp_path, capsys):

@@ -612,10 +612,15 @@ def test_models_verify_finds_corrupt_weights_and_orphans(trained_run, data_root,
     data[len(data) // 2] ^= 0xFF
     weights.write_bytes(bytes(data))
     (tmp_path / "models" / "stray.caffemodel").write_bytes(b"")
+    (tmp_path / "models" / "broken.json").write_text("{")
     assert main(["models", "verify", "--models-dir", models]) == 1
     out = capsys.readouterr().out
-    assert "SHA-256" in out and "stray.caffemodel has no metadata" in out
+    assert "SHA-256" in out and "stray.caffemodel has no metadata" in out  # each problem, past a broken file
+    assert "broken: FAILED" in out and f"cannot read model metadata {tmp_path / 'models' / 'broken.json'}" in out
     assert base.is_dir()
+    (tmp_path / "empty").mkdir()
+    assert main(["models", "verify", "--models-dir", str(tmp_path / "empty")]) == 1
+    assert f"no released models in {tmp_path / 'empty'}" in capsys.readouterr().out
 
 
 def test_eval_by_net_skips_a_scale_without_a_released_model_with_a_note(trained_run, data_root, tmp_path):

@@ -66,7 +66,10 @@ class ReleasedModel:
             )
 
 
-def _load(meta_path: Path, repo_root: Path) -> ReleasedModel:
+def load_model(meta_path: Path) -> ReleasedModel:
+    """The released model a metadata file describes (its deploy net found from the models folder's parent,
+    else this checkout)."""
+    repo_root = meta_path.parent.parent
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError) as exc:
@@ -106,8 +109,8 @@ def deploy_path(relative: str, repo_root: Path) -> Path:
     return ours if ours.is_file() else beside
 
 
-def released_models(models_dir: Optional[Path] = None) -> List[ReleasedModel]:
-    """Every model in ``models_dir`` (default: the checkout's ``models/``), sorted by name; a ``models_dir``
+def metadata_files(models_dir: Optional[Path] = None) -> List[Path]:
+    """The metadata files in ``models_dir`` (default: the checkout's ``models/``), sorted; a ``models_dir``
     that is not a folder is an error (the default one may be absent: no models then)."""
     folder = Path(models_dir) if models_dir else settings.MODELS_DIR
     if not folder.is_dir():
@@ -115,8 +118,12 @@ def released_models(models_dir: Optional[Path] = None) -> List[ReleasedModel]:
             raise ModelError(f"the models folder {folder} does not exist",
                              hint="give --models-dir the folder holding <name>.json and <name>.caffemodel files")
         return []
-    repo_root = folder.parent
-    return sorted((_load(p, repo_root) for p in folder.glob("*.json")), key=lambda m: m.name)
+    return sorted(folder.glob("*.json"))
+
+
+def released_models(models_dir: Optional[Path] = None) -> List[ReleasedModel]:
+    """Every model in ``models_dir`` (default: the checkout's ``models/``), sorted by name."""
+    return sorted((load_model(path) for path in metadata_files(models_dir)), key=lambda m: m.name)
 
 
 def get_model(name: str, models_dir: Optional[Path] = None) -> ReleasedModel:

@@ -23,13 +23,16 @@ PROTOTXT_DIR = REPO_ROOT / "prototxt"
 
 
 def data_root(override: Optional[Union[str, Path]] = None) -> Path:
-    """The folder that holds the datasets (it may not exist yet: callers verify what they need)."""
-    if override:
-        return Path(override).expanduser().resolve()
-    env = os.environ.get(DATA_ENV)
-    if env:
-        return Path(env).expanduser().resolve()
-    return DEFAULT_DATA_ROOT
+    """The folder that holds the datasets (it may not exist yet: callers verify what they need; a file
+    there is an error naming where the path came from)."""
+    from glrl.errors import DataError
+
+    given, source = (override, "--data-root") if override else (os.environ.get(DATA_ENV), DATA_ENV)
+    root = Path(given).expanduser().resolve() if given else DEFAULT_DATA_ROOT
+    if root.exists() and not root.is_dir():
+        raise DataError(f"the data root {root} ({source if given else 'the default'}) is a file, not a folder",
+                        hint="point --data-root or GLRL_DATA at the folder holding test/ and train/")
+    return root
 
 WORK_ENV = "GLRL_WORK"
 

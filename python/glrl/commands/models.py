@@ -69,10 +69,19 @@ def _file_size(size: int) -> str:
 
 def _verify(args: argparse.Namespace, models_dir) -> int:
     from glrl import release, settings
-    from glrl.model_zoo import released_models
+    from glrl.errors import ModelError
+    from glrl.model_zoo import load_model, metadata_files
 
-    models = released_models(models_dir)
     found = [f"{path} has no metadata (.json) beside it" for path in release.orphans(models_dir)]
+    models = []
+    for path in metadata_files(models_dir):
+        try:
+            models.append(load_model(path))
+        except ModelError as exc:  # a broken metadata file is one problem among the others
+            print(f"{path.stem}: FAILED")
+            found.append(exc.message)
+    if not models and not found:
+        found.append(f"no released models in {models_dir or settings.MODELS_DIR}")
     for model in models:
         problems = release.problems(model)
         if not problems and args.measure:
