@@ -716,12 +716,13 @@ def test_real_caffe_gives_the_same_set5_figures_as_the_torch_backend(tmp_path, d
     assert caffe["ssim"] == pytest.approx(ours["ssim"], abs=1e-4)
 
 
-def test_ours_only_rows_are_table_2_for_the_papers_sets_and_no_table_for_a_folder():
+def test_ours_only_rows_are_table_2_for_the_papers_cells_and_no_table_for_a_folder_or_another_scale():
     from glrl.eval.results import Summary
 
-    measured = [table.Measured(Summary(dataset, 3, "glrl_x234", 30.0, 0.9, None, None, 5), "glrl_x234")
-                for dataset in ("Set5", "mine")]
-    cells = table.build_cells(measured, {}, ["Set5", "mine"], [3], ["glrl_x234"])
-    assert [(cell.table, cell.dataset) for cell in cells] == [(2, "Set5"), (None, "mine")]
+    measured = [table.Measured(Summary(dataset, scale, "glrl_x234", 30.0, 0.9, None, None, 5), "glrl_x234")
+                for dataset, scale in (("Set5", 3), ("mine", 3), ("Set5", 8))]
+    cells = table.build_cells(measured, {}, ["Set5", "mine"], [3, 8], ["glrl_x234"])
+    assert [(cell.table, cell.dataset, cell.scale) for cell in cells] == [(2, "Set5", 3), (None, "mine", 3),
+                                                                          (None, "Set5", 8)]
     rows = table.markdown_from_records([cell.record() for cell in cells]).splitlines()[2:]
     assert rows[0].startswith("| 2 | Set5 | ×3 | glrl_x234 |") and rows[1].startswith("| – | mine | ×3 | glrl_x234 |")

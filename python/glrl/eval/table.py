@@ -84,7 +84,7 @@ def build_cells(
     cells: List[Cell] = []
     used = set()
     figures = published_figures()
-    paper_sets = {figure.dataset.lower() for figure in figures}
+    paper_cells = {(figure.dataset.lower(), figure.scale) for figure in figures}
     for figure in figures:
         method = TABLE1_ALIASES.get(figure.method, figure.method) if figure.table == 1 else figure.method
         if figure.dataset.lower() not in wanted_sets or figure.scale not in scales:
@@ -106,7 +106,8 @@ def build_cells(
         if key not in used:
             s = found.summary
             figure = published(s.dataset, s.scale, s.method)
-            table_number = 2 if s.dataset.lower() in paper_sets else None  # None: a set the paper lacks
+            # None: a set or a scale the paper lacks
+            table_number = 2 if (s.dataset.lower(), s.scale) in paper_cells else None
             cells.append(Cell(table_number, s.dataset, s.scale, s.method, s.psnr, s.ssim,
                               figure.psnr if figure else None, figure.ssim if figure else None, found.model))
     return cells
