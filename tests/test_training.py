@@ -1342,6 +1342,26 @@ def test_a_copied_patch_set_whose_lists_name_the_originals_files_is_refused(tmp_
     assert f"glrl data build --out {tmp_path / 'copy'}" in err
 
 
+def test_a_run_on_a_set_without_validation_patches_names_no_test_data_and_its_solver_runs_again(
+        tmp_path, data_root, monkeypatch):
+    from glrl.caffe.io import read_net
+    from glrl.cli import main
+    from glrl.data_prep.build import build
+    from glrl.data_prep.config import BuildConfig
+
+    build(BuildConfig(train_sets=("Set5",), val_set="", augment=False, patch_size=15, label_size=15, stride=15),
+          data_root, tmp_path / "set", workers=1, progress=False)
+    monkeypatch.setenv("GLRL_WORK", str(tmp_path / "work"))
+    common = ["--device", "cpu", "--threads", "1", "--no-set5", "--no-progress", "--stop-at", "1"]
+    assert main(["train", "--schedule", "smoke", "--optimizer", "adam", "--patches", str(tmp_path / "set"),
+                 "--run-dir", str(tmp_path / "run"), *common]) == 0
+    sources = [layer.hdf5_data_param.source for layer in read_net(tmp_path / "run" / "train_test.prototxt").layer
+               if layer.type == "HDF5Data"]
+    assert sources == [str(tmp_path / "set" / "train.txt")]
+    assert main(["train", "--solver", str(tmp_path / "run" / "solver.prototxt"), "--run-dir", str(tmp_path / "again"),
+                 *common]) == 0
+
+
 def test_patches_and_solver_are_refused_together(tmp_path, capsys):
     from glrl.cli import main
 

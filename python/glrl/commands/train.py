@@ -490,8 +490,8 @@ def _prepare_run(args: argparse.Namespace, scales, run_dir: Path) -> Path:
         _change_kept_solver(solver_path, args.solver_set)
         return solver_path
     batch_size, test_batch = args.batch_size or PAPER_BATCH, 2
-    net = recipe.train_test(str(train_list), str(val_list), batch_size, test_batch)
     val_patches = int(manifest.get("val", {}).get("patches", 0)) if manifest.get("val") else 0
+    net = recipe.train_test(str(train_list), str(val_list) if val_patches else None, batch_size, test_batch)
     epoch = iters_per_epoch(int(manifest["train"]["patches"]), batch_size)
     solver = recipe.solver("train_test.prototxt", epoch, args.schedule,
                            snapshot_prefix=f"snapshots/{args.net}_x{args.scale}",

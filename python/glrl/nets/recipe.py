@@ -41,16 +41,18 @@ class NetRecipe:
     build_body: BodyBuilder
     training: SolverRecipe
 
-    def train_test(self, train_source: str, test_source: str, batch_size: int = 32,
+    def train_test(self, train_source: str, test_source: Optional[str], batch_size: int = 32,
                    test_batch_size: int = 2) -> Any:
-        """The training net: HDF5Data (TRAIN: shuffled ``train_source``; TEST: ``test_source``), the body
-        and ``EuclideanLoss(prediction, label)`` (eq. 13 of the paper: Caffe divides by 2N)."""
+        """The training net: HDF5Data (TRAIN: shuffled ``train_source``; TEST: ``test_source``, none for a
+        patch set without a validation part), the body and ``EuclideanLoss(prediction, label)`` (eq. 13 of the
+        paper: Caffe divides by 2N)."""
         for what, size in (("batch size", batch_size), ("test batch size", test_batch_size)):
             if not isinstance(size, int) or size < 1:
                 raise ModelError(f"{self.name}: {what} must be a positive integer, not {size!r}")
         net = NetSpec(self.name)
         net.hdf5_data("train_data", train_source, batch_size, "TRAIN", shuffle=True)
-        net.hdf5_data("test_data", test_source, test_batch_size, "TEST", shuffle=False)
+        if test_source is not None:
+            net.hdf5_data("test_data", test_source, test_batch_size, "TEST", shuffle=False)
         body = self.build_body(net, "data", True)
         for prediction, weight in body.supervised:
             net.euclidean_loss(f"loss_{prediction}", prediction, "label", weight=weight)
