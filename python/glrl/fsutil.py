@@ -11,7 +11,7 @@ import socket
 import tempfile
 import time
 from pathlib import Path
-from typing import IO, Iterator, Union
+from typing import IO, Iterator, List, Optional, Sequence, Union
 
 from glrl.errors import GlrlError
 
@@ -80,6 +80,20 @@ def replace_folder(partial: Path, target: Path) -> None:
             os.replace(old, target)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def path_candidates(path: PathLike, search_dirs: Sequence[PathLike] = ()) -> List[Path]:
+    """Where a file named in a Caffe file is looked for: an absolute path as it is; a relative one from the
+    working directory (as Caffe opens it), then under each of ``search_dirs``."""
+    path = Path(path).expanduser()
+    if path.is_absolute():
+        return [path]
+    return [path] + [Path(folder) / path for folder in search_dirs]
+
+
+def find_file(path: PathLike, search_dirs: Sequence[PathLike] = ()) -> Optional[Path]:
+    """The first of :func:`path_candidates` that is a file; None where none is."""
+    return next((candidate for candidate in path_candidates(path, search_dirs) if candidate.is_file()), None)
 
 
 def _read_umask() -> int:

@@ -42,6 +42,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from glrl.errors import DataError
+from glrl.fsutil import find_file, path_candidates
 
 DEFAULT_TOPS = ("data", "label")
 SPLITS = ("interleave", "slice")
@@ -108,24 +109,11 @@ def read_list_file(path: PathLike) -> List[Path]:
     return [Path(name) for name in names]
 
 
-def _candidates(path: PathLike, search_dirs: Sequence[PathLike]) -> List[Path]:
-    path = Path(path).expanduser()
-    if path.is_absolute():
-        return [path]
-    return [path] + [Path(folder) / path for folder in search_dirs]
-
-
-def find_path(path: PathLike, search_dirs: Sequence[PathLike] = ()) -> Optional[Path]:
-    """``path`` as Caffe opens it (absolute, or from the working directory), else under the first of
-    ``search_dirs`` that has it; None where none has it."""
-    return next((candidate for candidate in _candidates(path, search_dirs) if candidate.is_file()), None)
-
-
 def resolve_source(source: PathLike, search_dirs: Sequence[PathLike] = ()) -> Path:
-    """An HDF5 list file (or a file it names) found as :func:`find_path` finds it, as an absolute path."""
-    found = find_path(source, search_dirs)
+    """An HDF5 list file (or a file it names) found as :func:`glrl.fsutil.find_file` finds it, as an absolute path."""
+    found = find_file(source, search_dirs)
     if found is None:
-        looked = ", ".join(str(c) for c in _candidates(source, search_dirs))
+        looked = ", ".join(str(c) for c in path_candidates(source, search_dirs))
         raise DataError(f"HDF5 file or list {str(source)!r} not found (looked in {looked})",
                         hint="build the training data first: glrl data build --scale S "
                              "(or make data SCALE=S)")
@@ -135,16 +123,16 @@ def resolve_source(source: PathLike, search_dirs: Sequence[PathLike] = ()) -> Pa
 def list_files(source: PathLike, search_dirs: Sequence[PathLike] = ()) -> List[Path]:
     """The HDF5 files of the list file ``source`` (found in the working directory, else in ``search_dirs``);
     a relative entry is found in the working directory, else beside the list file, else in ``search_dirs``."""
-    list_path = find_path(source, search_dirs)
+    list_path = find_file(source, search_dirs)
     if list_path is None:
-        looked = ", ".join(str(c) for c in _candidates(source, search_dirs))
+        looked = ", ".join(str(c) for c in path_candidates(source, search_dirs))
         raise DataError(f"cannot read the HDF5 list file {source}: not found (looked in {looked})",
                         hint=BUILD_HINT)
     files = []
     for name in read_list_file(list_path):
-        found = find_path(name, [list_path.parent, *search_dirs])
+        found = find_file(name, [list_path.parent, *search_dirs])
         if found is None:
-            looked = ", ".join(str(c) for c in _candidates(name, [list_path.parent, *search_dirs]))
+            looked = ", ".join(str(c) for c in path_candidates(name, [list_path.parent, *search_dirs]))
             raise DataError(f"the HDF5 file {name} named in {list_path} was not found (looked in {looked})",
                             hint=BUILD_HINT)
         files.append(found)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import List
 
 from glrl.errors import TrainingError
+from glrl.fsutil import find_file
 from glrl.train.lr_policy import LrPolicy
 
 # Caffe 1.0's SolverParameter.type values that this trainer implements.
@@ -111,9 +112,8 @@ def resolve_net(name: str, solver_path: Path) -> Path:
     beside the solver (the first that exists)."""
     if not name:
         raise TrainingError(f"{solver_path} names no net", hint="set `net:` to the train/test prototxt")
-    path = Path(name)
-    for candidate in ([path] if path.is_absolute() else [Path.cwd() / path, solver_path.parent / path]):
-        if candidate.is_file():
-            return candidate
+    found = find_file(name, [solver_path.parent])
+    if found is not None:
+        return found.resolve()
     raise TrainingError(f"the net {name!r} named by {solver_path} was not found",
                         hint="write the net first (glrl train does) or fix `net:` in the solver")

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from glrl.errors import TrainingError
-from glrl.fsutil import atomic_path, atomic_write_bytes, atomic_write_text
+from glrl.fsutil import atomic_path, atomic_write_bytes, atomic_write_text, path_candidates
 
 SIDECAR_FORMAT = "glrl-solver-sidecar"
 SIDECAR_VERSION = 1
@@ -121,15 +121,13 @@ def resolve_learned_net(learned_net: str, solverstate: Path) -> Path:
     if not learned_net:
         raise TrainingError(f"{solverstate} names no learned_net (weights file)",
                             hint="resume from a complete snapshot (.solverstate next to its .caffemodel)")
-    written = Path(learned_net)
-    candidates = [written] if written.is_absolute() else [Path.cwd() / written, solverstate.parent / written]
-    candidates.append(solverstate.parent / written.name)
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
+    candidates = path_candidates(learned_net, [solverstate.parent]) + [solverstate.parent / Path(learned_net).name]
+    found = next((candidate for candidate in candidates if candidate.is_file()), None)
+    if found is not None:
+        return found.resolve()
     raise TrainingError(
         f"the weights {learned_net!r} named by {solverstate} were not found "
-        f"(looked in {', '.join(str(c) for c in candidates)})",
+        f"(looked in {', '.join(str(c.absolute()) for c in candidates)})",
         hint="keep each .caffemodel beside its .solverstate",
     )
 
