@@ -22,7 +22,7 @@ torch = pytest.importorskip("torch")
 h5py = pytest.importorskip("h5py")
 
 from glrl.caffe.io import read_caffemodel, read_solverstate  # noqa: E402
-from glrl.errors import TrainingError  # noqa: E402
+from glrl.errors import DataError, TrainingError  # noqa: E402
 from glrl.train.run import RunOptions, train  # noqa: E402
 from glrl.train.snapshot import latest_snapshot, sidecar_path  # noqa: E402
 
@@ -593,7 +593,7 @@ def test_each_process_takes_its_contiguous_slice_of_the_global_batch(tmp_path):
     for _ in range(20):
         joined = np.concatenate([next(half)["data"] for half in halves])
         np.testing.assert_array_equal(joined, next(whole)["data"])
-    with pytest.raises(TrainingError, match="split evenly"):
+    with pytest.raises(DataError, match="the batch of 8 rows does not split evenly over 3 processes"):
         HDF5Batches(tmp_path / "train.txt", ["data"], 8, world=3)
 
 

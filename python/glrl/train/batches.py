@@ -15,7 +15,6 @@ from typing import Any, Dict, List, Sequence
 import numpy as np
 from glrl.caffe.phase import layers_in_phase
 from glrl.data_prep.reader import CaffeHDF5Reader
-from glrl.errors import TrainingError
 
 
 @dataclass
@@ -46,13 +45,6 @@ class HDF5Batches(CaffeHDF5Reader):
 
     def __init__(self, list_file: Path, tops: Sequence[str], batch_size: int, *, shuffle: bool = False,
                  rank: int = 0, world: int = 1) -> None:
-        if batch_size < 1:
-            raise TrainingError(f"batch_size must be >= 1 (got {batch_size})", hint="fix the HDF5Data layer")
-        if batch_size % world:
-            raise TrainingError(
-                f"the global batch of {batch_size} does not split evenly over {world} processes",
-                hint="use a number of processes (GPUs) that divides the batch size",
-            )
         super().__init__(list_file, batch_size, tops, shuffle, rank=rank, world_size=world, split="slice")
 
     def __next__(self) -> Dict[str, np.ndarray]:  # type: ignore[override]
