@@ -37,19 +37,9 @@ TRAINING_BATCHES = (32, 256)
 
 def conv_flops_per_pixel(net_param: Any) -> float:
     """Multiply-adds ×2 of every convolution per output pixel of a stride-1 deploy net."""
-    from glrl import tiling
+    from glrl.nets.stats import measure
 
-    _, channels, _ = tiling._walk(net_param)
-    flops = 0.0
-    for layer in tiling._active_layers(net_param):
-        if layer.type != "Convolution":
-            continue
-        param = layer.convolution_param
-        kernel = list(param.kernel_size) or [param.kernel_h, param.kernel_w]
-        kh, kw = (kernel[0], kernel[-1])
-        group = max(1, param.group)
-        flops += 2.0 * kh * kw * channels[layer.bottom[0]] / group * param.num_output
-    return flops
+    return 2.0 * measure(net_param).macs_per_pixel
 
 
 def _sync(device: str) -> None:
