@@ -309,6 +309,35 @@ def test_an_interrupted_build_leaves_nothing_that_looks_complete(tiny_root, tmp_
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_a_build_stopped_by_ctrl_c_or_sigterm_ends_at_once_and_removes_its_partial_folder(data_root, tmp_path,
+                                                                                       stop):
+    """Ctrl-C reaches the whole process group, the workers too; SIGTERM (``timeout``, ``kill``) the main
+    process only. Either way the build stops with status 130 and leaves no gigabytes behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    command = [sys.executable, "-m", "glrl", "data", "build", "--data-root", str(data_root), "--out",
+               str(tmp_path / "x3"), "--train-sets", "T91", "--workers", "2", "--quiet", "--skip-checksums"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not any((tmp_path / name).is_dir() for name in os.listdir(tmp_path) if ".partial-" in name):
+        assert time.monotonic() < deadline and process.poll() is None, "the build never began writing"
+        time.sleep(0.05)
+    time.sleep(1)  # the workers are cutting
+    if stop == "ctrl-c":
+        os.killpg(process.pid, signal.SIGINT)
+    else:
+        process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 130 and "interrupted" in output, output
+    assert os.listdir(tmp_path) == []
+
+
 def test_an_output_folder_that_is_not_a_patch_set_is_never_replaced(tiny_root, tmp_path):
     (tmp_path / "thesis").mkdir()
     (tmp_path / "thesis" / "chapter1.tex").write_text("precious")

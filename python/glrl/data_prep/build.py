@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import math
 import multiprocessing
 import os
 import resource
 import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -149,7 +152,8 @@ def cut_all(jobs: Sequence[Job], spec: PartSpec, workers: int) -> Iterator[Tuple
     ``terminate()`` when an error left its ``with`` block with tasks in flight: about 1 build in 15.)"""
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     try:
-        executor = (concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
+        executor = (concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method),
+                                                           initializer=_leave_signals_to_the_main_process)
                     if workers > 1 else None)
     except OSError as exc:  # e.g. no /dev/shm for the pool's semaphores in a bare chroot
         print(f"warning: cannot start {workers} worker processes ({exc}); cutting in this process",
@@ -171,6 +175,32 @@ def cut_all(jobs: Sequence[Job], spec: PartSpec, workers: int) -> Iterator[Tuple
             yield done, future.result()
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _leave_signals_to_the_main_process() -> None:
+    """A worker ignores Ctrl-C (which the terminal sends to the whole process group) and takes SIGTERM's
+    default: the main process stops the build. A worker interrupted while it sent a result left the main
+    process waiting on the pipe for good."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``timeout``, ``kill``) stops a build as Ctrl-C does, so that its partial folder, gigabytes
+    of patches, is removed."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread takes signals
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -311,24 +341,25 @@ def build(
         raise DataError(f"cannot create the output folder {out}: {exc.strerror or exc}",
                         hint="choose a writable place with --out (or set GLRL_WORK)") from exc
     started = time.time()
-    try:
-        manifest: Dict[str, Any] = {"format": manifest_io.FORMAT, "glrl_version": __version__,
-                                    "settings": settings, "sources": source_records,
-                                    "datasets": {"data": [1, config.patch_size, config.patch_size],
-                                                 "label": [1, config.label_size, config.label_size],
-                                                 "origin": list(ORIGIN_COLUMNS)}}
-        for spec in specs:
-            manifest[spec.name] = write_part(sources[spec.name], spec, partial, out, workers, progress)
-        manifest["build"] = {"seconds": round(time.time() - started, 1), "workers": workers,
-                             "peak_rss_mib": _peak_rss_mib(workers),
-                             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        manifest_io.save(partial, manifest)
-        replace_folder(partial, out)
-    except OSError as exc:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise DataError(f"writing the patch set into {partial} failed: {exc.strerror or exc}",
-                        hint="free disk space or choose another place with --out; nothing was kept") from exc
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
+    with _terminate_as_interrupt():
+        try:
+            manifest: Dict[str, Any] = {"format": manifest_io.FORMAT, "glrl_version": __version__,
+                                        "settings": settings, "sources": source_records,
+                                        "datasets": {"data": [1, config.patch_size, config.patch_size],
+                                                     "label": [1, config.label_size, config.label_size],
+                                                     "origin": list(ORIGIN_COLUMNS)}}
+            for spec in specs:
+                manifest[spec.name] = write_part(sources[spec.name], spec, partial, out, workers, progress)
+            manifest["build"] = {"seconds": round(time.time() - started, 1), "workers": workers,
+                                 "peak_rss_mib": _peak_rss_mib(workers),
+                                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            manifest_io.save(partial, manifest)
+            replace_folder(partial, out)
+        except OSError as exc:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise DataError(f"writing the patch set into {partial} failed: {exc.strerror or exc}",
+                            hint="free disk space or choose another place with --out; nothing was kept") from exc
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
     return BuildResult(out, manifest, skipped=False)
