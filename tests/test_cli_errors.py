@@ -195,3 +195,13 @@ def test_eval_refuses_two_methods_of_one_name_and_a_name_for_no_external_model(t
     err = refused(["eval", *argv, "--datasets", "Set5", "--scales", "3", "--data-root", str(data_root), "--out",
                    str(tmp_path / "eval")], capsys)
     assert message in err and not (tmp_path / "eval").exists()
+
+
+def test_output_into_a_pipe_whose_reader_stops_early_ends_quietly(tmp_path):
+    import subprocess
+    import sys
+
+    command = f"{sys.executable} -m glrl caffe info {settings.MODELS_DIR / 'glrl_x3.caffemodel'} | head -1"
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=120)
+    assert done.stdout.endswith("glrl_x3.caffemodel: caffemodel\n") and done.stderr == ""
+    assert done.returncode in (0, 141)  # 141: ended as a command killed by SIGPIPE is

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -32,11 +33,13 @@ COMMANDS: Dict[str, str] = {
     "models": "models",
 }
 
+DESCRIPTION = ("GLRL super-resolution (Hou, Si, Li 2018) reproduced on Caffe's files: data, nets, training, "
+               "evaluation against the paper, and upscaling")
 GROUP_HELP = {"data": "datasets (verify, download, pack) and HDF5 patch sets (build, inspect)"}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="glrl", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="glrl", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"glrl {__version__}")
     top = parser.add_subparsers(dest="command", metavar="COMMAND")
     top.required = True
@@ -66,6 +69,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return int(args._module.run(args) or 0)
     except GlrlError as exc:
         return _report(exc)
+    except BrokenPipeError:  # the output went into a pipe whose reader stopped (`| head`): not an error to show
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit's flush is silent
+        return 128 + 13  # the status of a command ended by SIGPIPE
     except OSError as exc:  # a path the command could not make, write or read
         return _report(from_os_error(exc))
     except KeyboardInterrupt:
