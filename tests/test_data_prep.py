@@ -352,6 +352,8 @@ def test_bad_settings_are_refused():
         BuildConfig(patch_size=21, label_size=31)
     with pytest.raises(DataError, match="scales"):
         BuildConfig(scales=(5,))
+    with pytest.raises(DataError, match=r"the seed must lie in 0 \.\. 2\*\*32 - 1, not -1"):
+        BuildConfig(seed=-1)
 
 
 # --- the reader ------------------------------------------------------------------------------------------

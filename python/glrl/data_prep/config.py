@@ -54,6 +54,8 @@ class BuildConfig:
             problems.append(f"patches per file must be positive, not {self.patches_per_file}")
         if not self.train_sets:
             problems.append("no training sets named")
+        if not 0 <= self.seed < 2**32:  # what numpy's RandomState, which shuffles the patches, takes
+            problems.append(f"the seed must lie in 0 .. 2**32 - 1, not {self.seed}")
         if problems:
             raise DataError("bad patch-set settings: " + "; ".join(problems),
                             hint="see `glrl data build --help`")
