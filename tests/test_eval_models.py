@@ -386,6 +386,7 @@ def test_a_run_begun_on_a_gpu_and_continued_on_a_cpu_is_released_with_both(train
     ("../tiny", "3", "model name '../tiny' is not a plain file name"),
     ("tiny x3", "3", "is not a plain file name"),
     ("tiny_x1", "1", "scales [1] are not scale factors"),
+    ("tiny_x3", "3,3", "scales [3, 3] are not scale factors, each named once"),
 ])
 def test_a_release_under_a_name_that_is_no_file_name_or_at_no_scale_is_refused(trained_run, data_root, tmp_path,
                                                                                 name, scales, message, capsys):
@@ -406,6 +407,14 @@ def test_a_release_into_a_models_folder_outside_a_checkout_takes_the_checkouts_c
     mine = model_zoo.get_model("mine", tmp_path / "models")
     assert mine.metadata["deploy"] == "prototxt/srcnn/deploy.prototxt" and mine.deploy == ours.deploy
     assert mine.set5_psnr[3] == pytest.approx(ours.set5_psnr[3], abs=0.001)
+
+
+def test_a_release_of_a_net_with_no_deploy_prototxt_names_the_nets_there_are(trained_run, data_root, tmp_path,
+                                                                              capsys):
+    assert main(["models", "release", str(trained_run["run_dir"]), "--name", "x", "--net", "tiny", "--scales",
+                 "3", "--models-dir", str(tmp_path / "models"), "--data-root", str(data_root)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown net 'tiny'" in err and "nets: glrl, glrl-2lrb," in err and not (tmp_path / "models").exists()
 
 
 def test_models_verify_names_metadata_that_disagrees_with_its_files(trained_run, data_root, tmp_path):

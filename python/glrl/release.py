@@ -232,8 +232,8 @@ def release(
     if not NAME_PATTERN.match(name):
         raise ModelError(f"model name {name!r} is not a plain file name",
                          hint="use letters, digits, '.', '_' and '-' (e.g. glrl_x3)")
-    if not scales or any(int(s) < 2 for s in scales):
-        raise ModelError(f"scales {list(scales)} are not scale factors",
+    if not scales or any(int(s) < 2 for s in scales) or len(set(scales)) != len(scales):
+        raise ModelError(f"scales {list(scales)} are not scale factors, each named once",
                          hint="e.g. --scales 3 or --scales 2,3,4")
     folder = Path(models_dir) if models_dir else settings.MODELS_DIR
     weights_out, meta_out = folder / f"{name}.caffemodel", folder / f"{name}.json"
@@ -244,8 +244,11 @@ def release(
     deploy_name = f"prototxt/{net}/deploy.prototxt"
     deploy = model_zoo.deploy_path(deploy_name, folder.resolve().parent)
     if not deploy.is_file():
-        raise ModelError(f"{deploy_name} is in neither {folder.resolve().parent} nor {settings.REPO_ROOT} "
-                         f"(is {net!r} a net of `glrl nets list`?)",
+        from glrl.nets.registry import NETS
+
+        if net not in NETS:
+            raise ModelError(f"unknown net {net!r}", hint=f"nets: {', '.join(NETS)} (glrl nets list)")
+        raise ModelError(f"{deploy_name} is in neither {folder.resolve().parent} nor {settings.REPO_ROOT}",
                          hint="generate the committed nets with `make prototxt`")
     if schedule is not None:
         from glrl.nets.solver import get_schedule
