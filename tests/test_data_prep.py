@@ -584,6 +584,15 @@ def test_packing_into_a_place_that_cannot_be_written_says_so(tiny_root, tmp_path
     assert "cannot write the luma pack" in capsys.readouterr().err
 
 
+def test_packing_finds_every_set_before_it_writes_anything_and_refuses_to_pack_nothing(tiny_root, tmp_path,
+                                                                                        capsys):
+    common = ["data", "pack", "--data-root", str(tiny_root), "--out", str(tmp_path / "out"), "--skip-checksums"]
+    assert cli.main([*common, "--sets", "T91", "--copy", "Set55"]) == 2
+    assert "image set 'Set55' not found" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    assert cli.main([*common, "--sets", ",", "--copy", "none"]) == 2
+    assert "nothing to pack" in capsys.readouterr().err
+
+
 def test_down_scaled_copies_need_the_colour_images_not_a_luma_pack(packed_root, tmp_path):
     config = BuildConfig(train_sets=("T91",), val_set="", downscales=(0.7,))
     with pytest.raises(DataError, match="luma pack holds no colour"):

@@ -212,6 +212,12 @@ def test_missing_archive_member_unreachable_url_and_non_archive_are_clear_errors
     assert list(root.iterdir()) == []
 
 
+@pytest.mark.parametrize("command", ["verify", "download"])
+def test_a_dataset_option_that_names_none_is_an_error_not_nothing_done(tmp_path, command, capsys):
+    assert main(["data", command, "--dataset", " , ", "--data-root", str(tmp_path)]) == 2
+    assert "--dataset ' , ' names no dataset" in capsys.readouterr().err
+
+
 def test_reference_images_have_no_public_download():
     with pytest.raises(DataError, match="no public download"):
         default_source("matlab_lr")

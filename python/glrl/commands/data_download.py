@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from glrl.cli import add_data_root_argument, split_list
+from glrl.cli import add_data_root_argument
 
 HELP = "download Set5, Set14, BSD100, T91 and BSD200 from their public origins and verify every file"
 
@@ -23,12 +23,12 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from glrl import settings
-    from glrl.datasets import STANDARD_DATASETS, get_dataset
+    from glrl.datasets import datasets_named
     from glrl.datasets.download import default_source, download_datasets
     from glrl.errors import GlrlError
 
     root = settings.data_root(args.data_root)
-    names = [get_dataset(name).name for name in (split_list(args.dataset) if args.dataset else STANDARD_DATASETS)]
+    names = [dataset.name for dataset in datasets_named(args.dataset)]
     sources = None
     if args.url:
         origins = {name: default_source(name) for name in names}

@@ -37,18 +37,23 @@ def run(args: argparse.Namespace) -> int:
     if out == root:
         raise DataError(f"--out {out} is the data root itself", hint="write the compact root elsewhere")
     check = not args.skip_checksums
-    for name in args.sets:
-        sources = list_sources(root, [name], check)
+    copies = [] if [n.lower() for n in args.copy] == ["none"] else args.copy
+    if not args.sets and not copies:
+        raise DataError("--sets and --copy name no image sets: nothing to pack",
+                        hint="e.g. --sets T91,BSD200 --copy Set5 (the defaults)")
+    # every set is found (and checked) before anything is written
+    packs = {name: list_sources(root, [name], check) for name in args.sets}
+    copied = {name: list_sources(root, [name], check) for name in copies}
+    for name in copied:
+        if set_location(root, name).is_file():
+            raise DataError(f"{name} is a luma pack under {root}; --copy needs its image folder")
+    for name, sources in packs.items():
         target = luma_pack.pack_path(out / set_location(root, name).parent.name, name)
         images = [(s.path.name, s.sha256, luminance(read_source(s.path))) for s in sources]
         luma_pack.write_pack(target, name, images)
         print(f"{name}: {len(images)} images -> {target} ({target.stat().st_size / 1e6:.1f} MB)")
-    for name in [] if [n.lower() for n in args.copy] == ["none"] else args.copy:
-        sources = list_sources(root, [name], check)
-        folder = set_location(root, name)
-        if folder.is_file():
-            raise DataError(f"{name} is a luma pack under {root}; --copy needs its image folder")
-        target = out / folder.parent.name / name
+    for name, sources in copied.items():
+        target = out / set_location(root, name).parent.name / name
         partial = target.with_name(f".{name}.partial-{os.getpid()}")
         try:
             shutil.rmtree(partial, ignore_errors=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from glrl.cli import add_data_root_argument, split_list
+from glrl.cli import add_data_root_argument
 
 HELP = "check the datasets under the data root against their SHA-256 checksums"
 
@@ -19,11 +19,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from glrl import settings
-    from glrl.datasets import STANDARD_DATASETS, get_dataset, verify_dataset
+    from glrl.datasets import datasets_named, verify_dataset
 
     root = settings.data_root(args.data_root)
-    names = split_list(args.dataset) if args.dataset else list(STANDARD_DATASETS)
-    datasets = [get_dataset(name) for name in names]
+    datasets = datasets_named(args.dataset)
     print(f"data root: {root}{'' if root.is_dir() else ' (does not exist)'}")
     failed = 0
     for dataset in datasets:

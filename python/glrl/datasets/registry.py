@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from glrl import settings
 from glrl.errors import DataError
@@ -85,6 +85,19 @@ def checksums() -> Dict[str, str]:
             raise DataError(f"{CHECKSUMS_FILE}:{number}: malformed checksum line", hint="reinstall glrl")
         table[path[2:] if path.startswith("./") else path] = digest
     return table
+
+
+def datasets_named(option: Optional[str]) -> List[Dataset]:
+    """The datasets a ``--dataset`` option names (comma-separated); the standard ones when it is not given.
+    An option that names none (``--dataset ,``) is an error, not a silent "nothing"."""
+    if option is None:
+        return [DATASETS[name] for name in STANDARD_DATASETS]
+    names = [name.strip() for name in option.split(",") if name.strip()]
+    if not names:
+        raise DataError(f"--dataset {option!r} names no dataset",
+                        hint=f"name some of {', '.join(DATASETS)}, or leave --dataset out for "
+                             f"{', '.join(STANDARD_DATASETS)}")
+    return [get_dataset(name) for name in names]
 
 
 def get_dataset(name: str) -> Dataset:
