@@ -701,8 +701,11 @@ def test_caffe_info_tells_a_snapshot_by_its_content_and_upgrade_leaves_it_alone(
         assert f"{path}: solverstate" in out and "iter: 20" in out and "learned_net: x_iter_20.caffemodel" in out
         assert "history: 2 blobs (2x3, 2)" in out
     assert main(["caffe", "upgrade", str(snapshot), str(tmp_path / "new.solverstate")]) == 0
-    assert "has no legacy format; nothing written" in capsys.readouterr().out
-    assert not (tmp_path / "new.solverstate").exists()
+    assert "(solverstate: already current, written unchanged)" in capsys.readouterr().out  # as a current net is
+    assert (tmp_path / "new.solverstate").read_bytes() == snapshot.read_bytes()
+    assert main(["caffe", "upgrade", str(snapshot), str(tmp_path / "new.prototxt")]) == 2
+    assert "the input is a solverstate, written as binary protobuf, but the output is named new.prototxt" in (
+        capsys.readouterr().err)
 
 
 def test_caffe_info_of_an_image_says_what_the_file_is(tmp_path, capsys):
@@ -847,3 +850,17 @@ def test_a_convolutions_geometry_is_read_as_caffe_reads_it():
                             ("kernel_size: 3 pad: 1 pad: 1 pad: 1", "pad has 3 values")):
         with pytest.raises(FormatError, match=message):
             geometry(fields)
+
+
+def test_upgrade_refuses_an_output_named_for_the_other_format_and_a_file_of_comments_only(tmp_path, capsys):
+    from glrl.cli import main
+
+    net = tmp_path / "net.prototxt"
+    net.write_text('name: "n" input: "data" input_dim: 1 input_dim: 1 input_dim: 4 input_dim: 4\n')
+    assert main(["caffe", "upgrade", str(net), str(tmp_path / "net.caffemodel")]) == 2
+    err = capsys.readouterr().err
+    assert "the input is a net, written as protobuf text, but the output is named net.caffemodel" in err
+    assert "hint: name the output <something>.prototxt" in err and not (tmp_path / "net.caffemodel").exists()
+    (tmp_path / "notes.prototxt").write_text("# to do: the solver\n\n")
+    assert main(["caffe", "info", str(tmp_path / "notes.prototxt")]) == 2
+    assert "holds no Caffe net or solver (only comments or blank lines)" in capsys.readouterr().err

@@ -271,6 +271,9 @@ def read_any(path: PathLike) -> CaffeFile:
                 furthest = max(net_error, solver_error, key=lambda error: getattr(error, "line", 0) or 0)
                 raise furthest from None
             return CaffeFile("solver", solver, upgrade_solver(solver, source))
+        if not net.ByteSize():
+            raise FormatError(f"{source} holds no Caffe net or solver (only comments or blank lines)",
+                              hint="check that this is the file you meant")
         if not len(net.layer) and not len(net.layers):
             try:
                 solver = _parse_text(text, pb.SolverParameter(), source, "a Caffe solver")

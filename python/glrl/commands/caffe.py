@@ -40,13 +40,28 @@ def run(args: argparse.Namespace) -> int:
         raise FormatError(f"the output {args.output} is the input itself; the legacy file would be lost",
                           hint="write the upgrade to another file, check it, then replace the original")
     caffe_file = io.read_any(args.input)
-    if caffe_file.kind == "solverstate":
-        print(f"{args.input}: a solverstate has no legacy format; nothing written")
-        return 0
+    _check_output_name(args.output, caffe_file.kind)
     io.write_any(caffe_file, args.output)
     done = "; ".join(caffe_file.upgrades) if caffe_file.upgrades else "already current, written unchanged"
     print(f"{args.input} -> {args.output} ({caffe_file.kind}: {done})")
     return 0
+
+
+TEXT_SUFFIXES, BINARY_SUFFIXES = (".prototxt", ".pbtxt", ".txt"), (".caffemodel", ".solverstate", ".binaryproto")
+SUFFIX_OF_KIND = {"net": ".prototxt", "solver": ".prototxt", "caffemodel": ".caffemodel",
+                  "solverstate": ".solverstate"}
+
+
+def _check_output_name(path: Path, kind: str) -> None:
+    """The output's name must not promise the other format: a net or solver is written as text, weights and
+    snapshots as binary protobuf (as Caffe reads each)."""
+    from glrl.errors import FormatError
+
+    text = SUFFIX_OF_KIND[kind] == ".prototxt"
+    if path.suffix.lower() in (BINARY_SUFFIXES if text else TEXT_SUFFIXES):
+        written = "protobuf text" if text else "binary protobuf"
+        raise FormatError(f"the input is a {kind}, written as {written}, but the output is named {path.name}",
+                          hint=f"name the output <something>{SUFFIX_OF_KIND[kind]}")
 
 
 def _rules(layer: Any) -> str:
