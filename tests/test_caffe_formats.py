@@ -864,3 +864,16 @@ def test_upgrade_refuses_an_output_named_for_the_other_format_and_a_file_of_comm
     (tmp_path / "notes.prototxt").write_text("# to do: the solver\n\n")
     assert main(["caffe", "info", str(tmp_path / "notes.prototxt")]) == 2
     assert "holds no Caffe net or solver (only comments or blank lines)" in capsys.readouterr().err
+
+
+def test_a_net_given_as_a_solver_or_a_solver_as_a_net_is_named_for_what_it_is(tmp_path):
+    net, solver = tmp_path / "deploy.prototxt", tmp_path / "solver.prototxt"
+    net.write_text('name: "n"\nlayer { name: "data" type: "Input" top: "data" }\n')
+    solver.write_text('net: "train_test.prototxt"\nbase_lr: 0.01\nlr_policy: "fixed"\n')
+    with pytest.raises(FormatError, match=f"{net} is a Caffe net, not a Caffe solver"):
+        io.read_solver(net)
+    with pytest.raises(FormatError, match=f"{solver} is a Caffe solver, not a Caffe net"):
+        io.read_net(solver)
+    solver.write_text('net: "train_test.prototxt"\nbase_lr: 0.01\nlr_polcy: "fixed"\n')  # a typo stays a typo
+    with pytest.raises(FormatError, match="lr_polcy"):
+        io.read_solver(solver)

@@ -46,7 +46,7 @@ _MAGIC = [
 
 def parse_net(text: str, source: str = "<string>") -> Any:
     """Parse a net in protobuf text format (a ``.prototxt``) and upgrade it to the current format."""
-    net = _parse_text(text, pb.NetParameter(), source, "a Caffe net")
+    net = _parse_kind(text, source, "net")
     upgrade_net(net, source)
     return net
 
@@ -68,9 +68,24 @@ def write_net(net: Any, path: PathLike) -> None:
 
 def parse_solver(text: str, source: str = "<string>") -> Any:
     """Parse a ``solver.prototxt`` and upgrade a legacy ``solver_type`` to ``type``."""
-    solver = _parse_text(text, pb.SolverParameter(), source, "a Caffe solver")
+    solver = _parse_kind(text, source, "solver")
     upgrade_solver(solver, source)
     return solver
+
+
+def _parse_kind(text: str, source: str, kind: str) -> Any:
+    """Parse text as a net or a solver; a file of the other kind, given in the wrong place, is named so."""
+    kinds = {"net": (pb.NetParameter, "a Caffe net"), "solver": (pb.SolverParameter, "a Caffe solver")}
+    (message, what), (other_message, other_what) = kinds[kind], kinds["solver" if kind == "net" else "net"]
+    try:
+        return _parse_text(text, message(), source, what)
+    except FormatError as error:
+        try:
+            _parse_text(text, other_message(), source, other_what)
+        except FormatError:
+            raise error from None
+        raise FormatError(f"{source} is {other_what}, not {what}",
+                          hint="the solver names its net in `net:`; give each file where it belongs") from None
 
 
 def read_solver(path: PathLike) -> Any:
