@@ -205,3 +205,13 @@ def test_output_into_a_pipe_whose_reader_stops_early_ends_quietly(tmp_path):
     done = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=120)
     assert done.stdout.endswith("glrl_x3.caffemodel: caffemodel\n") and done.stderr == ""
     assert done.returncode in (0, 141)  # 141: ended as a command killed by SIGPIPE is
+
+
+def test_an_upgrade_written_onto_a_folder_or_under_a_file_says_which(tmp_path, capsys):
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "a-folder").mkdir()
+    net = settings.PROTOTXT_DIR / "srcnn" / "deploy.prototxt"
+    err = refused(["caffe", "upgrade", str(net), str(tmp_path / "a-file" / "net.prototxt")], capsys)
+    assert "a file stands where a folder is needed" in err
+    err = refused(["caffe", "upgrade", str(net), str(tmp_path / "a-folder")], capsys)
+    assert "that is a folder: name a file" in err

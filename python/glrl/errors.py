@@ -45,6 +45,8 @@ def from_os_error(exc: OSError) -> GlrlError:
         hint = "a file stands where a folder is needed: choose another path or move the file"
     elif isinstance(exc, NotADirectoryError):
         hint = "part of the path is a file, not a folder: choose another path"
+    elif isinstance(exc, IsADirectoryError):
+        hint = "that is a folder: name a file (in it, or elsewhere)"
     elif isinstance(exc, PermissionError):
         hint = "choose a location you can write to (or read, for an input)"
     elif isinstance(exc, FileNotFoundError):

@@ -22,7 +22,7 @@ from google.protobuf import text_format
 from glrl.caffe import pb
 from glrl.caffe.proto import has_unknown_fields
 from glrl.caffe.upgrade import upgrade_net, upgrade_solver
-from glrl.errors import FormatError, GlrlError
+from glrl.errors import FormatError, GlrlError, from_os_error
 from glrl.fsutil import atomic_write_bytes, atomic_write_text
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -210,9 +210,8 @@ def _read_bytes(path: PathLike, what: str) -> bytes:
 def _write(path: PathLike, write: Callable[[], None]) -> None:
     try:
         write()
-    except OSError as exc:
-        raise GlrlError(f"{path}: cannot write ({exc.strerror or exc})",
-                        hint="check that the folder is writable and the disk is not full") from None
+    except OSError as exc:  # the hint says what the path is (a file where a folder is needed, a folder, ...)
+        raise GlrlError(f"{path}: cannot write ({exc.strerror or exc})", hint=from_os_error(exc).hint) from None
 
 
 def _parse_binary(data: bytes, message: Any, path: PathLike, what: str) -> Any:
