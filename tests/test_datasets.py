@@ -207,7 +207,7 @@ def test_missing_archive_member_unreachable_url_and_non_archive_are_clear_errors
         download_datasets(["Set14"], root, sources=_sources(f"{base}/partial.zip", "Set14"), progress=False)
     with pytest.raises(DataError, match="cannot download .*absent.zip"):
         download_datasets(["Set5"], root, sources=_sources(f"{base}/absent.zip", "Set5"), progress=False)
-    with pytest.raises(DataError, match="neither a zip nor a tar"):
+    with pytest.raises(DataError, match=f"what {base}/page.html holds is neither a zip nor a tar"):
         download_datasets(["Set5"], root, sources=_sources(f"{base}/page.html", "Set5"), progress=False)
     assert list(root.iterdir()) == []
 

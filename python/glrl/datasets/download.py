@@ -120,8 +120,9 @@ def _below_top_folder(name: str) -> str:
     return str(PurePosixPath(*parts[1:])) if len(parts) > 1 else ""
 
 
-def _members(archive: Path) -> Iterator[Tuple[str, int, bool, object]]:
-    """``(name, size, is_regular_file, handle)`` of every member of a zip or tar archive."""
+def _members(archive: Path, origin: str) -> Iterator[Tuple[str, int, bool, object]]:
+    """``(name, size, is_regular_file, handle)`` of every member of a zip or tar archive fetched from
+    ``origin``."""
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as bundle:
             for info in bundle.infolist():
@@ -132,7 +133,8 @@ def _members(archive: Path) -> Iterator[Tuple[str, int, bool, object]]:
             for info in bundle.getmembers():
                 yield info.name, info.size, info.isfile(), (bundle, info)
     else:
-        raise DataError(f"{archive.name} is neither a zip nor a tar archive", hint="check the URL")
+        raise DataError(f"what {origin} holds is neither a zip nor a tar archive",
+                        hint="check the URL, or give --url the path or URL of the archive itself")
 
 
 def _open_member(handle) -> IO[bytes]:
@@ -145,13 +147,13 @@ def _open_member(handle) -> IO[bytes]:
     return stream
 
 
-def _extract(archive: Path, wanted: Dict[str, str], staging: Path) -> List[str]:
+def _extract(archive: Path, wanted: Dict[str, str], staging: Path, origin: str) -> List[str]:
     """Copy the wanted members into ``staging``; return the wanted members the archive lacks."""
-    names = [name for name, _, _, _ in _members(archive)]
+    names = [name for name, _, _, _ in _members(archive, origin)]
     for name in names:  # refuse unsafe archives before reading anything from them
         _check_member_name(archive, name)
     found = set()
-    for name, size, regular, handle in _members(archive):
+    for name, size, regular, handle in _members(archive, origin):
         key = _below_top_folder(name)
         if key not in wanted:
             continue
@@ -201,7 +203,7 @@ def download_datasets(
             archive = work / f"archive-{index}"
             _fetch(url, archive, progress)
             wanted = {member: relative for _, source in entries for member, relative in source.members.items()}
-            absent = _extract(archive, wanted, staging)
+            absent = _extract(archive, wanted, staging, url)
             problems = [f"{wanted[m]} (member {m} not in the archive)" for m in absent]
             for dataset, _ in entries:
                 for relative, digest in dataset.checksums().items():
