@@ -86,6 +86,12 @@ def _report(exc: GlrlError) -> int:
     return 2
 
 
+def add_action(actions: Any, name: str, help: str) -> argparse.ArgumentParser:
+    """An action of a command (``glrl caffe info``): its ``--help`` opens with the same line ``glrl caffe
+    --help`` lists it with."""
+    return actions.add_parser(name, help=help, description=help)
+
+
 def add_data_root_argument(parser: argparse.ArgumentParser) -> None:
     """The shared ``--data-root`` option (default: $GLRL_DATA, else ~/.cache/glrl/datasets)."""
     parser.add_argument(

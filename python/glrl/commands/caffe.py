@@ -15,13 +15,17 @@ HELP = "inspect Caffe files (info) and upgrade legacy nets and solvers (upgrade)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from glrl.cli import add_action
+
     actions = parser.add_subparsers(dest="caffe_command", metavar="ACTION")
     actions.required = True
-    info = actions.add_parser("info", help="summarise a .prototxt, solver, .caffemodel or .solverstate")
-    info.add_argument("file", type=Path)
-    upgrade = actions.add_parser("upgrade", help="rewrite a legacy (V1, input_dim, solver_type) file")
-    upgrade.add_argument("input", type=Path)
-    upgrade.add_argument("output", type=Path)
+    info = add_action(actions, "info", "summarise a .prototxt, solver, .caffemodel or .solverstate")
+    info.add_argument("file", type=Path, help="a net or solver .prototxt, a .caffemodel or a .solverstate")
+    upgrade = add_action(actions, "upgrade", "rewrite a legacy (V1, input_dim, solver_type) file")
+    upgrade.add_argument("input", type=Path, help="the legacy file")
+    upgrade.add_argument("output", type=Path,
+                         help="the upgraded file, in the input's format (text for nets and solvers, binary for "
+                              "weights and snapshots)")
 
 
 def run(args: argparse.Namespace) -> int:

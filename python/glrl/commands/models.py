@@ -8,17 +8,17 @@ HELP = "released models: list, verify (checksums, metadata, Set5 PSNR), release 
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from glrl.cli import add_data_root_argument
+    from glrl.cli import add_action, add_data_root_argument
 
     actions = parser.add_subparsers(dest="models_action", metavar="ACTION")
     actions.required = True
-    listing = actions.add_parser("list", help="the released models and their Set5 PSNR")
-    verify = actions.add_parser("verify", help="checksums and metadata of every released model")
+    listing = add_action(actions, "list", "the released models and their Set5 PSNR")
+    verify = add_action(actions, "verify", "checksums and metadata of every released model")
     verify.add_argument("--measure", action="store_true",
                         help="also run each model on Set5 and compare with its recorded PSNR (0.01 dB)")
     verify.add_argument("--device", default="cpu", help="torch device for --measure (default cpu)")
     add_data_root_argument(verify)
-    rel = actions.add_parser("release", help="copy trained weights into models/ with their metadata")
+    rel = add_action(actions, "release", "copy trained weights into models/ with their metadata")
     rel.add_argument("source", help="a glrl train run folder (its newest snapshot) or a .caffemodel")
     rel.add_argument("--name", required=True, help="model name, also the file stem (e.g. glrl_x3)")
     rel.add_argument("--net", required=True, help="the generated net the weights are for (glrl nets list)")

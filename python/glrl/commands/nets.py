@@ -10,16 +10,18 @@ FILES = ("summary", "train_test", "deploy", "solver")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from glrl.cli import add_action
+
     actions = parser.add_subparsers(dest="nets_action", metavar="ACTION")
     actions.required = True
-    actions.add_parser("list", help="every net with its depth, parameters and multiply-accumulates per pixel")
-    show = actions.add_parser("show", help="one net: a summary, one of its prototxt files, or a diagram")
+    add_action(actions, "list", "every net with its depth, parameters and multiply-accumulates per pixel")
+    show = add_action(actions, "show", "one net: a summary, one of its prototxt files, or a diagram")
     show.add_argument("name", help="net name (see glrl nets list)")
     show.add_argument("--file", choices=FILES, default="summary",
                       help="what to print: the summary (default) or the prototxt of train_test, deploy or solver")
     show.add_argument("--diagram", metavar="PATH", type=_diagram_path,
                       help="also draw the deploy net to PATH (.png or .svg with Graphviz's dot, or .dot)")
-    emit = actions.add_parser("emit", help="write <out>/<net>/{train_test,deploy,solver}.prototxt")
+    emit = add_action(actions, "emit", "write <out>/<net>/{train_test,deploy,solver}.prototxt")
     emit.add_argument("names", nargs="*", metavar="NAME", help="nets to emit")
     emit.add_argument("--all", action="store_true", help="emit every net")
     emit.add_argument("--out", type=Path, required=True, help="output folder (the committed one is prototxt/)")

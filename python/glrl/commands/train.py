@@ -15,7 +15,8 @@ from typing import Any, List, NamedTuple, Optional
 
 PAPER_BATCH = 32  # the paper's mini-batch (section 4.1)
 DEFAULT_NET, DEFAULT_SCALE = "glrl", "3"
-HELP = "train a net (paper solver, Caffe semantics) with snapshots, resume, monitoring and several GPUs"
+HELP = ("train a net (paper solver, Caffe semantics) with snapshots, resume, monitoring and several GPUs "
+        "(torchrun --nproc_per_node=N -m glrl train ...)")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
