@@ -24,21 +24,15 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 
 @contextlib.contextmanager
-def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file beside ``path``; on success fsync it and rename it over ``path``.
-
-    On any exception the temporary file is removed and ``path`` is left as it was.
-    """
-    if mode not in ("w", "wb"):
-        raise ValueError("atomic_write supports modes 'w' and 'wb'")
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """A temporary file name beside ``path`` for a writer that needs a name rather than a stream (h5py,
+    tarfile, Caffe's own writer): renamed over ``path`` when the block succeeds, removed when it fails."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=str(target.parent))
+    os.close(fd)
     try:
-        with os.fdopen(fd, mode) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
+        yield Path(tmp)
         # mkstemp makes the file owner-only; give it the mode a plain open() would have
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, target)
@@ -49,21 +43,17 @@ def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[IO]:
 
 
 @contextlib.contextmanager
-def atomic_path(path: PathLike) -> Iterator[Path]:
-    """A temporary file name beside ``path`` for a writer that needs a name rather than a stream (h5py,
-    tarfile, Caffe's own writer): renamed over ``path`` when the block succeeds, removed when it fails."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=str(target.parent))
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file beside ``path``; on success fsync it and rename it over ``path``.
+
+    On any exception the temporary file is removed and ``path`` is left as it was.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError("atomic_write supports modes 'w' and 'wb'")
+    with atomic_path(path) as tmp, open(tmp, mode) as handle:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def replace_folder(partial: Path, target: Path) -> None:
