@@ -9,9 +9,10 @@ set. See docs/training.md.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 from pathlib import Path
-from typing import Any, List, NamedTuple, Optional
+from typing import Any, Callable, List, NamedTuple, Optional
 
 PAPER_BATCH = 32  # the paper's mini-batch (section 4.1)
 DEFAULT_NET, DEFAULT_SCALE = "glrl", "3"
@@ -201,9 +202,8 @@ def _run_folder_lock(run_dir: Path):
 
 
 def _train(args: argparse.Namespace, given: argparse.Namespace, run_dir: Path, backend: str) -> int:
-    from glrl import settings
     from glrl.data_prep.config import parse_scales
-    from glrl.provenance import describe_weights, record_initial_weights
+    from glrl.provenance import describe_weights
 
     _refuse_to_overwrite(args.resume, run_dir)
     if args.solver:
@@ -220,21 +220,32 @@ def _train(args: argparse.Namespace, given: argparse.Namespace, run_dir: Path, b
     if not args.solver:
         solver_path = _prepare_run(args, scales, run_dir)
     resume = _resume_path(args.resume, run_dir)
-
-    def record_origin() -> None:  # once the trainer has taken the weights (a new run only)
-        if resume is None:
-            record_initial_weights(run_dir, origin)
-        if origin is not None:
-            known = origin.get("model", {}).get("name") or origin.get("run", {}).get("run_dir") or "unknown origin"
-            print(f"initial weights {args.weights} ({known}) recorded in {run_dir}/initial-weights.json")
-
+    on_ready = functools.partial(_record_origin, run_dir, origin, args.weights) if resume is None else None
     if backend == "caffe":
         from glrl.train.caffe_backend import train_in_caffe
 
         return train_in_caffe(solver_path, run_dir, device=args.device, resume=resume, weights=args.weights,
-                              on_ready=record_origin)
+                              on_ready=on_ready)
+    return _train_torch(args, solver_path, run_dir, scales, resume, on_ready)
 
+
+def _record_origin(run_dir: Path, origin: Optional[dict], weights: Optional[str]) -> None:
+    """Once the trainer of a new run has taken its weights: ``initial-weights.json`` (none for a run from its
+    fillers, which removes one an earlier, failed start left)."""
+    from glrl.provenance import record_initial_weights
+
+    record_initial_weights(run_dir, origin)
+    if origin is not None:
+        known = origin.get("model", {}).get("name") or origin.get("run", {}).get("run_dir") or "unknown origin"
+        print(f"initial weights {weights} ({known}) recorded in {run_dir}/initial-weights.json")
+
+
+def _train_torch(args: argparse.Namespace, solver_path: Path, run_dir: Path, scales, resume: Optional[Path],
+                 on_ready: Optional[Callable[[], None]]) -> int:
+    """Train on the PyTorch backend, with the Set5 probe; the exit status (130: stopped by a signal)."""
     import torch
+
+    from glrl import settings
 
     from glrl.machine import warn_if_bf16_emulated
     from glrl.train.run import RunOptions, train
@@ -257,7 +268,7 @@ def _train(args: argparse.Namespace, given: argparse.Namespace, run_dir: Path, b
                          adjustable_clip=args.adjustable_clip, psnr_probe=probe, deploy=deploy,
                          bicubic_psnr=probe.bicubic if probe else None, progress=not args.no_progress,
                          deadline=args.deadline, stop_at=args.stop_at, cuda_graph=args.cuda_graph,
-                         on_ready=record_origin)
+                         on_ready=on_ready)
     result = train(options)
     if result.solverstate is not None:
         print(f"snapshot: {result.solverstate}")
