@@ -305,7 +305,7 @@ class Trainer:
                 iterate = self.graphed if self.graphed is not None else solver.iteration
                 if self.resume_note:
                     self._log(self.resume_note)
-                window_start, window_iter = time.monotonic(), solver.iter
+                window = (time.monotonic(), solver.iter)  # when and at which iteration the last display was
                 while solver.iter < end:
                     if settings.test_interval and solver.iter % settings.test_interval == 0 and (
                             solver.iter > 0 or settings.test_initialization):
@@ -318,19 +318,7 @@ class Trainer:
                     losses.append(loss)
                     smoothed = self.smoother.update(loss)
                     if display:
-                        now = time.monotonic()
-                        lapse = now - window_start
-                        rate = (iteration - window_iter) / (lapse if lapse else 1)
-                        self._log(f"Iteration {iteration} ({rate:g} iter/s, {lapse:g}s/{settings.display} "
-                                  f"iters), loss = {smoothed:g}")
-                        for line in format_outputs({self.loss_top: loss}, {self.loss_top: 1.0}, "Train"):
-                            self._log(line)
-                        self._log(f"Iteration {iteration}, lr = {solver.rate:g}")
-                        window_start, window_iter = now, iteration
-                        if not solver.weights_finite():
-                            self._diverged(f"the weights hold NaN/Inf after iteration {iteration}")
-                        row = MetricRow(iteration, solver.rate, smoothed, self._seconds(started))
-                        self.monitor.record(row)
+                        window = self._display(iteration, loss, smoothed, window, started)
                     self.monitor.advance(solver.iter, smoothed, solver.rate)
                     if settings.snapshot and solver.iter % settings.snapshot == 0:
                         self._snapshot(started)
@@ -367,6 +355,22 @@ class Trainer:
                          last.caffemodel if last else None, losses,
                          set5_psnr=probed[1] if probed else None, set5_iteration=probed[0] if probed else None,
                          time_limit_reached=out_of_time)
+
+    def _display(self, iteration: int, loss: float, smoothed: float, window: Tuple[float, int],
+                 started: float) -> Tuple[float, int]:
+        """Caffe's display lines for ``iteration`` (speed since the last display, smoothed loss, rate), its
+        metrics row, and the weights checked for NaN/Inf; the new display window."""
+        now = time.monotonic()
+        lapse, done = now - window[0], iteration - window[1]
+        self._log(f"Iteration {iteration} ({done / (lapse if lapse else 1):g} iter/s, {lapse:g}s/"
+                  f"{self.settings.display} iters), loss = {smoothed:g}")
+        for line in format_outputs({self.loss_top: loss}, {self.loss_top: 1.0}, "Train"):
+            self._log(line)
+        self._log(f"Iteration {iteration}, lr = {self.solver.rate:g}")
+        if not self.solver.weights_finite():
+            self._diverged(f"the weights hold NaN/Inf after iteration {iteration}")
+        self.monitor.record(MetricRow(iteration, self.solver.rate, smoothed, self._seconds(started)))
+        return now, iteration
 
     # -- testing ---------------------------------------------------------------------------------------------
     def _test_all(self, started: float) -> Optional[Tuple[int, float]]:
