@@ -246,7 +246,6 @@ def _train_torch(args: argparse.Namespace, solver_path: Path, run_dir: Path, sca
     import torch
 
     from glrl import settings
-
     from glrl.machine import warn_if_bf16_emulated
     from glrl.train.run import RunOptions, train
 

@@ -15,12 +15,11 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from glrl.data_prep import manifest as manifest_io
-from glrl.data_prep.reader import read_header, read_list_file
+from glrl.data_prep.reader import DEFAULT_TOPS, read_header, read_list_file
 from glrl.errors import DataError
 from glrl.fsutil import atomic_write_bytes
 
 ROWS_PER_READ = 4096
-PATCH_TOPS = ("data", "label")  # the datasets of every patch file glrl builds, and its nets' HDF5Data tops
 
 
 @dataclasses.dataclass
@@ -64,7 +63,7 @@ def file_stats(path: Path) -> List[DatasetStats]:
     (``data`` and ``label``, numeric, with the same non-zero number of rows)."""
     import h5py
 
-    read_header(path, PATCH_TOPS)
+    read_header(path, DEFAULT_TOPS)
     stats = []
     with h5py.File(str(path), "r") as h5:
         for name, dataset in h5.items():
