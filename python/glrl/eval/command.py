@@ -103,8 +103,8 @@ def build_entries(args: argparse.Namespace, scales: List[int], models_dir: Optio
     if not entries:
         raise GlrlError("nothing to evaluate",
                         hint="give --all, --method NAME, --model NAME or --prototxt P --weights W")
-    names = [entry.name for entry in entries]
-    twice = sorted({name for name in names if names.count(name) > 1})
+    names = [entry.name.lower() for entry in entries]  # the table matches methods by name, in any case
+    twice = sorted({entry.name for entry in entries if names.count(entry.name.lower()) > 1})
     if twice:
         raise GlrlError(f"two methods would be named {', '.join(twice)} (rows and files are by name)",
                         hint="name the --prototxt/--weights model with --name, and list each method once")
