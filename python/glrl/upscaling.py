@@ -59,15 +59,19 @@ class Upscaler:
         self.model_name: Optional[str] = None  # the released model's name, when it came from models/
         net_param = read_net(deploy)
         if tile is not None and int(tile) <= 0:  # whole images: also for a net that tiling cannot follow
-            self.floats_per_pixel, self.tile = 0, 0
+            per_pixel, self.tile = 0, 0
         elif backend == "caffe":
-            self.floats_per_pixel = tiling.caffe_floats_per_pixel(net_param)
+            per_pixel = tiling.caffe_floats_per_pixel(net_param)
             self.tile = int(tile) if tile is not None else tiling.caffe_tile(net_param)
         else:
-            self.floats_per_pixel = tiling.live_floats_per_pixel(net_param)
+            per_pixel = tiling.live_floats_per_pixel(net_param)
             self.tile = int(tile) if tile is not None else tiling.tile_for_memory(
-                net_param, DEFAULT_MEMORY_BYTES, self.floats_per_pixel)
+                net_param, DEFAULT_MEMORY_BYTES, per_pixel)
         self.margin = tiling.receptive_radius(net_param) if self.tile > 0 else 0
+        # the bound on one tile's activation memory (fp32; in real Caffe with its im2col buffers); None when
+        # whole images run at once
+        self.tile_memory_bytes = (tiling.tile_memory_bytes(net_param, self.tile, per_pixel)
+                                  if self.tile > 0 else None)
         self.border = tiling.border_loss(net_param)  # a 'valid' net (SRCNN) gets its input edge-padded
         self.net_path, self.weights_path = Path(deploy), Path(weights)
         self.device = resolve_device(device, backend)
@@ -99,15 +103,6 @@ class Upscaler:
         upscaler = cls(released.deploy, released.weights, scale, **options)
         upscaler.model_name = released.name
         return upscaler
-
-    @property
-    def tile_memory_bytes(self) -> Optional[int]:
-        """Upper bound on the activation memory (fp32; in real Caffe with its im2col buffers) of one tile;
-        None when whole images run at once."""
-        if self.tile <= 0:
-            return None
-        side = self.tile + 2 * self.margin
-        return 4 * self.floats_per_pixel * side * side
 
     def refine_luma(self, luma_up: np.ndarray, on_tile: Optional[TileProgress] = None) -> np.ndarray:
         """The net on a bicubic-enlarged Y plane (float in [0, 1]): the SR Y plane, not yet clipped.
