@@ -240,26 +240,8 @@ class Trainer:
         self.train_input = train_input
         self.loss_top = "loss"
         self.prediction_blob = _final_loss_layer(self.net_param, "TRAIN").bottom[0]
-        self.deploy_net = None
-        self.deploy_border = 0
-        if options.deploy is not None and options.psnr_probe is not None and self.dist.is_root:
-            self.deploy_net = TorchNet(options.deploy, phase="TEST", device=self.device, seed=seed)
-            self.deploy_net.use_winograd(options.winograd)
-            from glrl import tiling
-
-            deploy_param = read_net(options.deploy) if isinstance(options.deploy, (str, Path)) else options.deploy
-            self.deploy_border = tiling.border_loss(deploy_param)  # SRCNN's 'valid' net: inputs edge-padded
-
-        self.test_net = None
-        self.test_batches: Optional[HDF5Batches] = None
-        test_inputs = hdf5_inputs(self.net_param, "TEST")
-        if self.dist.is_root and self.settings.test_interval and self.settings.test_iter and test_inputs:
-            test_input = _single_input(test_inputs, "TEST", self.net_path)
-            self.test_net = TorchNet(self.net_param, phase="TEST", device=self.device, seed=seed,
-                                     data_dirs=source_dirs)
-            self.test_batches = HDF5Batches(resolve_source(test_input.source, source_dirs), test_input.tops,
-                                            test_input.batch_size, shuffle=test_input.shuffle)
-
+        self.deploy_net, self.deploy_border = self._probe_net(seed)
+        self.test_net, self.test_batches = self._test_net(seed, source_dirs)
         self.monitor: Optional[Monitor] = None
         self.solver = CaffeSolver(
             self.settings, self.net, adjustable_clip=options.adjustable_clip,
@@ -281,6 +263,33 @@ class Trainer:
             from glrl.train.graphed import GraphedAdamIteration
 
             self.graphed = GraphedAdamIteration(self.solver, log=self._log)
+
+    def _probe_net(self, seed: int) -> Tuple[Any, int]:
+        """The deploy net the Set5 probe runs whole images through (rank 0, with a probe and a deploy net;
+        else None), and the border its input is edge-padded by (SRCNN's 'valid' net)."""
+        from glrl import tiling
+        from glrl.backends.torch_net import TorchNet
+        from glrl.caffe.io import read_net
+
+        deploy = self.options.deploy
+        if deploy is None or self.options.psnr_probe is None or not self.dist.is_root:
+            return None, 0
+        net = TorchNet(deploy, phase="TEST", device=self.device, seed=seed)
+        net.use_winograd(self.options.winograd)
+        return net, tiling.border_loss(read_net(deploy) if isinstance(deploy, (str, Path)) else deploy)
+
+    def _test_net(self, seed: int, source_dirs: List[Path]) -> Tuple[Any, Optional[HDF5Batches]]:
+        """Caffe's test net and its batches (rank 0, when the solver tests and the net has TEST data; else
+        None, None)."""
+        from glrl.backends.torch_net import TorchNet
+
+        inputs = hdf5_inputs(self.net_param, "TEST")
+        if not (self.dist.is_root and self.settings.test_interval and self.settings.test_iter and inputs):
+            return None, None
+        test_input = _single_input(inputs, "TEST", self.net_path)
+        net = TorchNet(self.net_param, phase="TEST", device=self.device, seed=seed, data_dirs=source_dirs)
+        return net, HDF5Batches(resolve_source(test_input.source, source_dirs), test_input.tops,
+                                test_input.batch_size, shuffle=test_input.shuffle)
 
     # -- the loop --------------------------------------------------------------------------------------------
     def run(self) -> RunResult:
