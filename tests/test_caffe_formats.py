@@ -511,11 +511,20 @@ def test_duplicate_layer_names_with_weights_are_refused():
         io.layer_blobs(net)
 
 
-def test_a_failed_write_leaves_the_old_file(tmp_path):
+def test_a_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
+    import errno
+
+    from glrl.errors import GlrlError
+
     path = tmp_path / "net.prototxt"
     path.write_text("old")
-    with pytest.raises(AttributeError):
-        io.write_net(None, path)
+
+    def disk_full(*_):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("glrl.fsutil.os.replace", disk_full)  # the new file is complete; putting it in place fails
+    with pytest.raises(GlrlError, match="cannot write"):
+        io.write_net(pb.NetParameter(name="new"), path)
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["net.prototxt"]
 
 

@@ -158,6 +158,7 @@ def test_glrl_data_download_command_with_a_mirror_url(data_root, tmp_path, serve
     assert "Set5: downloaded and verified" in capsys.readouterr().out
     assert main(["data", "verify", "--dataset", "Set5", "--data-root", str(root)]) == 0
     assert main(["data", "download", "--dataset", "Set5,T91", "--url", f"{base}/x.zip", "--data-root", str(root)]) == 2
+    assert "--url applies to datasets from one origin only" in capsys.readouterr().err
 
 
 def test_archive_with_a_path_escaping_member_is_refused_and_nothing_is_written(data_root, tmp_path, server):

@@ -608,7 +608,6 @@ def test_a_release_reads_the_schedule_from_the_run_folder_name_glrl_train_gave_i
 
 
 def test_models_verify_finds_corrupt_weights_and_orphans(trained_run, data_root, tmp_path, capsys):
-    base = trained_run["base"]
     write_deploy(tmp_path, "tiny")
     source = trained_run["result"].caffemodel
     assert release(tmp_path, source, "copy", "tiny", "--schedule", "cpu-short", data_root=data_root) == 0
@@ -624,9 +623,9 @@ def test_models_verify_finds_corrupt_weights_and_orphans(trained_run, data_root,
     (tmp_path / "models" / "broken.json").write_text("{")
     assert main(["models", "verify", "--models-dir", models]) == 1
     out = capsys.readouterr().out
-    assert "SHA-256" in out and "stray.caffemodel has no metadata" in out  # each problem, past a broken file
+    assert f"released model copy: {weights} has SHA-256" in out  # each problem, past a broken file
+    assert "stray.caffemodel has no metadata" in out
     assert "broken: FAILED" in out and f"cannot read model metadata {tmp_path / 'models' / 'broken.json'}" in out
-    assert base.is_dir()
     (tmp_path / "empty").mkdir()
     assert main(["models", "verify", "--models-dir", str(tmp_path / "empty")]) == 1
     assert f"no released models in {tmp_path / 'empty'}" in capsys.readouterr().out

@@ -150,13 +150,13 @@ def test_matlabs_uint8_rounds_half_away_from_zero_and_im2uint8_scales_by_255_fir
 
 def test_imresize_rejects_bad_arguments():
     img = np.zeros((8, 8), np.uint8)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="give exactly one of scale and output_shape"):
         imresize(img)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="give exactly one of scale and output_shape"):
         imresize(img, 2, output_shape=(4, 4))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="scale must be a positive number"):
         imresize(img, -2)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="border must be one of"):
         imresize(img, 2, border="circular")
     with pytest.raises(DataError, match="int32"):
         imresize(img.astype(np.int32), 2)

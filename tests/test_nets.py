@@ -160,8 +160,11 @@ def test_generator_options_change_the_net_as_named() -> None:
     expected = conv(3, 1, 16) + slope + conv(3, 16, 16) + unit + slope + conv(3, 16, 16) + slope + conv(3, 16, 1) + 1
     assert stats.params == expected
     assert stats.conv_depth == 2 + 2 * 3 + 2
-    for bad in ({"blocks": 0}, {"width": -1}, {"shallow_kernel": 2}, {"activation": "tanh"}):
-        with pytest.raises(ModelError):
+    for bad, message in (({"blocks": 0}, "blocks must be a positive integer"),
+                         ({"width": -1}, "width must be a positive integer"),
+                         ({"shallow_kernel": 2}, "shallow-branch kernel must be odd"),
+                         ({"activation": "tanh"}, "unknown GLRL activation 'tanh'")):
+        with pytest.raises(ModelError, match=message):
             glrl_module.glrl_body(glrl_module.GlrlOptions(**bad))
 
 
@@ -213,13 +216,13 @@ def test_every_net_has_the_shared_io_contract() -> None:
 def test_bad_arguments_are_refused_clearly() -> None:
     with pytest.raises(ModelError, match="unknown net 'glrl3'"):
         get_net("glrl3")
-    with pytest.raises(ModelError):
+    with pytest.raises(ModelError, match="deploy size must be positive"):
         get_net("glrl").deploy(0, 10)
-    with pytest.raises(ModelError):
+    with pytest.raises(ModelError, match="batch size must be a positive integer"):
         get_net("glrl").train_test("a", "b", batch_size=0)
     with pytest.raises(TrainingError, match="unknown schedule"):
         get_net("glrl").solver("net.prototxt", 100, schedule="fast")
-    with pytest.raises(TrainingError):
+    with pytest.raises(TrainingError, match="iterations per epoch must be a positive integer"):
         get_net("glrl").solver("net.prototxt", 0)
 
 
@@ -244,7 +247,7 @@ def test_srcnn_solver_is_its_own_recipe_and_short_schedules_count_iterations() -
     assert (solver.base_lr, solver.lr_policy, solver.weight_decay) == (pytest.approx(1e-4), "fixed", 0)
     assert not solver.HasField("clip_gradients") and not solver.HasField("stepsize")
     assert iters_per_epoch(patches=1000, batch_size=32) == 32  # the last batch is partial
-    with pytest.raises(TrainingError):
+    with pytest.raises(TrainingError, match="cannot make epochs of 0 patches"):
         iters_per_epoch(patches=0, batch_size=32)
     smoke = get_net("glrl").solver("t.prototxt", iters_per_epoch=500, schedule="smoke")
     assert (smoke.max_iter, smoke.stepsize, smoke.snapshot) == (8, 4, 4)

@@ -57,12 +57,15 @@ def test_multistep_advances_current_step_once_per_call_at_each_stepvalue():
     assert policy.rate(5, 0) == (once, 1)
 
 
-@pytest.mark.parametrize("policy,kwargs",
-                         [("cosine", {}), ("step", {"stepsize": 0}), ("sigmoid", {"stepsize": 0}),
-                          ("poly", {"max_iter": 0}), ("step", {"stepsize": 1, "gamma": -0.5}),
-                          ("multistep", {"gamma": -0.5})])
-def test_bad_policies_are_clear_errors(policy, kwargs):
-    with pytest.raises(TrainingError) as info:
+@pytest.mark.parametrize("policy,kwargs,message",
+                         [("cosine", {}, "unknown lr_policy 'cosine'"),
+                          ("step", {"stepsize": 0}, "'step' needs stepsize > 0"),
+                          ("sigmoid", {"stepsize": 0}, "'sigmoid' needs stepsize > 0"),
+                          ("poly", {"max_iter": 0}, "'poly' needs max_iter > 0"),
+                          ("step", {"stepsize": 1, "gamma": -0.5}, "'step' needs gamma >= 0"),
+                          ("multistep", {"gamma": -0.5}, "'multistep' needs gamma >= 0")])
+def test_bad_policies_are_clear_errors(policy, kwargs, message):
+    with pytest.raises(TrainingError, match=message) as info:
         LrPolicy(policy, 0.1, **kwargs)
     assert info.value.hint
 

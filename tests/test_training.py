@@ -338,6 +338,7 @@ def start_long_run(folder: Path) -> subprocess.Popen:
     deadline = time.monotonic() + 120
     while (not log.is_file() or "Iteration 2 " not in log.read_text()) and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert process.poll() is None and "Iteration 2 " in log.read_text(), "the run did not get going"
     return process
 
 
@@ -1106,8 +1107,11 @@ def test_options_real_caffe_cannot_honour_are_refused_before_it_starts(tmp_path,
 
 def test_train_reads_scale_as_data_build_does():
     from glrl.commands.train import _scale_key
+    from glrl.data_prep.config import parse_scales
 
-    assert [_scale_key(text) for text in ("3", "234", "2,3,4")] == ["3", "234", "234"]
+    for text in ("3", "234", "2,3,4"):
+        assert _scale_key(text) == "".join(map(str, parse_scales(text)))
+    assert _scale_key("2,3,4") == "234"
 
 
 @pytest.mark.parametrize("option, value, message", [

@@ -148,7 +148,8 @@ def test_gradients_and_training_use_the_direct_convolution(kernel, mixed_net):
     assert torch.equal(with_grad.detach(), direct)
 
 
-def test_glrl_winograd_0_switches_it_off(mixed_net, monkeypatch):
+def test_glrl_winograd_0_switches_it_off(kernel, mixed_net, monkeypatch):
+    assert winograd_layers(open_net(*mixed_net)) != []  # on without the switch, so the switch is what turns it off
     monkeypatch.setenv(winograd.SWITCH_ENV, "0")
     assert winograd_layers(open_net(*mixed_net)) == []
 
