@@ -414,7 +414,8 @@ def test_a_release_of_a_net_with_no_deploy_prototxt_names_the_nets_there_are(tra
     assert main(["models", "release", str(trained_run["run_dir"]), "--name", "x", "--net", "tiny", "--scales",
                  "3", "--models-dir", str(tmp_path / "models"), "--data-root", str(data_root)]) == 2
     err = capsys.readouterr().err
-    assert "unknown net 'tiny'" in err and "nets: glrl, glrl-2lrb," in err and not (tmp_path / "models").exists()
+    assert "unknown net 'tiny'" in err and "choose one of: glrl, glrl-2lrb," in err
+    assert not (tmp_path / "models").exists()
 
 
 def test_models_verify_names_metadata_that_disagrees_with_its_files(trained_run, data_root, tmp_path):

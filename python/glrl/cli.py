@@ -146,5 +146,11 @@ def split_list(value: str) -> List[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def named_twice(names: Sequence[str]) -> List[str]:
+    """The names given more than once, compared without case (as method names are matched), sorted."""
+    folded = [name.lower() for name in names]
+    return sorted({name for name in names if folded.count(name.lower()) > 1})
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from glrl.cli import add_data_root_argument, split_list
+from glrl.cli import add_data_root_argument, named_twice, split_list
 
 HELP = "evaluate SR methods (PSNR/SSIM on Y) against the published Table 1/2 figures"
 
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
         return run_command(args, scales, datasets)
     methods = split_list(args.method)
-    twice = sorted({name for name in methods if [m.lower() for m in methods].count(name.lower()) > 1})
+    twice = named_twice(methods)
     if twice:
         raise GlrlError(f"--method names {', '.join(twice)} more than once",
                         hint="list each method once (names are not case-sensitive)")

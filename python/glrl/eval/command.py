@@ -72,7 +72,7 @@ def _registered_entry(name: str, scales: Sequence[int]) -> Entry:
 
 def build_entries(args: argparse.Namespace, scales: List[int], models_dir: Optional[Path]) -> List[Entry]:
     """The methods the arguments ask for, in table order."""
-    from glrl.cli import split_list
+    from glrl.cli import named_twice, split_list
 
     cache: Dict[str, Callable[[], SRMethod]] = {}
     backend, device = args.backend, args.device
@@ -103,8 +103,7 @@ def build_entries(args: argparse.Namespace, scales: List[int], models_dir: Optio
     if not entries:
         raise GlrlError("nothing to evaluate",
                         hint="give --all, --method NAME, --model NAME or --prototxt P --weights W")
-    names = [entry.name.lower() for entry in entries]  # the table matches methods by name, in any case
-    twice = sorted({entry.name for entry in entries if names.count(entry.name.lower()) > 1})
+    twice = named_twice([entry.name for entry in entries])  # the table matches methods by name, in any case
     if twice:
         raise GlrlError(f"two methods would be named {', '.join(twice)} (rows and files are by name)",
                         hint="name the --prototxt/--weights model with --name, and list each method once")
