@@ -309,11 +309,14 @@ def test_an_interrupted_build_leaves_nothing_that_looks_complete(tiny_root, tmp_
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("stage, first_output", [("cutting", ".spill-train/*.bin"), ("writing", "train_000.h5")])
 @pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
 def test_a_build_stopped_by_ctrl_c_or_sigterm_ends_at_once_and_removes_its_partial_folder(data_root, tmp_path,
-                                                                                       stop):
+                                                                                       stop, stage, first_output):
     """Ctrl-C reaches the whole process group, the workers too; SIGTERM (``timeout``, ``kill``) the main
-    process only. Either way the build stops with status 130 and leaves no gigabytes behind."""
+    process only. Either way, while cutting or while writing, the build stops with status 130 and leaves no
+    gigabytes behind. A build that does not end is made to print every thread's stack (faulthandler), so
+    that the failure says where it waits."""
     import os
     import signal
     import subprocess
@@ -321,20 +324,41 @@ def test_a_build_stopped_by_ctrl_c_or_sigterm_ends_at_once_and_removes_its_parti
     import time
 
     command = [sys.executable, "-m", "glrl", "data", "build", "--data-root", str(data_root), "--out",
-               str(tmp_path / "x3"), "--train-sets", "T91", "--workers", "2", "--quiet", "--skip-checksums"]
+               str(tmp_path / "x3"), "--train-sets", "T91", "--patches-per-file", "2048", "--workers", "2",
+               "--quiet", "--skip-checksums"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True)
+                               start_new_session=True, env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     deadline = time.monotonic() + 60
-    while not any(tmp_path.glob(".x3.partial-*/.spill-train/*.bin")):  # the workers' first patches are in
-        assert time.monotonic() < deadline and process.poll() is None, "the build never began cutting"
-        time.sleep(0.05)
+    while not any(tmp_path.glob(f".x3.partial-*/{first_output}")):
+        assert time.monotonic() < deadline and process.poll() is None, f"the build never began {stage}"
+        time.sleep(0.02)
     if stop == "ctrl-c":
         os.killpg(process.pid, signal.SIGINT)
     else:
         process.send_signal(signal.SIGTERM)
-    output, _ = process.communicate(timeout=60)
+    try:
+        output, _ = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)  # faulthandler prints the stacks, then the process dies
+        output, _ = process.communicate(timeout=30)
+        os.killpg(process.pid, signal.SIGKILL)
+        pytest.fail(f"the build did not end within 60 s of {stop}:\n{output}")
     assert process.returncode == 130 and "interrupted" in output, output
     assert os.listdir(tmp_path) == []
+
+
+def test_a_stop_request_is_raised_at_the_next_safe_point_and_a_second_signal_at_once():
+    import signal
+
+    stop = build_module.StopRequest()
+    with stop.installed():
+        stop.raise_if_requested()  # nothing asked yet
+        signal.raise_signal(signal.SIGTERM)  # recorded, not raised where the main thread happened to be
+        with pytest.raises(KeyboardInterrupt):
+            stop.raise_if_requested()
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers given back
 
 
 def test_an_output_folder_that_is_not_a_patch_set_is_never_replaced(tiny_root, tmp_path):

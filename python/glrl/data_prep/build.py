@@ -185,22 +185,40 @@ def _leave_signals_to_the_main_process() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-@contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (``timeout``, ``kill``) stops a build as Ctrl-C does, so that its partial folder, gigabytes
-    of patches, is removed."""
-    if threading.current_thread() is not threading.main_thread():  # only the main thread takes signals
-        yield
-        return
+class StopRequest:
+    """Ctrl-C (SIGINT) and SIGTERM (``timeout``, ``kill``) during a build ask it to stop; it stops at its next
+    safe point, between two images or two files, by raising KeyboardInterrupt there, so that its partial
+    folder (gigabytes of patches) is removed. A second signal stops it at once.
 
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+    The handler only records the request. Raised by the handler itself, wherever the main thread happens to
+    be, the KeyboardInterrupt can land inside the process pool's own bookkeeping (between registering a job
+    and queueing it, say) and leave the build waiting for good: CI once saw a SIGTERM'd build not ended
+    after 60 s."""
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    def __init__(self) -> None:
+        self.requested = False
+
+    def raise_if_requested(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator["StopRequest"]:
+        """Take SIGINT and SIGTERM for the duration (only the main thread can; elsewhere nothing changes)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {signum: signal.signal(signum, self._handle) for signum in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -211,10 +229,11 @@ def _progress(total: int, desc: str, enabled: bool):
 
 def write_part(
     sources: Sequence[SourceImage], spec: PartSpec, folder: Path, final_folder: Path, workers: int,
-    progress: bool,
+    progress: bool, stop: StopRequest,
 ) -> Dict[str, Any]:
     """Cut, shuffle and write one part into ``folder``; its list file names the files in ``final_folder``.
-    Returns the part's manifest entry."""
+    Returns the part's manifest entry; raises KeyboardInterrupt after the image or file during which
+    ``stop`` was requested."""
     jobs = plan_jobs(sources, spec)
     total = sum(job.count for job in jobs)
     if total == 0:
@@ -227,8 +246,10 @@ def write_part(
     spill.mkdir()
     spill_paths = [spill / f"{k:05d}.bin" for k in range(n_files)]
 
-    with _progress(total, f"{spec.name}: cutting", progress) as bar:
-        for job, records in cut_all(jobs, spec, workers):
+    with _progress(total, f"{spec.name}: cutting", progress) as bar, \
+            contextlib.closing(cut_all(jobs, spec, workers)) as cuts:  # a stop ends the workers' jobs here
+        for job, records in cuts:
+            stop.raise_if_requested()
             records["position"] = positions[job.first:job.first + job.count]
             records = records[np.argsort(records["position"] // per_file, kind="stable")]
             buckets = records["position"] // per_file
@@ -253,6 +274,7 @@ def write_part(
             spill_path.unlink()
             bar.update(len(records))
             del records, order
+            stop.raise_if_requested()
     spill.rmdir()
     list_path = folder / f"{spec.name}.txt"
     atomic_write_text(list_path, "".join(f"{final_folder / f['name']}\n" for f in files))
@@ -341,7 +363,7 @@ def build(
         raise DataError(f"cannot create the output folder {out}: {exc.strerror or exc}",
                         hint="choose a writable place with --out (or set GLRL_WORK)") from exc
     started = time.time()
-    with _terminate_as_interrupt():
+    with StopRequest().installed() as stop:
         try:
             manifest: Dict[str, Any] = {"format": manifest_io.FORMAT, "glrl_version": __version__,
                                         "settings": settings, "sources": source_records,
@@ -349,7 +371,8 @@ def build(
                                                      "label": [1, config.label_size, config.label_size],
                                                      "origin": list(ORIGIN_COLUMNS)}}
             for spec in specs:
-                manifest[spec.name] = write_part(sources[spec.name], spec, partial, out, workers, progress)
+                manifest[spec.name] = write_part(sources[spec.name], spec, partial, out, workers, progress,
+                                                stop)
             manifest["build"] = {"seconds": round(time.time() - started, 1), "workers": workers,
                                  "peak_rss_mib": _peak_rss_mib(workers),
                                  "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
