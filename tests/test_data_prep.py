@@ -347,20 +347,6 @@ def test_a_build_stopped_by_ctrl_c_or_sigterm_ends_at_once_and_removes_its_parti
     assert os.listdir(tmp_path) == []
 
 
-def test_a_stop_request_is_raised_at_the_next_safe_point_and_a_second_signal_at_once():
-    import signal
-
-    stop = build_module.StopRequest()
-    with stop.installed():
-        stop.raise_if_requested()  # nothing asked yet
-        signal.raise_signal(signal.SIGTERM)  # recorded, not raised where the main thread happened to be
-        with pytest.raises(KeyboardInterrupt):
-            stop.raise_if_requested()
-        with pytest.raises(KeyboardInterrupt):
-            signal.raise_signal(signal.SIGINT)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers given back
-
-
 def test_an_output_folder_that_is_not_a_patch_set_is_never_replaced(tiny_root, tmp_path):
     (tmp_path / "thesis").mkdir()
     (tmp_path / "thesis" / "chapter1.tex").write_text("precious")

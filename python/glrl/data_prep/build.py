@@ -30,7 +30,6 @@ import resource
 import shutil
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -46,6 +45,7 @@ from glrl.data_prep.sources import SourceImage, augmented_luminances, list_sourc
 from glrl.errors import DataError
 from glrl.fsutil import atomic_write_text, replace_folder
 from glrl.matlab_compat import output_size
+from glrl.signals import StopSignals
 
 ORIGIN_COLUMNS = ("image", "downscale", "transform", "scale", "row", "col")
 
@@ -185,42 +185,6 @@ def _leave_signals_to_the_main_process() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-class StopRequest:
-    """Ctrl-C (SIGINT) and SIGTERM (``timeout``, ``kill``) during a build ask it to stop; it stops at its next
-    safe point, between two images or two files, by raising KeyboardInterrupt there, so that its partial
-    folder (gigabytes of patches) is removed. A second signal stops it at once.
-
-    The handler only records the request. Raised by the handler itself, wherever the main thread happens to
-    be, the KeyboardInterrupt can land inside the process pool's own bookkeeping (between registering a job
-    and queueing it, say) and leave the build waiting for good: CI once saw a SIGTERM'd build not ended
-    after 60 s."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def raise_if_requested(self) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator["StopRequest"]:
-        """Take SIGINT and SIGTERM for the duration (only the main thread can; elsewhere nothing changes)."""
-        if threading.current_thread() is not threading.main_thread():
-            yield self
-            return
-        previous = {signum: signal.signal(signum, self._handle) for signum in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield self
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-
-
 def _progress(total: int, desc: str, enabled: bool):
     from tqdm import tqdm
 
@@ -229,7 +193,7 @@ def _progress(total: int, desc: str, enabled: bool):
 
 def write_part(
     sources: Sequence[SourceImage], spec: PartSpec, folder: Path, final_folder: Path, workers: int,
-    progress: bool, stop: StopRequest,
+    progress: bool, stop: StopSignals,
 ) -> Dict[str, Any]:
     """Cut, shuffle and write one part into ``folder``; its list file names the files in ``final_folder``.
     Returns the part's manifest entry; raises KeyboardInterrupt after the image or file during which
@@ -249,7 +213,7 @@ def write_part(
     with _progress(total, f"{spec.name}: cutting", progress) as bar, \
             contextlib.closing(cut_all(jobs, spec, workers)) as cuts:  # a stop ends the workers' jobs here
         for job, records in cuts:
-            stop.raise_if_requested()
+            stop.raise_if_received()
             records["position"] = positions[job.first:job.first + job.count]
             records = records[np.argsort(records["position"] // per_file, kind="stable")]
             buckets = records["position"] // per_file
@@ -274,7 +238,7 @@ def write_part(
             spill_path.unlink()
             bar.update(len(records))
             del records, order
-            stop.raise_if_requested()
+            stop.raise_if_received()
     spill.rmdir()
     list_path = folder / f"{spec.name}.txt"
     atomic_write_text(list_path, "".join(f"{final_folder / f['name']}\n" for f in files))
@@ -363,7 +327,7 @@ def build(
         raise DataError(f"cannot create the output folder {out}: {exc.strerror or exc}",
                         hint="choose a writable place with --out (or set GLRL_WORK)") from exc
     started = time.time()
-    with StopRequest().installed() as stop:
+    with StopSignals() as stop:
         try:
             manifest: Dict[str, Any] = {"format": manifest_io.FORMAT, "glrl_version": __version__,
                                         "settings": settings, "sources": source_records,

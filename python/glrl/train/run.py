@@ -15,7 +15,6 @@ import contextlib
 import math
 import random
 import secrets
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 from glrl.data_prep.reader import resolve_source
 from glrl.errors import TrainingError
+from glrl.signals import StopSignals
 from glrl import machine
 from glrl.machine import describe_hardware  # a module name, so tests can stand in another machine
 from glrl.train import distributed as dist_mod
@@ -166,29 +166,6 @@ def _final_loss_layer(net_param: Any, phase: str) -> Any:
         raise TrainingError(f"the net has no loss layer in phase {phase}",
                             hint="use glrl's generated train/test prototxt")
     return losses[-1]
-
-
-class StopSignals:
-    """SIGINT/SIGTERM set a flag (the loop snapshots and stops); the old handlers come back on exit."""
-
-    def __init__(self) -> None:
-        self.received: Optional[int] = None
-        self._previous: Dict[int, Any] = {}
-
-    def __enter__(self) -> "StopSignals":
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._previous[signum] = signal.signal(signum, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.received = signum
-
-    def __exit__(self, *exc: Any) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
 
 
 class Trainer:
