@@ -336,6 +336,23 @@ def test_a_run_moved_away_from_its_patch_set_releases_the_hash_of_the_copy_it_ke
     assert meta["data_manifest_sha256"] == content_sha256(kept)
 
 
+@pytest.mark.parametrize("scales, untrained", [("2,3", "not 2"), ("7", "not 7")])
+def test_a_release_at_a_scale_its_patch_set_did_not_hold_is_refused(trained_run, data_root, tmp_path, capsys,
+                                                                    scales, untrained):
+    from glrl.data_prep import manifest as manifest_io
+
+    run = tmp_path / "runs" / "tiny-x3-smoke"
+    shutil.copytree(trained_run["run_dir"], run, ignore=shutil.ignore_patterns(".lock"))
+    manifest_io.save(run, {"format": manifest_io.FORMAT, "settings": {"scales": [3]}}, manifest_io.RUN_COPY_NAME)
+    write_deploy(tmp_path, "tiny")
+    assert main(["models", "release", str(run), "--name", "tiny", "--net", "tiny", "--scales", scales,
+                 "--models-dir", str(tmp_path / "models"), "--data-root", str(data_root)]) == 2
+    err = capsys.readouterr().err
+    assert f"was trained on patches of scale 3, {untrained}" in err and "--scales 3" in err
+    assert not (tmp_path / "models").exists()
+    assert release(tmp_path, run, "tiny", "tiny", data_root=data_root) == 0  # --scales 3
+
+
 def test_a_snapshot_released_before_the_schedule_ends_says_so(trained_run, data_root, tmp_path, capsys):
     write_deploy(tmp_path, "tiny")
     halfway = trained_run["run_dir"] / "snapshots" / "tiny_x3_iter_3.caffemodel"

@@ -30,7 +30,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from glrl import model_zoo, settings
 from glrl.errors import DataError, ModelError
@@ -51,6 +51,7 @@ class RunRecord:
     wall_time_s: Optional[float] = None
     batch_size: Optional[int] = None
     data_manifest_sha256: Optional[str] = None
+    data_scales: Optional[List[int]] = None  # the scales of the run's patch set
     schedule: Optional[str] = None
     solver: Optional[Dict[str, object]] = None  # the run's optimiser settings (type, rates, clipping)
     precision: Optional[str] = None  # fp32, tf32 or bf16 (the trainer's --precision), each one the run used
@@ -99,7 +100,7 @@ def _training_data(run_dir: Path, record: RunRecord) -> None:
     record.solver = _solver_summary(solver)
     kept = manifest_io.load(run_dir, manifest_io.RUN_COPY_NAME)  # glrl train's copy: the run may have moved
     if kept is not None:
-        record.data_manifest_sha256 = manifest_io.content_sha256(kept)
+        _record_manifest(kept, record)
     net_name = solver.train_net or solver.net
     if not net_name:
         return
@@ -115,8 +116,18 @@ def _training_data(run_dir: Path, record: RunRecord) -> None:
                 return
             manifest = manifest_io.load(source.parent)
             if manifest is not None and kept is None:
-                record.data_manifest_sha256 = manifest_io.content_sha256(manifest)
+                _record_manifest(manifest, record)
             return
+
+
+def _record_manifest(manifest: Dict[str, Any], record: RunRecord) -> None:
+    """The patch set's hash and scales, from its manifest."""
+    from glrl.data_prep.manifest import content_sha256
+
+    record.data_manifest_sha256 = content_sha256(manifest)
+    scales = (manifest.get("settings") or {}).get("scales")
+    if scales:
+        record.data_scales = sorted(int(scale) for scale in scales)
 
 
 def _solver_summary(solver) -> Dict[str, object]:
@@ -241,6 +252,12 @@ def release(
         raise ModelError(f"a model named {name} is already in {folder}",
                          hint="choose another name, or --force")
     record = read_run(Path(source))
+    untrained = sorted(set(int(s) for s in scales) - set(record.data_scales or scales))
+    if untrained:
+        raise ModelError(f"{source} was trained on patches of scale {','.join(map(str, record.data_scales))}, "
+                         f"not {','.join(map(str, untrained))}",
+                         hint=f"name the scales it was trained for (--scales "
+                              f"{','.join(map(str, record.data_scales))}), or train it on those scales")
     deploy_name = f"prototxt/{net}/deploy.prototxt"
     deploy = model_zoo.deploy_path(deploy_name, folder.resolve().parent)
     if not deploy.is_file():
