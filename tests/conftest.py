@@ -33,3 +33,14 @@ def data_root() -> Path:
 def require():
     """``require(reason)``: skip locally, fail under CI."""
     return _require
+
+
+@pytest.fixture(scope="session")
+def caffe_root() -> Path:
+    """The real-Caffe root (``make caffe-root`` builds it): the oracle's tests skip locally without it and
+    fail under CI."""
+    from glrl import oracle
+
+    if not oracle.is_built():
+        _require(f"the real-Caffe root is not built at {oracle.caffe_root()}; {oracle.BUILD_HINT}")
+    return oracle.caffe_root()

@@ -455,11 +455,9 @@ for shuffle in ("false", "true"):
 
 
 @pytest.mark.oracle
-def test_real_caffe_hdf5data_returns_the_readers_batches_in_order_and_shuffled(tiny_root, tmp_path, require):
+def test_real_caffe_hdf5data_returns_the_readers_batches_in_order_and_shuffled(tiny_root, tmp_path, caffe_root):
     from glrl import oracle
 
-    if not oracle.is_built():
-        require(f"the real-Caffe root is not built at {oracle.caffe_root()}; {oracle.BUILD_HINT}")
     with oracle.RootSession() as session:
         # 360 patches in 4 files (100, 100, 100, 60): 40 batches of 32 wrap around three times
         result = build(BuildConfig(train_sets=("T91",), val_set="", patches_per_file=100), tiny_root,

@@ -130,12 +130,6 @@ def _random_released_model(checkout: Path, net: str = "glrl-2lrb", name: str = "
     return models
 
 
-@pytest.fixture()
-def root_required(require):
-    if not oracle.is_built():
-        require(f"the real-Caffe root is not built at {oracle.caffe_root()}; {oracle.BUILD_HINT}")
-
-
 EVAL_IN_ROOT = """
 import json, resource, sys, time
 from pathlib import Path
@@ -160,7 +154,7 @@ print(json.dumps(result))
 
 @pytest.mark.oracle
 @pytest.mark.slow  # about 30 s on the busy shared 2-core machine
-def test_tiled_real_caffe_evaluation_equals_the_torch_backend_on_set5_x3(root_required, data_root):
+def test_tiled_real_caffe_evaluation_equals_the_torch_backend_on_set5_x3(caffe_root, data_root):
     from glrl import model_zoo
     from glrl.eval import protocol
     from glrl.eval.models import model_method
@@ -191,7 +185,7 @@ def test_tiled_real_caffe_evaluation_equals_the_torch_backend_on_set5_x3(root_re
 
 
 @pytest.mark.oracle
-def test_the_installed_glrl_evaluates_bicubic_and_upscales_with_real_caffe_without_torch(root_required,
+def test_the_installed_glrl_evaluates_bicubic_and_upscales_with_real_caffe_without_torch(caffe_root,
                                                                                           data_root, tmp_path):
     from glrl.eval.methods import create_method
     from glrl.eval.suite import evaluate

@@ -716,9 +716,7 @@ def test_publish_needs_the_readme_markers(tmp_path, data_root, capsys):
 
 
 @pytest.mark.oracle
-def test_real_caffe_gives_the_same_set5_figures_as_the_torch_backend(tmp_path, data_root, require):
-    if not oracle.is_built():
-        require(f"the real-Caffe root is not built at {oracle.caffe_root()}; {oracle.BUILD_HINT}")
+def test_real_caffe_gives_the_same_set5_figures_as_the_torch_backend(tmp_path, data_root, caffe_root):
     deploy = write_deploy(tmp_path, "tiny")
     weights = write_weights(deploy, tmp_path / "w.caffemodel", random_blobs(5, residual_scale=0.05))
     ours = evaluate(tmp_path / "out", data_root, "--prototxt", str(deploy), "--weights", str(weights))[0]

@@ -402,13 +402,11 @@ print(json.dumps(report))
 
 
 @pytest.mark.oracle
-def test_real_caffe_builds_trains_and_deploys_every_generated_net(require) -> None:
+def test_real_caffe_builds_trains_and_deploys_every_generated_net(caffe_root) -> None:
     import json
 
     from glrl import oracle
 
-    if not oracle.is_built():
-        require(f"the real-Caffe root is not built at {oracle.caffe_root()}; {oracle.BUILD_HINT}")
     with oracle.RootSession() as session:
         shutil.copytree(COMMITTED, session.path / "prototxt")
         report = json.loads(session.run_python(CAFFE_SCRIPT).strip().splitlines()[-1])

@@ -236,14 +236,7 @@ class Comparison:
 
 
 @pytest.fixture(scope="module")
-def built_root(require) -> Path:
-    if not oracle.is_built():
-        require(f"the real-Caffe root is not built at {oracle.caffe_root()}; {oracle.BUILD_HINT}")
-    return oracle.caffe_root()
-
-
-@pytest.fixture(scope="module")
-def comparison(built_root, tmp_path_factory) -> Comparison:
+def comparison(caffe_root, tmp_path_factory) -> Comparison:
     import torch
     from glrl.backends.torch_net import TorchNet
     from glrl.matlab_compat import imresize
@@ -430,12 +423,12 @@ def test_the_core_runs_on_python_39_in_the_root_with_the_same_results(comparison
     assert np.max(np.abs(float_difference)) <= 1e-12
 
 
-def test_a_failing_script_in_the_root_raises_with_its_error_and_leaves_nothing_behind(built_root):
-    before = set((built_root / "tmp").iterdir())
+def test_a_failing_script_in_the_root_raises_with_its_error_and_leaves_nothing_behind(caffe_root):
+    before = set((caffe_root / "tmp").iterdir())
     with pytest.raises(GlrlError, match="ZeroDivisionError") as raised, oracle.RootSession() as session:
         session.run_python("import glrl.errors\n1 / 0\n")
     assert "exit status 1" in raised.value.message
-    assert set((built_root / "tmp").iterdir()) == before
+    assert set((caffe_root / "tmp").iterdir()) == before
 
 
 # The tests of the torch-free core: formats, MATLAB-compatible ops, metrics, evaluation.
@@ -443,7 +436,7 @@ CORE_TEST_FILES = ("test_caffe_formats.py", "test_matlab_compat.py", "test_metri
                    "test_eval_bicubic.py")
 
 
-def test_the_core_test_suites_pass_on_python_39_with_bullseye_packages(built_root):
+def test_the_core_test_suites_pass_on_python_39_with_bullseye_packages(caffe_root):
     tests = settings.REPO_ROOT / "tests"
     with oracle.RootSession() as session:
         (session.path / "tests").mkdir()

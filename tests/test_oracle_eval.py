@@ -41,10 +41,8 @@ def per_image_psnr(out_dir: Path) -> Dict[Tuple[str, int, str], float]:
     return {(row["dataset"], row["scale"], row["image"]): row["psnr"] for row in rows}
 
 
-def test_glrl_eval_with_real_caffe_in_the_root_equals_the_torch_backend_on_set5_x3(require, data_root,
+def test_glrl_eval_with_real_caffe_in_the_root_equals_the_torch_backend_on_set5_x3(caffe_root, data_root,
                                                                                   tmp_path):
-    if not oracle.is_built():
-        require(f"the real-Caffe root is not built at {oracle.caffe_root()}; {oracle.BUILD_HINT}")
     released = released_x3_arguments()
     seeded = tmp_path / "srcnn_seeded.caffemodel"
     if not released:

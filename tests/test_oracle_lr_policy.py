@@ -122,9 +122,7 @@ def glrl_rates(solver_path: Path, net_path: Path) -> Dict[str, List[float]]:
 
 
 @pytest.fixture(scope="module")
-def rates(require, tmp_path_factory) -> Dict[str, Dict[str, Dict[str, List[float]]]]:
-    if not oracle.is_built():
-        require(f"the real-Caffe root is not built at {oracle.caffe_root()}; {oracle.BUILD_HINT}")
+def rates(caffe_root, tmp_path_factory) -> Dict[str, Dict[str, Dict[str, List[float]]]]:
     work = tmp_path_factory.mktemp("rates")
     (work / "net.prototxt").write_text(NET)
     ours = {}

@@ -630,13 +630,11 @@ NESTEROV_TOLERANCE = 3e-5
 
 @pytest.mark.oracle
 @pytest.mark.parametrize("solver_type", ["SGD", "Nesterov", "Adam"])
-def test_backend_caffe_and_backend_torch_end_with_the_same_weights(tmp_path, require, solver_type):
+def test_backend_caffe_and_backend_torch_end_with_the_same_weights(tmp_path, caffe_root, solver_type):
     """20 iterations (step lr, clipping, weight decay, lr/decay mults, iter_size 2, shuffled batches over two
     files) from the same initial weights: real Caffe 1.0 and the PyTorch backend agree to 1e-5 (Nesterov: 3e-5)."""
     from glrl import oracle
 
-    if not oracle.is_built():
-        require(f"the real-Caffe root is not built at {oracle.caffe_root()}; {oracle.BUILD_HINT}")
     torch.set_num_threads(1)
     with oracle.RootSession() as session:
         folder = session.path / "job"
@@ -727,7 +725,7 @@ def test_the_psnr_probe_runs_the_deploy_net_with_the_training_weights_as_evaluat
 
 @pytest.mark.oracle
 @pytest.mark.slow
-def test_fifty_iterations_of_the_paper_solver_on_glrl_agree_with_real_caffe(tmp_path, require):
+def test_fifty_iterations_of_the_paper_solver_on_glrl_agree_with_real_caffe(tmp_path, caffe_root):
     """The paper's solver (SGD, momentum 0.9, weight decay 1e-4, base_lr 0.1, lr halved by a step policy,
     clip_gradients 0.01) on the generated GLRL net, 50 iterations from the same initial weights and batches:
     real Caffe 1.0 and the PyTorch backend end with weights equal to relative error 1e-4. The batch is 4
@@ -736,8 +734,6 @@ def test_fifty_iterations_of_the_paper_solver_on_glrl_agree_with_real_caffe(tmp_
     from glrl.caffe.io import write_net, write_solver
     from glrl.nets.registry import get_net
 
-    if not oracle.is_built():
-        require(f"the real-Caffe root is not built at {oracle.caffe_root()}; {oracle.BUILD_HINT}")
     torch.set_num_threads(2)
     recipe = get_net("glrl")
     with oracle.RootSession() as session:
