@@ -53,8 +53,10 @@ def test_palette_images_become_rgb_or_grey(tmp_path):
 def test_exif_orientation_is_applied(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # rotated: display = stored turned 90° clockwise
+    Image.fromarray(RGB).save(tmp_path / "photo.png", exif=exif.tobytes())
+    assert np.array_equal(read_image(tmp_path / "photo.png"), np.rot90(RGB, -1))
     Image.fromarray(RGB).save(tmp_path / "photo.jpg", exif=exif.tobytes(), quality=100)
-    assert read_image(tmp_path / "photo.jpg").shape == (5, 6, 3)
+    assert read_image(tmp_path / "photo.jpg").shape == (5, 6, 3)  # JPEG keeps the tag too
 
 
 def _png_rgb16(path, pixels: np.ndarray) -> None:
