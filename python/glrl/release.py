@@ -243,29 +243,15 @@ def release(
     if not NAME_PATTERN.match(name):
         raise ModelError(f"model name {name!r} is not a plain file name",
                          hint="use letters, digits, '.', '_' and '-' (e.g. glrl_x3)")
-    if not scales or any(int(s) < 2 for s in scales) or len(set(scales)) != len(scales):
-        raise ModelError(f"scales {list(scales)} are not scale factors, each named once",
-                         hint="e.g. --scales 3 or --scales 2,3,4")
     folder = Path(models_dir) if models_dir else settings.MODELS_DIR
     weights_out, meta_out = folder / f"{name}.caffemodel", folder / f"{name}.json"
     if (weights_out.exists() or meta_out.exists()) and not force:
         raise ModelError(f"a model named {name} is already in {folder}",
                          hint="choose another name, or --force")
     record = read_run(Path(source))
-    untrained = sorted(set(int(s) for s in scales) - set(record.data_scales or scales))
-    if untrained:
-        raise ModelError(f"{source} was trained on patches of scale {','.join(map(str, record.data_scales))}, "
-                         f"not {','.join(map(str, untrained))}",
-                         hint=f"name the scales it was trained for (--scales "
-                              f"{','.join(map(str, record.data_scales))}), or train it on those scales")
+    _check_scales(scales, record, source)
     deploy_name = f"prototxt/{net}/deploy.prototxt"
-    deploy = model_zoo.deploy_path(deploy_name, folder.resolve().parent)
-    if not deploy.is_file():
-        from glrl.nets.registry import get_net
-
-        get_net(net)  # an unknown net is named as such, with the nets there are
-        raise ModelError(f"{deploy_name} is in neither {folder.resolve().parent} nor {settings.REPO_ROOT}",
-                         hint="generate the committed nets with `make prototxt`")
+    deploy = _deploy_of(net, deploy_name, folder)
     if schedule is not None:
         from glrl.nets.solver import get_schedule
 
@@ -296,6 +282,31 @@ def release(
     }
     atomic_write_text(meta_out, json.dumps(metadata, indent=1, ensure_ascii=False) + "\n")
     return model_zoo.get_model(name, folder)
+
+
+def _check_scales(scales: Sequence[int], record: RunRecord, source: Path) -> None:
+    """The scales are scale factors, each named once, and among those of the run's patch set (if it names
+    them): a run trained on x3 patches is not released for x2."""
+    if not scales or any(int(s) < 2 for s in scales) or len(set(scales)) != len(scales):
+        raise ModelError(f"scales {list(scales)} are not scale factors, each named once",
+                         hint="e.g. --scales 3 or --scales 2,3,4")
+    untrained = sorted(set(int(s) for s in scales) - set(record.data_scales or scales))
+    if untrained:
+        trained = ",".join(map(str, record.data_scales or []))
+        raise ModelError(f"{source} was trained on patches of scale {trained}, not {','.join(map(str, untrained))}",
+                         hint=f"name the scales it was trained for (--scales {trained}), or train it on those")
+
+
+def _deploy_of(net: str, deploy_name: str, models_dir: Path) -> Path:
+    """The net's committed deploy prototxt, beside the models folder or in this checkout."""
+    deploy = model_zoo.deploy_path(deploy_name, models_dir.resolve().parent)
+    if not deploy.is_file():
+        from glrl.nets.registry import get_net
+
+        get_net(net)  # an unknown net is named as such, with the nets there are
+        raise ModelError(f"{deploy_name} is in neither {models_dir.resolve().parent} nor {settings.REPO_ROOT}",
+                         hint="generate the committed nets with `make prototxt`")
+    return deploy
 
 
 def problems(model: model_zoo.ReleasedModel) -> List[str]:
