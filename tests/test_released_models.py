@@ -99,6 +99,9 @@ def test_each_checkpointed_run_is_the_run_behind_a_released_model(archive: Path,
     assert record.data_manifest_sha256 == metadata["data_manifest_sha256"] is not None
     assert record.segments == metadata["training_segments"]
     assert record.solver == metadata["solver"]
+    assert record.data_scales == [2, 3, 4]
+    for model in models:  # each released for scales it was trained on
+        assert set(model.scales) <= set(record.data_scales), model.name
 
 
 @pytest.mark.parametrize("offset", [-0.02, 0.02, 0.005])

@@ -211,7 +211,7 @@ def write_part(
     spill_paths = [spill / f"{k:05d}.bin" for k in range(n_files)]
 
     with _progress(total, f"{spec.name}: cutting", progress) as bar, \
-            contextlib.closing(cut_all(jobs, spec, workers)) as cuts:  # a stop ends the workers' jobs here
+            contextlib.closing(cut_all(jobs, spec, workers)) as cuts:  # the pool ends before the folder goes
         for job, records in cuts:
             stop.raise_if_received()
             records["position"] = positions[job.first:job.first + job.count]
