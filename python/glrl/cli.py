@@ -101,6 +101,15 @@ def add_data_root_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_device_and_backend_arguments(parser: argparse.ArgumentParser, caffe: str) -> None:
+    """``--device`` and ``--backend``, alike in every command that runs a net; ``caffe`` says what the caffe
+    backend is in that command."""
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    parser.add_argument("--backend", choices=("auto", "torch", "caffe"), default=None,
+                        help=f"torch, caffe ({caffe}) or auto: torch when installed, else caffe "
+                             "(default: $GLRL_BACKEND, else auto)")
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer of at least 1 (threads, sizes, counts)."""
     return _checked(int, text, "a positive integer", lambda value: value >= 1)

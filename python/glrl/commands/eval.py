@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from glrl.cli import add_data_root_argument, named_twice, split_list
+from glrl.cli import add_data_root_argument, add_device_and_backend_arguments, named_twice, split_list
 
 HELP = "evaluate SR methods (PSNR/SSIM on Y) against the published Table 1/2 figures"
 
@@ -33,10 +33,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     models.add_argument("--transposed", action="store_true",
                         help="trained on MATLAB-written HDF5 (patches transposed): "
                              "run on the transposed image")
-    models.add_argument("--backend", choices=("auto", "torch", "caffe"), default=None,
-                        help="torch, caffe (real Caffe via pycaffe, CPU; in bounded-memory tiles) or auto: "
-                             "torch when installed, else caffe (default: $GLRL_BACKEND, else auto)")
-    models.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    add_device_and_backend_arguments(models, "real Caffe via pycaffe, CPU; in bounded-memory tiles")
     models.add_argument("--models-dir", default=None, help="folder of released models (default: models/)")
     models.add_argument("--publish", default=None, metavar="DIR",
                         help="with --all: also write the committed copies to DIR "

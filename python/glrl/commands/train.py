@@ -21,7 +21,8 @@ HELP = ("train a net (paper solver, Caffe semantics) with snapshots, resume, mon
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from glrl.cli import add_data_root_argument, non_negative_float, positive_float, positive_int
+    from glrl.cli import (add_data_root_argument, add_device_and_backend_arguments, non_negative_float,
+                          positive_float, positive_int)
 
     add_data_root_argument(parser)
     parser.add_argument("--net", default=None,
@@ -39,10 +40,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "(base_lr=1.25e-5, stepsize=1500, test_interval=500; repeatable); with --resume the "
                              "run folder's solver.prototxt is changed from the resumed iteration on, and the "
                              "change is printed")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
-    parser.add_argument("--backend", choices=("auto", "torch", "caffe"), default=None,
-                        help="torch, caffe (real Caffe through pycaffe, where it is installed) or auto: "
-                             "torch when installed, else caffe (default: $GLRL_BACKEND, else auto)")
+    add_device_and_backend_arguments(parser, "real Caffe through pycaffe, where it is installed")
     parser.add_argument("--run-dir", default=None,
                         help="run folder (default: <work>/runs/<net>-x<scale>-<schedule>[-<optimizer>])")
     parser.add_argument("--solver", default=None, help="train this solver.prototxt instead of generating one")

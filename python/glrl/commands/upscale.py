@@ -15,17 +15,14 @@ HELP = "enlarge images (files or folders) with a released SR model"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from glrl.cli import tile_size
+    from glrl.cli import add_device_and_backend_arguments, tile_size
 
     parser.add_argument("input", help="an image file, or a folder of images")
     parser.add_argument("output", help="the output file (format from its extension), or a folder")
     parser.add_argument("--scale", type=int, required=True, help="enlargement factor (2, 3, 4)")
     parser.add_argument("--model", default=None, help="a released model name (default: the one for --scale)")
     parser.add_argument("--net", default="glrl", help="which net's released model to pick (default glrl)")
-    parser.add_argument("--device", default="auto", help="auto (GPU if there is one), cpu, cuda, cuda:N")
-    parser.add_argument("--backend", default=None, choices=("auto", "torch", "caffe"),
-                        help="torch, caffe (real Caffe, CPU) or auto: torch when installed, else caffe "
-                             "(default: $GLRL_BACKEND, else auto)")
+    add_device_and_backend_arguments(parser, "real Caffe, CPU")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                         help="fp32 (default, Caffe's arithmetic) or bf16 (torch backend; about twice as fast on "
                              "CPUs with AVX-512 BF16 and on recent GPUs, a few thousandths of a dB off fp32)")
