@@ -416,6 +416,16 @@ def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_snapshot(tm
     assert all(np.isfinite(np.asarray(blob.data)).all() for layer in model.layer for blob in layer.blobs)
 
 
+def test_a_run_that_began_and_then_diverged_keeps_its_new_folder_its_log_and_snapshots(tmp_path, capsys):
+    from glrl.cli import main
+
+    solver = make_run(tmp_path / "spec", base_lr=1e4, clip=-1, max_iter=60, snapshot=1, iter_size=1)
+    assert main(["train", "--solver", str(solver), "--run-dir", str(tmp_path / "run"), "--device", "cpu",
+                 "--no-set5", "--no-progress", "--threads", "1"]) == 2
+    assert "diverged" in capsys.readouterr().err
+    assert "diverged" in (tmp_path / "run" / "train.log").read_text() and latest_snapshot(tmp_path / "run")
+
+
 def test_an_infinite_loss_stops_at_its_iteration_before_anything_is_written(tmp_path):
     solver = make_run(tmp_path, snapshot=1)
     with h5py.File(tmp_path / "a.h5", "r+") as handle:
@@ -893,7 +903,7 @@ def test_a_run_the_graphed_step_cannot_hold_is_refused_saying_why(tmp_path, caps
                    "--device", "cpu", "--no-set5", "--no-progress"])
     assert status == 2
     assert reason in capsys.readouterr().err
-    assert latest_snapshot(tmp_path / "run") is None
+    assert not (tmp_path / "run").exists()  # the copies of solver and net it wrote went with the folder it made
 
 
 def test_initial_weights_that_fit_no_layer_of_the_train_net_are_refused(tmp_path, capsys):
@@ -911,6 +921,11 @@ def test_initial_weights_that_fit_no_layer_of_the_train_net_are_refused(tmp_path
            "--no-progress"]
     assert main([*run, "--weights", str(tmp_path / "other.caffemodel")]) == 2
     assert "holds no weights for any layer of the train net 'tiny'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # refused before it trained: nothing of it is left
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    assert main([*run, "--weights", str(tmp_path / "other.caffemodel")]) == 2
+    assert (tmp_path / "run" / "notes.txt").read_text() == "mine"  # a folder it did not make is left as it was
     assert not (tmp_path / "run" / "initial-weights.json").exists()  # no record of weights it never had
 
 

@@ -9,7 +9,6 @@ set. See docs/training.md.
 from __future__ import annotations
 
 import argparse
-import functools
 import math
 from pathlib import Path
 from typing import Any, Callable, List, NamedTuple, Optional
@@ -99,9 +98,34 @@ def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir) if args.run_dir else settings.work_dir() / "runs" / run_name
     run_dir = run_dir.resolve()
     _refuse_to_resume_nothing(args.resume, run_dir)
+    from glrl.errors import GlrlError
+
     backend = _usable_backend(args)
+    fresh = not run_dir.exists()
+    started: List[bool] = []  # set once the trainer has taken its weights
     with _run_folder_lock(run_dir):
-        return _train(args, given, run_dir, backend)
+        try:
+            return _train(args, given, run_dir, backend, on_start=lambda: started.append(True))
+        except GlrlError:
+            if fresh and not started:
+                _undo_new_run_folder(run_dir)
+            raise
+
+
+def _undo_new_run_folder(run_dir: Path) -> None:
+    """A run refused before its trainer took its weights (``--cuda-graph`` with an SGD solver, weights that
+    do not fit the net) leaves none of what this command wrote in the folder it made: the folder lock then
+    removes the folder itself. Only rank 0 writes a run folder."""
+    import os
+    import shutil
+
+    from glrl.fsutil import LOCK_NAME
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    for entry in run_dir.iterdir():
+        if entry.name != LOCK_NAME:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
 def _usable_backend(args: argparse.Namespace) -> str:
@@ -199,7 +223,8 @@ def _run_folder_lock(run_dir: Path):
     return folder_lock(run_dir, "run folder")
 
 
-def _train(args: argparse.Namespace, given: argparse.Namespace, run_dir: Path, backend: str) -> int:
+def _train(args: argparse.Namespace, given: argparse.Namespace, run_dir: Path, backend: str,
+           on_start: Callable[[], None]) -> int:
     from glrl.data_prep.config import parse_scales
     from glrl.provenance import describe_weights
 
@@ -218,7 +243,12 @@ def _train(args: argparse.Namespace, given: argparse.Namespace, run_dir: Path, b
     if not args.solver:
         solver_path = _prepare_run(args, scales, run_dir)
     resume = _resume_path(args.resume, run_dir)
-    on_ready = functools.partial(_record_origin, run_dir, origin, args.weights) if resume is None else None
+
+    def begin_new_run() -> None:
+        on_start()
+        _record_origin(run_dir, origin, args.weights)
+
+    on_ready = begin_new_run if resume is None else None
     if backend == "caffe":
         from glrl.train.caffe_backend import train_in_caffe
 

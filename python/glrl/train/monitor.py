@@ -75,16 +75,17 @@ class Monitor:
             self._tensorboard = _tensorboard_writer(self.run_dir / "tensorboard", start_iter)
 
     # -- log lines -------------------------------------------------------------------------------------------
-    def log(self, message: str) -> None:
-        """A Caffe-style log line (glog prefix) to ``train.log`` and, beside the bar, to stderr."""
+    def log(self, message: str, *, error: bool = False) -> None:
+        """A Caffe-style log line (glog prefix) to ``train.log`` and, beside the bar, to stderr; an ``error``
+        line (``E``) goes to ``train.log`` only: the command prints the error itself."""
         if not self.enabled:
             return
         now = time.time()
         stamp = time.strftime("%m%d %H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1e6):06d}"
-        line = f"I{stamp} {os.getpid():5d} solver.cpp:0] {message}"
+        line = f"{'E' if error else 'I'}{stamp} {os.getpid():5d} solver.cpp:0] {message}"
         self._log.write(line + "\n")
         self._log.flush()
-        if self.echo:
+        if self.echo and not error:
             if self._bar is not None and not self._bar.disable:
                 self._bar.write(line, file=sys.stderr)
             else:

@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 from glrl.data_prep.reader import resolve_source
-from glrl.errors import TrainingError
+from glrl.errors import GlrlError, TrainingError
 from glrl.signals import StopSignals
 from glrl import machine
 from glrl.machine import describe_hardware  # a module name, so tests can stand in another machine
@@ -330,6 +330,10 @@ class Trainer:
                     self._log("Optimization Done.")
             if self.monitor is not None:
                 self.monitor.plot(self.options.bicubic_psnr)
+        except GlrlError as exc:  # why the run stopped stays in its log (divergence, a damaged patch file)
+            if self.monitor is not None:
+                self.monitor.log(f"Stopped: {exc.message}", error=True)
+            raise
         finally:
             if self.monitor is not None:
                 self.monitor.close()
