@@ -601,9 +601,15 @@ def test_packing_finds_every_set_before_it_writes_anything_and_refuses_to_pack_n
 
 
 def test_down_scaled_copies_need_the_colour_images_not_a_luma_pack(packed_root, tmp_path):
+    """Refused when planned: the build cuts nothing, and a dry run does not promise a set it cannot build."""
+    from glrl.data_prep.build import plan
+
     config = BuildConfig(train_sets=("T91",), val_set="", downscales=(0.7,))
     with pytest.raises(DataError, match="luma pack holds no colour"):
+        plan(config, packed_root, check_sources=False)
+    with pytest.raises(DataError, match="luma pack holds no colour"):
         build(config, packed_root, tmp_path / "ds", workers=1, progress=False, check_sources=False)
+    assert list(tmp_path.iterdir()) == []
 
 
 # --- bad input, continued ----------------------------------------------------------------------------------

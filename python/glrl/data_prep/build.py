@@ -41,7 +41,7 @@ from glrl.data_prep import manifest as manifest_io
 from glrl.data_prep.config import BuildConfig
 from glrl.data_prep.h5file import write_patch_file
 from glrl.data_prep.patches import cut_patches, interpolated_pair, patch_count
-from glrl.data_prep.sources import SourceImage, augmented_luminances, list_sources
+from glrl.data_prep.sources import SourceImage, augmented_luminances, list_sources, refuse_shrinking_packs
 from glrl.errors import DataError
 from glrl.fsutil import atomic_write_text, replace_folder
 from glrl.matlab_compat import output_size
@@ -107,6 +107,8 @@ def image_patch_count(height: int, width: int, spec: PartSpec) -> int:
 
 
 def plan_jobs(sources: Sequence[SourceImage], spec: PartSpec) -> List[Job]:
+    """Every image's job (one per down-scale factor), with its patches' global indices."""
+    refuse_shrinking_packs(sources, spec.factors)
     jobs: List[Job] = []
     first = 0
     for image_index, source in enumerate(sources):

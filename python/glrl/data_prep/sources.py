@@ -127,13 +127,22 @@ def luminance(img: np.ndarray) -> np.ndarray:
     raise DataError(f"expected a grey or RGB image, got shape {img.shape}")
 
 
+def refuse_shrinking_packs(sources: Sequence[SourceImage], factors: Sequence[float]) -> None:
+    """Down-scaled copies (``--downscales``) are shrunk from the RGB image, as MATLAB does, which a luma pack
+    does not hold: such a build is refused when it is planned, before anything is cut."""
+    if all(factor == 1.0 for factor in factors):
+        return
+    packed = next((source.path for source in sources if luma_pack.is_packed(source.path)), None)
+    if packed is not None:
+        raise DataError(f"{packed}: a luma pack holds no colour, so it cannot give down-scaled copies",
+                        hint="build from the image folder, or without --downscales")
+
+
 def augmented_luminances(path: Path, transforms: Sequence[int], factor: float) -> Iterator[np.ndarray]:
     """The luminance of each dihedral ``transforms`` of the image at ``path``, shrunk by ``factor`` (MATLAB
     bicubic on the uint8 RGB after the flip and turn, the order of the VDSR-lineage MATLAB scripts) when
-    ``factor`` is not 1. Without shrinking, Y of the turned image is the turned Y (rgb2ycbcr is per pixel)."""
-    if factor != 1.0 and luma_pack.is_packed(path):  # MATLAB shrinks the RGB image, which a pack does not hold
-        raise DataError(f"{path}: a luma pack holds no colour, so it cannot give down-scaled copies",
-                        hint="build from the image folder, or without --downscales")
+    ``factor`` is not 1 (never for a luma pack: :func:`refuse_shrinking_packs`). Without shrinking, Y of the
+    turned image is the turned Y (rgb2ycbcr is per pixel)."""
     img = read_source(path)
     if factor == 1.0:
         y = luminance(img)
