@@ -693,6 +693,20 @@ def test_a_solverstate_given_as_weights_is_refused_as_binary_not_taken_for_a_pro
     assert "text file" not in info.value.message and "binary .caffemodel" in info.value.hint
 
 
+def test_caffe_info_counts_a_shared_blob_once_and_says_how_much_is_stored(tmp_path, capsys):
+    """GLRL's units share their convolutions (``param { name }``); Caffe stores a shared blob in each layer
+    that uses it, so the file holds twice the values the net learns."""
+    from glrl import settings
+    from glrl.cli import main
+    from glrl.nets.registry import get_net
+    from glrl.nets.stats import measure
+
+    counted = measure(get_net("glrl").deploy())
+    assert main(["caffe", "info", str(settings.MODELS_DIR / "glrl_x3.caffemodel")]) == 0
+    assert (f"parameters: {counted.params:,} ({counted.params_with_sharing:,} stored"
+            in capsys.readouterr().out)
+
+
 def test_caffe_info_tells_a_snapshot_by_its_content_and_upgrade_leaves_it_alone(tmp_path, capsys):
     from glrl.cli import main
 

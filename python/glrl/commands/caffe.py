@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, List
+from typing import Any, Dict, List
 
 HELP = "inspect Caffe files (info) and upgrade legacy nets and solvers (upgrade)"
 
@@ -90,17 +90,23 @@ def summarise_net(net: Any) -> List[str]:
 
     lines = [f"name: {net.name or '(unnamed)'}, {len(net.layer)} layers"]
     width = max([len(layer.name) for layer in net.layer] + [4])
-    total = 0
+    counts: Dict[Any, int] = {}  # a blob shared through ``param { name }`` counts once
+    stored = 0
     for layer in net.layer:
         flow = f"{', '.join(layer.bottom) or '-'} -> {', '.join(layer.top) or '-'}"
         line = f"  {layer.name:<{width}}  {layer.type:<14} {flow}{_rules(layer)}{_details(layer)}"
         if len(layer.blobs):
             shapes = [io.blob_shape(blob) for blob in layer.blobs]
-            total += sum(int(_count(shape)) for shape in shapes)
+            for index, shape in enumerate(shapes):
+                shared = layer.param[index].name if index < len(layer.param) else ""
+                counts[shared or (layer.name, index)] = int(_count(shape))
+                stored += int(_count(shape))
             line += "  blobs " + ", ".join("x".join(map(str, shape)) or "scalar" for shape in shapes)
         lines.append(line)
+    total = sum(counts.values())
     if total:
-        lines.append(f"parameters: {total:,}")
+        lines.append(f"parameters: {total:,}" + (f" ({stored:,} stored: a shared blob is stored in each layer "
+                                                 "that uses it)" if stored != total else ""))
     return lines
 
 
