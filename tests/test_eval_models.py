@@ -652,12 +652,13 @@ def test_models_verify_finds_corrupt_weights_and_orphans(trained_run, data_root,
 def test_eval_by_net_skips_a_scale_without_a_released_model_with_a_note(trained_run, data_root, tmp_path):
     write_deploy(tmp_path, "glrl")  # the tiny net stands in for GLRL in this temporary checkout
     assert release(tmp_path, trained_run["result"].caffemodel, "glrl_x3", "glrl", data_root=data_root) == 0
-    records = evaluate(tmp_path / "out", data_root, "--method", "glrl", "--scales", "2,3",
+    records = evaluate(tmp_path / "out", data_root, "--method", "glrl", "--scales", "2,3,8",
                        "--models-dir", str(tmp_path / "models"))
     by_scale = {r["scale"]: r for r in records if r["method"] == "GLRL"}
-    assert {r["scale"] for r in records} == {2, 3}  # no published x4 cell listed as "not measured"
+    assert {r["scale"] for r in records} == {2, 3, 8}  # no published x4 cell listed as "not measured"
     assert by_scale[3]["model"] == "glrl_x3" and by_scale[3]["published_psnr"] == 33.09
     assert by_scale[2]["psnr"] is None and by_scale[2]["note"] == "no released glrl model for x2"
+    assert by_scale[8]["table"] is None and by_scale[8]["note"] == "no released glrl model for x8"  # no paper cell
 
 
 def test_all_writes_every_published_cell_the_figures_and_the_readme_block(trained_run, data_root, tmp_path):

@@ -41,7 +41,7 @@ class SuiteResult:
     summaries: List[Summary]
     per_image: List[ImageResult]
     models: Dict[Tuple[str, str, int], Optional[str]]  # (method, dataset, scale) -> released model
-    notes: Dict[Tuple[str, int], str]  # (method lower-case, scale) -> why it was not measured
+    notes: Dict[Tuple[str, int], str]  # (method, scale) -> why it was not measured
     seconds: Dict[str, float]  # per method, net time inside the method and scoring
     total_seconds: float = 0.0
 
@@ -77,7 +77,7 @@ def run_suite(
     for entry in entries:
         for scale in scales:
             if scale not in entry.factories:
-                result.notes[(entry.name.lower(), scale)] = entry.missing.get(scale, f"not run at x{scale}")
+                result.notes[(entry.name, scale)] = entry.missing.get(scale, f"not run at x{scale}")
     for dataset in checked:
         images = [(path.stem, read_image(path)) for path in dataset.image_paths(root)]
         for scale in scales:

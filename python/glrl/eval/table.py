@@ -73,16 +73,17 @@ def build_cells(
     """The published cells of ``datasets`` × ``scales`` (of ``methods`` only, when given) with ours beside
     them, then our cells the paper has no figure for.
 
-    ``notes[(method, scale)]`` (method in lower case) explains a method's missing scale (e.g. no released
-    model for ×2).
+    ``notes[(method, scale)]`` explains a method's missing scale (e.g. no released model for ×2); a scale the
+    paper has no cell for gets a row of its own with the note.
     """
     wanted_sets = {d.lower() for d in datasets}
     wanted_methods = None if methods is None else {m.lower() for m in methods}
     ours: Dict[Tuple[str, str, int], Measured] = {
         (m.summary.method.lower(), m.summary.dataset.lower(), m.summary.scale): m for m in measured
     }
+    why_missing = {(method.lower(), scale): note for (method, scale), note in notes.items()}
     cells: List[Cell] = []
-    used = set()
+    covered = set()  # (method, dataset, scale) of the rows made so far, in lower case
     figures = published_figures()
     paper_cells = {(figure.dataset.lower(), figure.scale) for figure in figures}
     for figure in figures:
@@ -92,24 +93,30 @@ def build_cells(
         if wanted_methods is not None and method.lower() not in wanted_methods:
             continue
         key = (method.lower(), figure.dataset.lower(), figure.scale)
+        covered.add(key)
         found = ours.get(key)
         if found is not None:
-            used.add(key)
             cells.append(Cell(figure.table, figure.dataset, figure.scale, figure.method, found.summary.psnr,
                               found.summary.ssim, figure.psnr, figure.ssim, found.model))
         else:
-            note = "published only" if figure.method in PUBLISHED_ONLY else notes.get(
+            note = "published only" if figure.method in PUBLISHED_ONLY else why_missing.get(
                 (method.lower(), figure.scale), "not measured")
             cells.append(Cell(figure.table, figure.dataset, figure.scale, figure.method, None, None,
                               figure.psnr, figure.ssim, None, note))
     for key, found in ours.items():
-        if key not in used:
+        if key not in covered:
+            covered.add(key)
             s = found.summary
             figure = published(s.dataset, s.scale, s.method)
             # None: a set or a scale the paper lacks
             table_number = 2 if (s.dataset.lower(), s.scale) in paper_cells else None
             cells.append(Cell(table_number, s.dataset, s.scale, s.method, s.psnr, s.ssim,
                               figure.psnr if figure else None, figure.ssim if figure else None, found.model))
+    for (method, scale), note in notes.items():  # a missing scale with no row above (the paper has none)
+        for dataset in datasets:
+            if scale in scales and (method.lower(), dataset.lower(), scale) not in covered:
+                table_number = 2 if (dataset.lower(), scale) in paper_cells else None
+                cells.append(Cell(table_number, dataset, scale, method, None, None, None, None, None, note))
     return cells
 
 
