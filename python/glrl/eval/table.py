@@ -73,8 +73,8 @@ def build_cells(
     """The published cells of ``datasets`` × ``scales`` (of ``methods`` only, when given) with ours beside
     them, then our cells the paper has no figure for.
 
-    ``notes[(method, scale)]`` explains a method's missing scale (e.g. no released model for ×2); a scale the
-    paper has no cell for gets a row of its own with the note.
+    ``notes[(method, scale)]`` explains a method's missing scale (e.g. no released model for ×2); at a set
+    and scale the paper has no cell for, the note gets a row of its own.
     """
     wanted_sets = {d.lower() for d in datasets}
     wanted_methods = None if methods is None else {m.lower() for m in methods}
@@ -112,11 +112,11 @@ def build_cells(
             table_number = 2 if (s.dataset.lower(), s.scale) in paper_cells else None
             cells.append(Cell(table_number, s.dataset, s.scale, s.method, s.psnr, s.ssim,
                               figure.psnr if figure else None, figure.ssim if figure else None, found.model))
-    for (method, scale), note in notes.items():  # a missing scale with no row above (the paper has none)
+    for (method, scale), note in notes.items():  # a missing scale the paper has no cell for (x8, Urban100)
         for dataset in datasets:
-            if scale in scales and (method.lower(), dataset.lower(), scale) not in covered:
-                table_number = 2 if (dataset.lower(), scale) in paper_cells else None
-                cells.append(Cell(table_number, dataset, scale, method, None, None, None, None, None, note))
+            if (scale in scales and (dataset.lower(), scale) not in paper_cells
+                    and (method.lower(), dataset.lower(), scale) not in covered):
+                cells.append(Cell(None, dataset, scale, method, None, None, None, None, None, note))
     return cells
 
 
