@@ -16,6 +16,7 @@ Medians of interleaved runs; ratio = oneDNN's (PyTorch's, default glibc's) time 
 """
 from __future__ import annotations
 
+import argparse
 import statistics
 import subprocess
 import sys
@@ -86,6 +87,7 @@ def training_kernels(module: object) -> None:
 
 
 def main() -> int:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     import numpy as np
     import torch
     import torch.nn.functional as F

@@ -13,7 +13,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", metavar="FILE",
                         help="an .h5 patch file, a list file (train.txt) or a set folder")
     parser.add_argument("--mosaic", default=None,
-                        help="PNG of sample data|label pairs (default: <FILE>-mosaic.png beside FILE)")
+                        help="PNG of sample data|label pairs (default: <FILE>-mosaic.png beside a file, "
+                             "mosaic.png inside a folder)")
     parser.add_argument("--no-mosaic", action="store_true", help="do not draw the mosaic")
     parser.add_argument("--samples", type=positive_int, default=16, help="pairs in the mosaic (default 16)")
     parser.add_argument("--verify", action="store_true", help="also check the SHA-256 of every file")
