@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from glrl import settings
+    from glrl.errors import GlrlError
 
     args.deadline = None if args.time_limit is None else time.monotonic() + args.time_limit
 
@@ -98,8 +99,6 @@ def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir) if args.run_dir else settings.work_dir() / "runs" / run_name
     run_dir = run_dir.resolve()
     _refuse_to_resume_nothing(args.resume, run_dir)
-    from glrl.errors import GlrlError
-
     backend = _usable_backend(args)
     fresh = not run_dir.exists()
     started: List[bool] = []  # set once the trainer has taken its weights
