@@ -40,6 +40,7 @@ from glrl.backends.torch_layers import LAYER_CLASSES, Convolution, Layer, PReLU,
 from glrl.caffe import io, pb
 from glrl.caffe.phase import filter_layers
 from glrl.caffe.upgrade import upgrade_net
+from glrl.caffe.weights import blob_key
 from glrl.errors import FormatError, ModelError
 
 # Layers whose forward pass returns new tensors (never a view of a bottom): what they make, a ReLU may
@@ -238,7 +239,7 @@ class TorchNet(nn.Module):
             if owner is None:
                 data = fill(spec.filler, spec.shape, dtype=self.dtype, generator=self._generator,
                             what=f"layer '{param.name}' blob {index}")
-                entry = LearnableParam(key=ps.name or f"{param.name}/{index}", layer_name=param.name,
+                entry = LearnableParam(key=blob_key(param, index), layer_name=param.name,
                                        index=index, param=nn.Parameter(data.to(self.device)),
                                        lr_mult=float(ps.lr_mult), decay_mult=float(ps.decay_mult))
                 self._learnable.append(entry)

@@ -14,6 +14,13 @@ from typing import Any, List, Mapping
 from glrl.errors import FormatError
 
 
+def blob_key(layer: Any, index: int) -> str:
+    """The identity of a layer's parameter blob ``index``: the name it is shared under (``param { name }``),
+    else ``<layer>/<index>``. Blobs with one key are one blob, whatever layers use it."""
+    name = layer.param[index].name if index < len(layer.param) else ""
+    return name or f"{layer.name}/{index}"
+
+
 def layers_left_unset(net: Any, blob_counts: Mapping[str, int], model: Any) -> List[str]:
     """The layers of ``net`` (an upgraded NetParameter) with parameters (``blob_counts``: layer name -> its
     number of parameter blobs, as the backend built them) that ``model`` (a caffemodel's NetParameter) gives no

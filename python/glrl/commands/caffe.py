@@ -87,10 +87,11 @@ def _rules(layer: Any) -> str:
 
 def summarise_net(net: Any) -> List[str]:
     from glrl.caffe import io
+    from glrl.caffe.weights import blob_key
 
     lines = [f"name: {net.name or '(unnamed)'}, {len(net.layer)} layers"]
     width = max([len(layer.name) for layer in net.layer] + [4])
-    counts: Dict[Any, int] = {}  # a blob shared through ``param { name }`` counts once
+    counts: Dict[str, int] = {}  # a blob shared through ``param { name }`` counts once
     stored = 0
     for layer in net.layer:
         flow = f"{', '.join(layer.bottom) or '-'} -> {', '.join(layer.top) or '-'}"
@@ -98,8 +99,7 @@ def summarise_net(net: Any) -> List[str]:
         if len(layer.blobs):
             shapes = [io.blob_shape(blob) for blob in layer.blobs]
             for index, shape in enumerate(shapes):
-                shared = layer.param[index].name if index < len(layer.param) else ""
-                counts[shared or (layer.name, index)] = int(_count(shape))
+                counts[blob_key(layer, index)] = int(_count(shape))
                 stored += int(_count(shape))
             line += "  blobs " + ", ".join("x".join(map(str, shape)) or "scalar" for shape in shapes)
         lines.append(line)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Tuple
 
 from glrl.caffe.geometry import ConvGeometry, conv_geometry
+from glrl.caffe.weights import blob_key
 from glrl.errors import FormatError
 
 Shape = Tuple[int, ...]
@@ -114,7 +115,7 @@ def measure(net: Any) -> NetStats:
             top_shapes = [()]
         for index, size in enumerate(blobs):
             spec = layer.param[index] if index < len(layer.param) else None
-            key = spec.name if spec is not None and spec.name else f"{layer.name}#{index}"
+            key = blob_key(layer, index)
             if spec is not None and spec.name:
                 owners.setdefault(spec.name, []).append(layer.name)
                 if spec.name in param_sizes and param_sizes[spec.name] != size:
